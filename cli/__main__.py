@@ -1,0 +1,3 @@
+from bonjourgrid.cli.main import main
+
+main()
