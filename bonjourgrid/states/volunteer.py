@@ -1,0 +1,229 @@
+"""The volunteer's state machine: Idle -> Reserved -> Worker -> Idle.
+
+Theory of operation
+-------------------
+A volunteer serves at most one application of one coordinator at a time. A coordinator
+reserves it with a lease (``Reserve``); the reservation is accepted only from Idle, which is
+what makes "no machine ever serves two coordinators at once" a local, atomic decision. Once
+the coordinator has staged the application the volunteer is a Worker (``Activate``). Every
+heartbeat renews the lease (``Renew``); ``Release`` or an expired lease (``Expire``, checked
+with the current time passed in) brings it back to Idle, so a dead coordinator never holds a
+machine for longer than one lease.
+
+Terms fence coordinators: a reservation carries the app's term; a replica that takes over an
+app claims a higher term and re-homes the worker by reserving it again with that term (same
+app, higher term: accepted, the coordinator changes). Anything from a lower term is stale and
+refused. Terms are only ever learned over the authenticated control channel.
+
+Advertised state is two-valued (DESIGN.md): Reserved and Worker both advertise as "worker"
+so no rival recruits a reserved machine.
+
+This module does no I/O and reads no clock. An event that makes no sense in the current
+state (e.g. ``Activate`` while Idle) raises ``IllegalTransition`` and changes nothing; a
+legitimate request that must be declined (``Reserve`` while busy) returns a ``Refused``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class VolunteerState(str, Enum):
+    IDLE = "idle"
+    """Offered to the grid; may be reserved by any coordinator of the grid."""
+    RESERVED = "reserved"
+    """Accepted a reservation; waiting for the coordinator to stage its application."""
+    WORKER = "worker"
+    """Serving one application of one coordinator."""
+
+
+class IllegalTransition(Exception):
+    """An event that is meaningless in the current state; the state is unchanged."""
+
+
+@dataclass(frozen=True)
+class Reserve:
+    app: str
+    coordinator: str
+    term: int
+    lease_until: float
+
+
+@dataclass(frozen=True)
+class Activate:
+    app: str
+    term: int
+
+
+@dataclass(frozen=True)
+class Renew:
+    app: str
+    term: int
+    lease_until: float
+
+
+@dataclass(frozen=True)
+class Release:
+    app: str
+    term: int
+
+
+@dataclass(frozen=True)
+class Expire:
+    now: float
+
+
+Event = Reserve | Activate | Renew | Release | Expire
+
+
+@dataclass(frozen=True)
+class Accepted:
+    state: VolunteerState
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+Outcome = Accepted | Refused
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Whom the volunteer serves while Reserved or Worker."""
+
+    app: str
+    coordinator: str
+    term: int
+    lease_until: float
+
+
+class Volunteer:
+    """One machine's volunteer state. Not thread-safe: drive it from one event loop."""
+
+    def __init__(self) -> None:
+        self._state = VolunteerState.IDLE
+        self._assignment: Assignment | None = None
+
+    @property
+    def state(self) -> VolunteerState:
+        return self._state
+
+    @property
+    def assignment(self) -> Assignment | None:
+        return self._assignment
+
+    @property
+    def advertised(self) -> str:
+        """The one service type the machine publishes: ``idle`` or ``worker``."""
+        return "idle" if self._state is VolunteerState.IDLE else "worker"
+
+    def handle(self, event: Event) -> Outcome:
+        handler = _TRANSITIONS[self._state].get(type(event))
+        if handler is None:
+            raise IllegalTransition(f"{type(event).__name__} is illegal while {self._state.value}")
+        return handler(self, event)
+
+    # --- transitions -------------------------------------------------------------------
+
+    def _reserve_from_idle(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Reserve)
+        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
+        self._state = VolunteerState.RESERVED
+        return Accepted(self._state)
+
+    def _reserve_when_busy(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Reserve) and self._assignment is not None
+        a = self._assignment
+        if ev.app != a.app:
+            return Refused(f"busy with app {a.app}")
+        if ev.term < a.term:
+            return Refused(f"stale term {ev.term} < {a.term}")
+        if ev.term == a.term and ev.coordinator != a.coordinator:
+            return Refused(f"app {a.app} term {a.term} belongs to {a.coordinator}")
+        # Same app, same or higher term: a reconnecting coordinator or a takeover (re-homing).
+        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
+        return Accepted(self._state)
+
+    def _activate(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Activate)
+        refusal = self._check_current(ev.app, ev.term)
+        if refusal:
+            return refusal
+        self._state = VolunteerState.WORKER
+        return Accepted(self._state)
+
+    def _activate_again(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Activate)
+        return self._check_current(ev.app, ev.term) or Accepted(self._state)
+
+    def _renew(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Renew) and self._assignment is not None
+        refusal = self._check_current(ev.app, ev.term)
+        if refusal:
+            return refusal
+        a = self._assignment
+        self._assignment = Assignment(
+            a.app, a.coordinator, a.term, max(a.lease_until, ev.lease_until)
+        )
+        return Accepted(self._state)
+
+    def _release(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Release)
+        refusal = self._check_current(ev.app, ev.term)
+        if refusal:
+            return refusal
+        self._to_idle()
+        return Accepted(self._state)
+
+    def _expire(self, ev: Event) -> Outcome:
+        assert isinstance(ev, Expire) and self._assignment is not None
+        if ev.now >= self._assignment.lease_until:
+            self._to_idle()
+        return Accepted(self._state)
+
+    def _expire_idle(self, ev: Event) -> Outcome:
+        return Accepted(self._state)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _check_current(self, app: str, term: int) -> Refused | None:
+        a = self._assignment
+        assert a is not None
+        if app != a.app:
+            return Refused(f"not serving app {app} (serving {a.app})")
+        if term < a.term:
+            return Refused(f"stale term {term} < {a.term}")
+        return None
+
+    def _to_idle(self) -> None:
+        self._state = VolunteerState.IDLE
+        self._assignment = None
+
+
+_Handler = Callable[[Volunteer, Event], Outcome]
+
+# TRANSITIONS[state][event type] -> handler. A missing entry is an illegal event.
+_TRANSITIONS: dict[VolunteerState, dict[type, _Handler]] = {
+    VolunteerState.IDLE: {
+        Reserve: Volunteer._reserve_from_idle,
+        Expire: Volunteer._expire_idle,
+    },
+    VolunteerState.RESERVED: {
+        Reserve: Volunteer._reserve_when_busy,
+        Activate: Volunteer._activate,
+        Renew: Volunteer._renew,
+        Release: Volunteer._release,
+        Expire: Volunteer._expire,
+    },
+    VolunteerState.WORKER: {
+        Reserve: Volunteer._reserve_when_busy,
+        Activate: Volunteer._activate_again,
+        Renew: Volunteer._renew,
+        Release: Volunteer._release,
+        Expire: Volunteer._expire,
+    },
+}

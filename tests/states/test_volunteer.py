@@ -1,0 +1,143 @@
+"""Every transition of the volunteer machine, legal and illegal."""
+
+from __future__ import annotations
+
+import pytest
+
+from bonjourgrid.states.volunteer import (
+    Accepted,
+    Activate,
+    Expire,
+    IllegalTransition,
+    Refused,
+    Release,
+    Renew,
+    Reserve,
+    Volunteer,
+    VolunteerState,
+)
+
+IDLE, RESERVED, WORKER = VolunteerState.IDLE, VolunteerState.RESERVED, VolunteerState.WORKER
+
+
+def reserved(app: str = "a1", coord: str = "c1", term: int = 1, until: float = 10.0) -> Volunteer:
+    v = Volunteer()
+    assert v.handle(Reserve(app, coord, term, until)) == Accepted(RESERVED)
+    return v
+
+
+def worker(**kw: object) -> Volunteer:
+    v = reserved(**kw)  # type: ignore[arg-type]
+    assert v.handle(Activate(v.assignment.app, v.assignment.term)) == Accepted(WORKER)  # type: ignore[union-attr]
+    return v
+
+
+def test_idle_reserve_accepts_and_advertises_worker() -> None:
+    v = reserved()
+    assert v.state is RESERVED and v.advertised == "worker"
+    assert v.assignment is not None and v.assignment.coordinator == "c1"
+
+
+def test_a_fresh_volunteer_is_idle_and_advertises_idle() -> None:
+    v = Volunteer()
+    assert v.state is IDLE and v.advertised == "idle" and v.assignment is None
+
+
+@pytest.mark.parametrize("event", [Activate("a1", 1), Renew("a1", 1, 5.0), Release("a1", 1)])
+def test_idle_rejects_events_of_a_reservation_it_does_not_hold(event: object) -> None:
+    v = Volunteer()
+    with pytest.raises(IllegalTransition):
+        v.handle(event)  # type: ignore[arg-type]
+    assert v.state is IDLE
+
+
+def test_idle_expire_is_a_no_op() -> None:
+    v = Volunteer()
+    assert v.handle(Expire(100.0)) == Accepted(IDLE)
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_busy_volunteer_refuses_a_rival_app(make: object) -> None:
+    v = make()  # type: ignore[operator]
+    before = (v.state, v.assignment)
+    out = v.handle(Reserve("other", "c2", 1, 20.0))
+    assert isinstance(out, Refused) and "busy with app a1" in out.reason
+    assert (v.state, v.assignment) == before
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_same_term_other_coordinator_is_refused(make: object) -> None:
+    v = make()  # type: ignore[operator]
+    assert isinstance(v.handle(Reserve("a1", "intruder", 1, 20.0)), Refused)
+    assert v.assignment.coordinator == "c1"
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_higher_term_re_homes_the_worker(make: object) -> None:
+    v = make(term=1)  # type: ignore[operator]
+    state = v.state
+    assert v.handle(Reserve("a1", "replica", 2, 30.0)) == Accepted(state)
+    assert v.assignment.coordinator == "replica" and v.assignment.term == 2
+    # the old coordinator is now fenced off
+    assert isinstance(v.handle(Renew("a1", 1, 40.0)), Refused)
+    assert isinstance(v.handle(Release("a1", 1)), Refused)
+    assert isinstance(v.handle(Reserve("a1", "c1", 1, 40.0)), Refused)
+    assert v.state is state
+
+
+def test_same_coordinator_reconnecting_keeps_reservation() -> None:
+    v = worker()
+    assert v.handle(Reserve("a1", "c1", 1, 50.0)) == Accepted(WORKER)
+    assert v.assignment is not None and v.assignment.lease_until == 50.0
+
+
+def test_activate_moves_reserved_to_worker_and_is_idempotent() -> None:
+    v = reserved()
+    assert v.handle(Activate("a1", 1)) == Accepted(WORKER)
+    assert v.handle(Activate("a1", 1)) == Accepted(WORKER)
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_activate_for_another_app_or_stale_term_is_refused(make: object) -> None:
+    v = make(term=3)  # type: ignore[operator]
+    state = v.state
+    assert isinstance(v.handle(Activate("zz", 3)), Refused)
+    assert isinstance(v.handle(Activate("a1", 2)), Refused)
+    assert v.state is state
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_renew_extends_the_lease_and_never_shortens_it(make: object) -> None:
+    v = make(until=10.0)  # type: ignore[operator]
+    v.handle(Renew("a1", 1, 15.0))
+    assert v.assignment.lease_until == 15.0
+    v.handle(Renew("a1", 1, 12.0))
+    assert v.assignment.lease_until == 15.0
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_release_returns_to_idle(make: object) -> None:
+    v = make()  # type: ignore[operator]
+    assert v.handle(Release("a1", 1)) == Accepted(IDLE)
+    assert v.assignment is None and v.advertised == "idle"
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_release_of_another_app_is_refused(make: object) -> None:
+    v = make()  # type: ignore[operator]
+    assert isinstance(v.handle(Release("zz", 1)), Refused)
+    assert v.state is not IDLE
+
+
+@pytest.mark.parametrize("make", [reserved, worker])
+def test_lease_expires_back_to_idle_only_when_due(make: object) -> None:
+    v = make(until=10.0)  # type: ignore[operator]
+    state = v.state
+    assert v.handle(Expire(9.99)) == Accepted(state)
+    assert v.handle(Expire(10.0)) == Accepted(IDLE)
+
+
+def test_a_released_volunteer_can_serve_a_new_app() -> None:
+    v = worker()
+    v.handle(Release("a1", 1))
+    assert v.handle(Reserve("a2", "c2", 1, 5.0)) == Accepted(RESERVED)
