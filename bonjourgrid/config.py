@@ -44,8 +44,8 @@ class Config:
     # --- coordinator ---
     recruit_retry: float = 1.0
     """How often a coordinator short of workers looks again for idle machines."""
-    release_idle_after: float = 0.5
-    """A worker with nothing left it could run is released after this long."""
+    recruit_timeout: float = 20.0
+    """An app that has had no worker at all for this long fails ("no suitable volunteers")."""
     results_keep: float = 24 * 3600.0
     """How long coordinators keep an ended app's results (DESIGN.md contract: 24 h)."""
 
@@ -64,7 +64,7 @@ class Config:
             browse_settle=0.5,
             interface_poll=1.0,
             recruit_retry=0.3,
-            release_idle_after=0.2,
+            recruit_timeout=10.0,
         )
 
     @classmethod

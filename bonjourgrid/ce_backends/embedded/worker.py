@@ -1,0 +1,133 @@
+"""The embedded task farm, volunteer side: stage one app's files, run its tasks in slots.
+
+One ``EmbeddedWorker`` exists per app the volunteer serves (at most one at a time). Results
+are kept until the coordinator acknowledges them (``ResultAck``), so a result finished while
+the channel was down is re-sent to whichever coordinator (same app, term >= ours) reconnects:
+a crash of the link never loses a finished task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bonjourgrid.app.bundle import extract_bundle, sha256_hex
+from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.embedded.sandbox import TaskRun, run_task
+from bonjourgrid.control.messages import RunTask, TaskResult
+
+log = logging.getLogger(__name__)
+
+ResultSink = Callable[[TaskResult], Awaitable[None]]
+
+
+class EmbeddedWorker(WorkerBackend):
+    name = "embedded"
+
+    def __init__(self, app: str, root: Path) -> None:
+        self.app = app
+        self.root = root
+        self.files = root / "files"
+        self.scratch = root / "tasks"
+        self.staged_sha: str | None = None
+        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._unacked: dict[tuple[str, int], TaskResult] = {}
+        self._sink: ResultSink | None = None
+
+    # --- WorkerBackend -------------------------------------------------------------------
+
+    async def stage(self, bundle: bytes, sha256: str) -> None:
+        if sha256_hex(bundle) != sha256:
+            raise ValueError("app bundle checksum mismatch")
+        if self.staged_sha == sha256:
+            return
+        await asyncio.to_thread(self._extract, bundle)
+        self.staged_sha = sha256
+
+    def _extract(self, bundle: bytes) -> None:
+        shutil.rmtree(self.files, ignore_errors=True)
+        self.files.mkdir(parents=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        if bundle:
+            extract_bundle(bundle, self.files)
+
+    def attach(self, sink: ResultSink | None) -> list[TaskResult]:
+        """Route results to ``sink`` (a live channel); returns results still unacknowledged."""
+        self._sink = sink
+        return list(self._unacked.values())
+
+    def running(self) -> list[str]:
+        return [f"{task}#{attempt}" for task, attempt in self._running]
+
+    def start(self, msg: RunTask) -> None:
+        key = (msg.task, msg.attempt)
+        if key in self._running or key in self._unacked:
+            return  # a duplicate request: the attempt is already running or done
+        if self.staged_sha is None:
+            raise RuntimeError("task before staging")
+        run = TaskRun(
+            app=msg.app,
+            task=msg.task,
+            attempt=msg.attempt,
+            argv=msg.argv,
+            env=dict(msg.env),
+            timeout=msg.timeout,
+            outputs=msg.outputs,
+            inputs=msg.inputs,
+            inputs_sha256=msg.inputs_sha256,
+        )
+        self._running[key] = asyncio.create_task(self._run(run), name=f"task {msg.task}")
+
+    async def _run(self, run: TaskRun) -> None:
+        key = (run.task, run.attempt)
+        try:
+            outcome = await run_task(run, app_files=self.files, scratch=self.scratch)
+        except Exception as e:  # never let a bug in the sandbox lose track of an attempt
+            log.exception("task %s#%d crashed the sandbox", run.task, run.attempt)
+            result = TaskResult(self.app, run.task, run.attempt, None, 0.0, f"worker error: {e}", b"", "")
+        else:
+            result = TaskResult(
+                app=self.app,
+                task=run.task,
+                attempt=run.attempt,
+                exit_code=outcome.exit_code,
+                seconds=outcome.seconds,
+                error=outcome.error,
+                outputs=outcome.outputs,
+                outputs_sha256=outcome.outputs_sha256,
+            )
+        finally:
+            self._running.pop(key, None)
+        self._unacked[key] = result
+        if self._sink is not None:
+            try:
+                await self._sink(result)
+            except Exception as e:  # channel gone: kept for the next coordinator link
+                log.info("result %s#%d kept until a coordinator reconnects (%s)", *key, e)
+
+    def acknowledged(self, task: str, attempt: int) -> None:
+        self._unacked.pop((task, attempt), None)
+
+    async def cancel(self, task: str, attempt: int) -> None:
+        t = self._running.pop((task, attempt), None)
+        if t is not None:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def close(self) -> None:
+        """Kill every running task and remove the app's files."""
+        tasks = list(self._running.values())
+        self._running.clear()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._unacked.clear()
+        self._sink = None
+        await asyncio.to_thread(shutil.rmtree, self.root, True)

@@ -1,0 +1,395 @@
+"""Channels that carry registry messages: authenticated TCP between daemons, and a plain Unix
+socket between the CLI and its local daemon.
+
+Contract shared by both kinds: ``send`` may be called by several tasks at once (serialised by a
+lock); ``recv`` returns the next decodable message, drops (and logs) an authentic frame whose
+payload does not decode, and raises :class:`ChannelClosed` at end of stream or on any framing or
+authentication failure (the connection is then closed). ``close`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+
+from bonjourgrid.control.auth import (
+    MAX_HANDSHAKE_FRAME,
+    NONCE_BYTES,
+    ClientHandshake,
+    FrameAuthError,
+    HandshakeError,
+    ServerHandshake,
+    Session,
+    refusal,
+)
+from bonjourgrid.control.codec import MessageError, Registry
+from bonjourgrid.control.framing import MAX_FRAME, FrameReader, FrameTooLarge, write_frame
+from bonjourgrid.control.messages import CONTROL
+from bonjourgrid.gridkey import GridKey
+
+log = logging.getLogger("bonjourgrid.control")
+
+_CLOSE_GRACE = 1.0
+"""Seconds ``close`` waits for buffered bytes to flush before aborting the connection."""
+
+
+class ChannelClosed(Exception):
+    """The channel is closed: end of stream, a framing/authentication failure, or close()."""
+
+
+class AuthError(Exception):
+    """The peer could not be authenticated (wrong grid, wrong key, bad handshake)."""
+
+
+class _FrameChannel:
+    """Messages over frames; subclasses wrap payloads (MAC) or not."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: Registry
+    ) -> None:
+        self._frames = FrameReader(reader, max_size=MAX_FRAME)
+        self._writer = writer
+        self._registry = registry
+        self._send_lock = asyncio.Lock()
+        self._recv_lock = asyncio.Lock()
+        self._closed = False
+
+    def _seal(self, payload: bytes) -> bytes:
+        return payload
+
+    def _open(self, frame: bytes) -> bytes:
+        return frame
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def send(self, msg: object) -> None:
+        """Send one message. MessageError if it cannot be encoded; ChannelClosed if closed."""
+        payload = self._registry.encode(msg)
+        async with self._send_lock:
+            if self._closed:
+                raise ChannelClosed(f"{self} is closed")
+            try:
+                write_frame(self._writer, self._seal(payload))
+                await self._writer.drain()
+            except (OSError, FrameAuthError, FrameTooLarge) as e:
+                self._abort()  # the frame may be half-written or its seq used: the stream is lost
+                raise ChannelClosed(f"{self}: send failed: {e}") from e
+
+    async def recv(self) -> object:
+        """The next message that decodes; ChannelClosed at EOF or on failure."""
+        async with self._recv_lock:
+            while True:
+                if self._closed:
+                    raise ChannelClosed(f"{self} is closed")
+                try:
+                    frame = await self._frames.read()
+                except EOFError:
+                    self._abort()
+                    raise ChannelClosed(f"{self}: closed by peer") from None
+                except (FrameTooLarge, OSError) as e:
+                    log.warning("closing %s: %s", self, e)
+                    self._abort()
+                    raise ChannelClosed(f"{self}: {e}") from e
+                try:
+                    payload = self._open(frame)
+                except FrameAuthError as e:
+                    log.warning("closing %s: frame failed authentication: %s", self, e)
+                    self._abort()
+                    raise ChannelClosed(f"{self}: {e}") from e
+                try:
+                    return self._registry.decode(payload)
+                except MessageError as e:
+                    log.warning("dropped an undecodable message from %s: %s", self, e)
+
+    async def request(self, msg: object, *, timeout: float) -> object:
+        """Send ``msg`` and return the next message. On timeout the channel is closed (a late
+        reply must not be taken for the answer to a later request) and TimeoutError raised."""
+        try:
+            return await asyncio.wait_for(self._send_recv(msg), timeout)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise
+
+    async def _send_recv(self, msg: object) -> object:
+        await self.send(msg)
+        return await self.recv()
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._writer.transport.abort()
+
+    async def close(self) -> None:
+        """Close the connection (flushing what was sent, for up to a second). Idempotent."""
+        self._closed = True
+        if not self._writer.is_closing():
+            self._writer.close()
+        try:
+            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_GRACE)
+        except asyncio.TimeoutError:
+            self._writer.transport.abort()
+        except Exception:  # the peer may have reset: closed is closed
+            pass
+
+    async def __aenter__(self) -> _FrameChannel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def _peer_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return ("?", 0)
+
+
+class Channel(_FrameChannel):
+    """An authenticated TCP channel to another daemon of the same grid."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        registry: Registry,
+        session: Session,
+        *,
+        peer_node: str,
+        peer_grid: str,
+    ) -> None:
+        super().__init__(reader, writer, registry)
+        self._session = session
+        self.peer_node = peer_node
+        self.peer_grid = peer_grid
+        self.peer_address = _peer_address(writer)
+
+    def _seal(self, payload: bytes) -> bytes:
+        return self._session.sealer.seal(payload)
+
+    def _open(self, frame: bytes) -> bytes:
+        return self._session.opener.open(frame)
+
+    def __str__(self) -> str:
+        host, port = self.peer_address
+        return f"control channel with {self.peer_node} at {host}:{port}"
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    key: GridKey,
+    node_id: str,
+    timeout: float,
+    registry: Registry = CONTROL,
+    local_addr: str | None = None,
+) -> Channel:
+    """Open an authenticated channel; AuthError, OSError or asyncio.TimeoutError on failure.
+    ``timeout`` bounds the connection and the handshake together."""
+    return await asyncio.wait_for(_connect(host, port, key, node_id, registry, local_addr), timeout)
+
+
+async def _connect(
+    host: str, port: int, key: GridKey, node_id: str, registry: Registry, local_addr: str | None
+) -> Channel:
+    reader, writer = await asyncio.open_connection(
+        host, port, local_addr=(local_addr, 0) if local_addr else None
+    )
+    try:
+        frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
+        hs = ClientHandshake(key, node_id, secrets.token_bytes(NONCE_BYTES))
+        write_frame(writer, hs.hello())
+        await writer.drain()
+        write_frame(writer, hs.on_server_hello(await frames.read()))
+        await writer.drain()
+        session = hs.on_welcome(await frames.read())
+    except HandshakeError as e:
+        writer.transport.abort()
+        log.debug("control handshake with %s:%d failed: %s", host, port, e)
+        raise AuthError(f"{host}:{port}: {e}") from None
+    except (EOFError, FrameTooLarge) as e:
+        writer.transport.abort()
+        raise AuthError(f"{host}:{port}: handshake broken off by peer ({e})") from None
+    except BaseException:
+        writer.transport.abort()
+        raise
+    assert hs.peer is not None
+    return Channel(
+        reader, writer, registry, session, peer_node=hs.peer.node_id, peer_grid=hs.peer.grid_id
+    )
+
+
+async def _accept(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    key: GridKey,
+    node_id: str,
+    registry: Registry,
+) -> Channel | None:
+    """Server side of the handshake; None (logged, connection closed) if the peer fails it."""
+    host, port = _peer_address(writer)
+    frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
+    hs = ServerHandshake(key, node_id, secrets.token_bytes(NONCE_BYTES))
+    try:
+        write_frame(writer, hs.on_client_hello(await frames.read()))
+        await writer.drain()
+        welcome, session = hs.on_proof(await frames.read())
+        write_frame(writer, welcome)
+        await writer.drain()
+    except HandshakeError as e:
+        log.warning("refused control connection from %s:%d: %s", host, port, e)
+        with contextlib.suppress(Exception):
+            write_frame(writer, refusal(str(e)))
+            await writer.drain()
+        writer.transport.abort()
+        return None
+    except FrameTooLarge as e:
+        log.warning("refused control connection from %s:%d: malformed handshake: %s", host, port, e)
+        writer.transport.abort()
+        return None
+    except (EOFError, OSError) as e:
+        log.info("control connection from %s:%d closed during the handshake (%s)", host, port, e)
+        writer.transport.abort()
+        return None
+    assert hs.peer is not None
+    return Channel(
+        reader, writer, registry, session, peer_node=hs.peer.node_id, peer_grid=hs.peer.grid_id
+    )
+
+
+async def serve(
+    host: str | Sequence[str] | None,
+    port: int,
+    *,
+    key: GridKey,
+    node_id: str,
+    on_channel: Callable[[Channel], Awaitable[None]],
+    handshake_timeout: float = 5.0,
+    registry: Registry = CONTROL,
+) -> asyncio.Server:
+    """Listen for authenticated channels (port 0: ephemeral). Each authenticated peer gets
+    ``on_channel(channel)`` in its own task; the channel is closed when the handler returns.
+    Peers that fail the handshake are logged and dropped; handler exceptions are logged."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host_, port_ = _peer_address(writer)
+        try:
+            channel = await asyncio.wait_for(
+                _accept(reader, writer, key, node_id, registry), handshake_timeout
+            )
+        except asyncio.TimeoutError:
+            log.warning(
+                "refused control connection from %s:%d: no handshake within %.1f s",
+                host_,
+                port_,
+                handshake_timeout,
+            )
+            writer.transport.abort()
+            return
+        except Exception:
+            log.exception("control handshake with %s:%d crashed", host_, port_)
+            writer.transport.abort()
+            return
+        if channel is None:
+            return
+        try:
+            await on_channel(channel)
+        except Exception:
+            log.exception("control handler for %s failed", channel)
+        finally:
+            await channel.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+# --- local (CLI <-> daemon) ----------------------------------------------------------------
+
+_PEERCRED = struct.Struct("3i")
+
+
+def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket; (-1, -1) if unknown."""
+    sock = writer.get_extra_info("socket")
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or opt is None:
+        return -1, -1
+    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _PEERCRED.size))
+    return pid, uid
+
+
+class LocalChannel(_FrameChannel):
+    """A plain (unauthenticated) channel over a Unix socket; the kernel names the peer."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: Registry
+    ) -> None:
+        super().__init__(reader, writer, registry)
+        self.peer_pid, self.peer_uid = _peer_credentials(writer)
+
+    def __str__(self) -> str:
+        return f"local channel with pid {self.peer_pid} (uid {self.peer_uid})"
+
+
+async def open_local(path: str, *, registry: Registry, timeout: float) -> LocalChannel:
+    """Connect to a local daemon's socket; OSError or asyncio.TimeoutError on failure."""
+    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
+    return LocalChannel(reader, writer, registry)
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(f"{path} exists and is not a socket; not removing it")
+    os.unlink(path)
+
+
+async def serve_local(
+    path: str,
+    *,
+    registry: Registry,
+    on_channel: Callable[[LocalChannel], Awaitable[None]],
+) -> asyncio.AbstractServer:
+    """Listen on a Unix socket created with mode 0600 (a stale socket file is replaced; the
+    daemon's lock guarantees no live daemon owns it). The channel closes when the handler
+    returns; handler exceptions are logged."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            channel = LocalChannel(reader, writer, registry)
+        except OSError:
+            log.exception("cannot identify the local peer")
+            writer.transport.abort()
+            return
+        try:
+            await on_channel(channel)
+        except Exception:
+            log.exception("local handler for %s failed", channel)
+        finally:
+            await channel.close()
+
+    _remove_stale_socket(path)
+    old_umask = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(handle, path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return server

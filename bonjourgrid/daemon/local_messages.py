@@ -1,0 +1,131 @@
+"""Messages between the CLI and the host's daemon over its local socket.
+
+The socket is the user's (mode 0600 in the state dir) and the daemon checks the peer's uid,
+so these messages carry no MAC. ONLY APPEND to ``LocalKind``: the numbers are the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from bonjourgrid.control.codec import Registry
+
+LOCAL = Registry("local")
+
+
+class LocalKind(IntEnum):
+    # ONLY APPEND: the numbers are the protocol.
+    SUBMIT = 1
+    SUBMITTED = 2
+    WATCH = 3
+    PROGRESS = 4
+    FETCH_RESULTS = 5
+    RESULTS = 6
+    STATUS = 7
+    STATUS_REPLY = 8
+    APPS = 9
+    APPS_REPLY = 10
+    CANCEL = 11
+    OK = 12
+    FAILURE = 13
+
+
+@LOCAL.register(LocalKind.SUBMIT)
+@dataclass(frozen=True)
+class Submit:
+    spec: dict[str, object]
+    """The resolved app (``AppSpec.to_json()``), with CLI overrides applied."""
+    bundle: bytes
+    digest: str
+    """Identity of this submission (app.json path + content): a resubmission re-attaches."""
+    fresh: bool
+    user: str
+
+
+@LOCAL.register(LocalKind.SUBMITTED)
+@dataclass(frozen=True)
+class Submitted:
+    app: str
+    resumed: bool
+
+
+@LOCAL.register(LocalKind.WATCH)
+@dataclass(frozen=True)
+class Watch:
+    app: str
+
+
+@LOCAL.register(LocalKind.PROGRESS)
+@dataclass(frozen=True)
+class Progress:
+    app: str
+    name: str
+    role: str
+    counts: dict[str, object]
+    workers: int
+    ended: bool
+    outcome: str
+    reason: str
+
+
+@LOCAL.register(LocalKind.FETCH_RESULTS)
+@dataclass(frozen=True)
+class FetchResults:
+    app: str
+
+
+@LOCAL.register(LocalKind.RESULTS)
+@dataclass(frozen=True)
+class Results:
+    app: str
+    name: str
+    complete: bool
+    outcome: str
+    results: dict[str, object]
+    outputs: bytes
+    """A tar of ``<task-id>/...`` for every task that has outputs so far."""
+
+
+@LOCAL.register(LocalKind.STATUS)
+@dataclass(frozen=True)
+class StatusRequest:
+    timeout: float
+
+
+@LOCAL.register(LocalKind.STATUS_REPLY)
+@dataclass(frozen=True)
+class StatusReply:
+    machines: list[object]
+
+
+@LOCAL.register(LocalKind.APPS)
+@dataclass(frozen=True)
+class AppsRequest:
+    timeout: float
+
+
+@LOCAL.register(LocalKind.APPS_REPLY)
+@dataclass(frozen=True)
+class AppsReply:
+    apps: list[object]
+
+
+@LOCAL.register(LocalKind.CANCEL)
+@dataclass(frozen=True)
+class CancelApp:
+    app: str
+
+
+@LOCAL.register(LocalKind.OK)
+@dataclass(frozen=True)
+class Ok:
+    message: str
+
+
+@LOCAL.register(LocalKind.FAILURE)
+@dataclass(frozen=True)
+class Failure:
+    code: int
+    """The exit status the CLI should use (DESIGN.md contract)."""
+    message: str

@@ -1,0 +1,216 @@
+"""The volunteer side of the control channel: reservations, staging, tasks, release.
+
+Drives the pure ``Volunteer`` machine with what arrives on authenticated channels and the
+monotonic clock, runs the app's tasks through its worker backend, and tells the daemon when
+the advertised state changes. Every reservation change is appended to the volunteer's own
+log (``reservations.jsonl``), which is how tests prove no machine served two apps at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
+from bonjourgrid.config import Config
+from bonjourgrid.control.channel import Channel, ChannelClosed
+from bonjourgrid.control.messages import (
+    AppEnded,
+    CancelTask,
+    Heartbeat,
+    HeartbeatAck,
+    Release,
+    Reserve,
+    ReserveReply,
+    ResultAck,
+    RunTask,
+    StageAck,
+    StageApp,
+    TaskResult,
+)
+from bonjourgrid.daemon.hostinfo import HostInfo
+from bonjourgrid.states import volunteer as v
+
+log = logging.getLogger(__name__)
+
+
+class VolunteerAgent:
+    def __init__(
+        self,
+        *,
+        host: HostInfo,
+        config: Config,
+        work_dir: Path,
+        reservation_log: Path,
+        on_state_change: Callable[[], Awaitable[None]],
+        offering: bool = True,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.work_dir = work_dir
+        self.reservation_log = reservation_log
+        self.offering = offering
+        """False for a private daemon (a `submit`/`status` with no `join`): refuses reservations."""
+        self.machine = v.Volunteer()
+        self.worker: EmbeddedWorker | None = None
+        self._link: Channel | None = None
+        self._on_state_change = on_state_change
+
+    # --- what the daemon asks --------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self.machine.advertised
+
+    @property
+    def app(self) -> str | None:
+        a = self.machine.assignment
+        return a.app if a else None
+
+    @property
+    def coordinator(self) -> str | None:
+        a = self.machine.assignment
+        return a.coordinator if a else None
+
+    def free_slots(self) -> int:
+        if self.machine.state is v.VolunteerState.IDLE:
+            return self.host.slots
+        return max(0, self.host.slots - len(self.worker.running())) if self.worker else 0
+
+    async def tick(self) -> None:
+        """Expire a lease that nobody renewed (the coordinator died or was cut off)."""
+        if self.machine.state is v.VolunteerState.IDLE:
+            return
+        app = self.app
+        self.machine.handle(v.Expire(time.monotonic()))
+        if self.machine.state is v.VolunteerState.IDLE:
+            log.warning("reservation for app %s expired: back to idle", app)
+            await self._back_to_idle(app or "?", "lease expired")
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.close()
+            self.worker = None
+
+    # --- a coordinator's channel ------------------------------------------------------------
+
+    async def serve(self, ch: Channel, first: Reserve) -> None:
+        """Answer a reservation; if accepted, serve the coordinator on this channel."""
+        if not self.offering:
+            await ch.send(ReserveReply(first.app, False, "not volunteering", 0))
+            return
+        was_idle = self.machine.state is v.VolunteerState.IDLE
+        lease_until = time.monotonic() + first.lease
+        outcome = self.machine.handle(v.Reserve(first.app, first.coordinator, first.term, lease_until))
+        if isinstance(outcome, v.Refused):
+            await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
+            return
+        if was_idle:
+            self.worker = EmbeddedWorker(first.app, self.work_dir / first.app)
+            self._log("reserved", first.app, first.coordinator, first.term)
+            await self._on_state_change()
+        await ch.send(ReserveReply(first.app, True, "", self.host.slots))
+        await self._serve_link(ch, first.app)
+
+    async def _serve_link(self, ch: Channel, app: str) -> None:
+        old, self._link = self._link, ch
+        if old is not None and old is not ch:
+            await old.close()
+        worker = self.worker
+        assert worker is not None
+
+        async def sink(result: TaskResult) -> None:
+            await ch.send(result)
+
+        for pending in worker.attach(sink):
+            await ch.send(pending)
+        try:
+            while True:
+                msg = await ch.recv()
+                if getattr(msg, "app", app) != app:
+                    log.warning("dropped %s for app %s on app %s's link", type(msg).__name__, msg, app)
+                    continue
+                if not await self._on_message(ch, msg):
+                    return
+        except ChannelClosed:
+            log.info("link to app %s's coordinator closed; reservation kept until its lease ends", app)
+        finally:
+            if self._link is ch:
+                self._link = None
+                if self.worker is worker:
+                    worker.attach(None)
+
+    async def _on_message(self, ch: Channel, msg: object) -> bool:
+        """Handle one message; False ends the conversation."""
+        m = self.machine
+        worker = self.worker
+        if worker is None:
+            return False
+        if isinstance(msg, Heartbeat):
+            out = m.handle(v.Renew(msg.app, msg.term, time.monotonic() + msg.lease))
+            if isinstance(out, v.Refused):
+                log.warning("refused heartbeat: %s", out.reason)
+                return False
+            await ch.send(HeartbeatAck(msg.app, msg.term, tuple(worker.running())))
+        elif isinstance(msg, StageApp):
+            try:
+                await worker.stage(msg.bundle, msg.sha256)
+                out = m.handle(v.Activate(msg.app, msg.term))
+                error = out.reason if isinstance(out, v.Refused) else ""
+            except Exception as e:
+                error = f"staging failed: {e}"
+            await ch.send(StageAck(msg.app, msg.sha256, not error, error))
+            if not error:
+                await self._on_state_change()
+        elif isinstance(msg, RunTask):
+            a = m.assignment
+            if a is None or msg.term < a.term or m.state is not v.VolunteerState.WORKER:
+                log.warning("refused task %s: stale or unstaged", msg.task)
+                return True
+            worker.start(msg)
+        elif isinstance(msg, ResultAck):
+            worker.acknowledged(msg.task, msg.attempt)
+        elif isinstance(msg, CancelTask):
+            await worker.cancel(msg.task, msg.attempt)
+        elif isinstance(msg, AppEnded):
+            log.info("app %s ended: %s", msg.app, msg.outcome)
+        elif isinstance(msg, Release):
+            out = m.handle(v.Release(msg.app, msg.term))
+            if isinstance(out, v.Refused):
+                log.warning("refused release: %s", out.reason)
+                return True
+            await self._back_to_idle(msg.app, msg.reason or "released")
+            return False
+        else:
+            log.warning("unexpected %s on a coordinator link: dropped", type(msg).__name__)
+        return True
+
+    async def _back_to_idle(self, app: str, reason: str) -> None:
+        worker, self.worker = self.worker, None
+        link, self._link = self._link, None
+        if worker is not None:
+            await worker.close()
+        self._log("released", app, "", 0, reason=reason)
+        await self._on_state_change()
+        if link is not None:
+            with contextlib.suppress(Exception):
+                await link.close()
+
+    def _log(self, event: str, app: str, coordinator: str, term: int, *, reason: str = "") -> None:
+        entry = {
+            "t": time.time(),
+            "event": event,
+            "app": app,
+            "coordinator": coordinator,
+            "term": term,
+            "reason": reason,
+        }
+        self.reservation_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.reservation_log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+

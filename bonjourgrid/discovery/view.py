@@ -1,0 +1,97 @@
+"""The live view of the grid as discovery sees it: volunteers and coordinator records.
+
+Pure bookkeeping, no I/O: ``service.py`` feeds it resolved records, removals and our own
+records; readers get lists. A node is listed once: when one node shows in both the idle and the
+worker list (a lost goodbye, or the instant of a swap) the record seen last wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .txt import CoordTxt, NodeTxt
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A volunteer of this grid. ``state`` is "idle" or "worker"; ``instance`` is the DNS-SD
+    instance label of its record."""
+
+    node: str
+    host: str
+    state: str
+    addresses: tuple[str, ...]
+    port: int
+    txt: NodeTxt
+    instance: str
+
+
+@dataclass(frozen=True)
+class CoordinatorRecord:
+    """A ``_bjg-coord`` record: ``node`` coordinates ``app`` (informative; terms are settled
+    over the control channel)."""
+
+    node: str
+    host: str
+    app: str
+    addresses: tuple[str, ...]
+    port: int
+    txt: CoordTxt
+
+
+Record = Machine | CoordinatorRecord
+
+
+@dataclass(frozen=True)
+class _Entry:
+    record: Record
+    generation: int
+    seq: int
+
+
+class View:
+    """Records keyed by their full service name (lower case), each tagged with the generation
+    of the mDNS stack that saw it and a sequence number (higher = seen later)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._seq = 0
+        self.generation = 0
+
+    def put(self, name: str, record: Record) -> bool:
+        """Adds or replaces ``name``; True if the view changed."""
+        key = name.lower()
+        old = self._entries.get(key)
+        self._seq += 1
+        self._entries[key] = _Entry(record, self.generation, self._seq)
+        return old is None or old.record != record
+
+    def drop(self, name: str) -> bool:
+        """Removes ``name``; True if it was there."""
+        return self._entries.pop(name.lower(), None) is not None
+
+    def drop_older_than(self, generation: int, keep: set[str]) -> bool:
+        """Removes entries seen before ``generation`` except ``keep``; True if any went."""
+        stale = [k for k, e in self._entries.items() if e.generation < generation and k not in keep]
+        for k in stale:
+            del self._entries[k]
+        return bool(stale)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def machines(self) -> list[Machine]:
+        latest: dict[str, _Entry] = {}
+        for e in self._entries.values():
+            if isinstance(e.record, Machine):
+                cur = latest.get(e.record.node)
+                if cur is None or e.seq > cur.seq:
+                    latest[e.record.node] = e
+        found = [e.record for e in latest.values() if isinstance(e.record, Machine)]
+        return sorted(found, key=lambda m: (m.host, m.node))
+
+    def coordinators(self) -> list[CoordinatorRecord]:
+        found = [
+            e.record for e in self._entries.values() if isinstance(e.record, CoordinatorRecord)
+        ]
+        return sorted(found, key=lambda c: (c.app, c.txt.term, c.node))

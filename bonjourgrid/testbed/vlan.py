@@ -1,0 +1,493 @@
+"""A virtual LAN of network namespaces: the test bed for real processes and real mDNS.
+
+Theory of operation: every LAN has a unique name prefix (``bjg<pid>x<rand>``). Its switch is a
+Linux bridge in a namespace of its own (``<prefix>-sw``); each host is a namespace
+(``<prefix>-h<i>``) joined to the bridge by a veth pair whose host end is ``eth0`` with a
+link-local 169.254.X.Y/16 address, a 224.0.0.0/4 route (multicast) and nothing else: no default
+route, no DNS, no IPv6 (the user's LAN lab, IPv4 mDNS only). Nothing is created in the root
+namespace, so no packet of ours can reach the machine's real interfaces. Processes run in a
+host's namespace and in a UTS namespace of their own whose hostname is the host's name.
+
+Works as root, or unprivileged inside ``scripts/userns-run`` (user + mount + net namespaces,
+tmpfs on /run). ``available()`` says which.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bonjourgrid.paths import HOME_ENV
+
+NETNS_DIR = Path("/run/netns")
+NAME_PREFIX = "bjg"
+BRIDGE = "br0"
+HOST_IF = "eth0"
+MULTICAST_NET = "224.0.0.0/4"
+# A bridge takes at most 1024 ports (BR_MAX_PORTS); the address plan spreads hosts over a few
+# third octets (254 hosts each) above a random base.
+MAX_HOSTS = 1000
+# How long close()/kill9() wait for SIGKILLed processes to leave a namespace.
+KILL_WAIT_S = 5.0
+_TOOLS = ("ip", "unshare", "sh", "hostname")
+# Run in a namespace (sysctls under /proc/sys/net are per namespace); a kernel without IPv6 is fine.
+_IPV6_OFF = (
+    "sh",
+    "-c",
+    "cd /proc/sys/net/ipv6/conf 2>/dev/null || exit 0; echo 1 > all/disable_ipv6 && "
+    "echo 1 > default/disable_ipv6",
+)
+_SET_HOSTNAME = 'hostname "$0" && exec "$@"'
+
+
+class VlanError(RuntimeError):
+    """A namespace, link or process operation of the test bed failed."""
+
+
+def namespace_prefix(pid: int | None = None) -> str:
+    """The prefix of every namespace made by LANs of process ``pid`` (default: this one)."""
+    return f"{NAME_PREFIX}{os.getpid() if pid is None else pid}x"
+
+
+def leftover_namespaces(pid: int | None = None) -> list[str]:
+    """Namespaces named by LANs of process ``pid`` (default: this one) that still exist."""
+    prefix = namespace_prefix(pid)
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except OSError:
+        return []
+
+
+def destroy_namespaces(names: Iterable[str]) -> None:
+    """SIGKILL every process in the named namespaces, then delete them (for leak cleanup)."""
+    names = list(names)
+    inodes = {ino for name in names if (ino := _netns_inode(name)) is not None}
+    _kill_until_empty(inodes, [])
+    _delete_netns(names)
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> tuple[bool, str]:
+    """Whether namespaces, veths and bridges can be made here, and why not if they cannot."""
+    missing = [t for t in _TOOLS if shutil.which(t) is None]
+    if missing:
+        return False, f"missing tools: {', '.join(missing)}"
+    if os.geteuid() != 0:
+        return False, "needs root (or run under scripts/userns-run for unprivileged namespaces)"
+    probe = f"{namespace_prefix()}{secrets.token_hex(2)}-probe"
+    try:
+        _ip("netns", "add", probe)
+        _ip("-n", probe, "link", "add", BRIDGE, "type", "bridge")
+    except VlanError as exc:
+        return False, f"cannot create a network namespace with a bridge: {exc}"
+    finally:
+        _delete_netns([probe])
+    return True, "network namespaces available"
+
+
+class Host:
+    """One machine of the LAN: a network namespace with ``eth0`` on the bridge.
+
+    Processes started with :meth:`popen`/:meth:`run` are tracked and die with the host
+    (:meth:`kill9`) or the LAN (:meth:`VirtualLan.close`).
+    """
+
+    def __init__(self, lan: VirtualLan, index: int, address: str, home: Path) -> None:
+        self.index = index
+        self.name = f"h{index}"
+        self.netns = f"{lan.prefix}-{self.name}"
+        self.address = address
+        self.home = home
+        self._switch_ns = lan.bridge_ns
+        self._port = f"vh{index}"
+        self._inode: int | None = None
+        self._procs: list[subprocess.Popen[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Host({self.name!r}, netns={self.netns!r}, address={self.address!r})"
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A copy of this process's environment with ``BJGRID_HOME`` set to the host's home."""
+        env = dict(os.environ)
+        env[HOME_ENV] = str(self.home)
+        if extra:
+            env.update(extra)
+        return env
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` wrapped to run inside the host; every step execs, so the pid is argv's."""
+        if not argv:
+            raise ValueError("empty argv")
+        return [
+            "ip", "netns", "exec", self.netns,
+            "unshare", "--uts", "sh", "-c", _SET_HOSTNAME, self.name,
+            *argv,
+        ]  # fmt: skip
+
+    def popen(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        **kw: Any,
+    ) -> subprocess.Popen[Any]:
+        """Start ``argv`` inside the host (its netns, its own UTS ns named after the host).
+
+        Defaults: ``env=self.env()``, stdin from /dev/null, a new session (terminal signals do
+        not reach the host's processes; the LAN's owner stops them). The process is tracked.
+        """
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        kw.setdefault("start_new_session", True)
+        with self._lock:
+            if self._closed:
+                raise VlanError(f"{self.name} is closed")
+            proc = subprocess.Popen(
+                self.command(argv),
+                env=dict(self.env() if env is None else env),
+                stdout=stdout,
+                stderr=stderr,
+                **kw,
+            )
+            self._procs.append(proc)
+        return proc
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Like ``subprocess.run(argv, capture_output=True)``, inside the host."""
+        proc = self.popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=KILL_WAIT_S)
+            raise subprocess.TimeoutExpired(list(argv), timeout, out, err) from None
+        finally:
+            self._untrack(proc)
+        return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+    def pids(self) -> list[int]:
+        """Every process in the host's network namespace (as ``ip netns pids``)."""
+        inode = self._ns_inode()
+        return [] if inode is None else sorted(_pids_by_netns({inode}).get(inode, []))
+
+    def kill9(self) -> None:
+        """Crash the host: SIGKILL every process in its namespace and wait until all are gone."""
+        inode = self._ns_inode()
+        with self._lock:
+            procs = list(self._procs)
+            self._procs.clear()
+        survivors = _kill_until_empty(set() if inode is None else {inode}, procs)
+        if survivors:
+            raise VlanError(f"{self.name}: processes survived SIGKILL: {survivors}")
+
+    def terminate(self, proc: subprocess.Popen[Any], timeout: float = 5) -> int:
+        """SIGTERM one tracked process, wait for it (SIGKILL after ``timeout``); its exit code."""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(KILL_WAIT_S)
+        self._untrack(proc)
+        return proc.returncode
+
+    def link_down(self) -> None:
+        """Cut the host's cable: its switch port goes down (``eth0`` loses carrier)."""
+        _ip("-n", self._switch_ns, "link", "set", self._port, "down")
+
+    def link_up(self) -> None:
+        """Plug the cable back in."""
+        _ip("-n", self._switch_ns, "link", "set", self._port, "up")
+
+    # -- used by VirtualLan --------------------------------------------------------------------
+
+    def _create(self, address_len: int) -> None:
+        _ip("netns", "add", self.netns)
+        self._inode = _netns_inode(self.netns)
+        # Before eth0 exists, so it is born without IPv6 (no DAD/RS/MLD chatter).
+        _ip("netns", "exec", self.netns, *_IPV6_OFF)
+        _ip_batch(
+            self._switch_ns,
+            [
+                f"link add {self._port} type veth peer name {HOST_IF} netns {self.netns}",
+                f"link set {self._port} master {BRIDGE} up",
+            ],
+        )
+        _ip_batch(
+            self.netns,
+            [
+                "link set lo up",
+                f"addr add {self.address}/{address_len} dev {HOST_IF}",
+                f"link set {HOST_IF} up",
+                f"route add {MULTICAST_NET} dev {HOST_IF}",
+            ],
+        )
+        self.home.mkdir(parents=True, exist_ok=True)
+
+    def _ns_inode(self) -> int | None:
+        if self._inode is None:
+            self._inode = _netns_inode(self.netns)
+        return self._inode
+
+    def _close(self) -> tuple[int | None, list[subprocess.Popen[Any]]]:
+        with self._lock:
+            self._closed = True
+            procs = list(self._procs)
+            self._procs.clear()
+        return self._ns_inode(), procs
+
+    def _untrack(self, proc: subprocess.Popen[Any]) -> None:
+        with self._lock:
+            if proc in self._procs:
+                self._procs.remove(proc)
+
+
+class VirtualLan:
+    """``n_hosts`` namespace hosts on one bridge; a context manager that always cleans up.
+
+    ``name`` is an optional label added to the namespace names (``[A-Za-z0-9]``, ≤ 16 chars).
+    """
+
+    def __init__(self, n_hosts: int, *, base_dir: Path, name: str | None = None) -> None:
+        if not 0 <= n_hosts <= MAX_HOSTS:
+            raise ValueError(f"n_hosts must be in 0..{MAX_HOSTS}")
+        if name is not None and not (name.isascii() and name.isalnum() and len(name) <= 16):
+            raise ValueError(f"bad LAN name {name!r}: want [A-Za-z0-9]{{1,16}}")
+        self.name = name
+        self.prefix = namespace_prefix() + secrets.token_hex(2) + (f"-{name}" if name else "")
+        self.bridge_ns = f"{self.prefix}-sw"
+        self.base_dir = Path(base_dir)
+        self.hosts: list[Host] = []
+        self._n_hosts = n_hosts
+        # 169.254.0.x and 169.254.255.x are reserved (RFC 3927 §2.1).
+        self._octet3 = 1 + secrets.randbelow(254 - (MAX_HOSTS - 1) // 254)
+        self._lock = threading.RLock()
+        self._started = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"VirtualLan({self.prefix!r}, hosts={len(self.hosts)})"
+
+    @property
+    def network(self) -> str:
+        """The LAN's link-local network, in CIDR form."""
+        return "169.254.0.0/16"
+
+    def start(self) -> VirtualLan:
+        """Create the switch and the hosts (once). On failure, undo everything and raise."""
+        with self._lock:
+            if self._closed:
+                raise VlanError(f"{self.prefix} is closed")
+            if self._started:
+                return self
+            self._started = True
+            _register(self)
+            try:
+                _ip("netns", "add", self.bridge_ns)
+                _ip("netns", "exec", self.bridge_ns, *_IPV6_OFF)
+                _ip_batch(
+                    self.bridge_ns,
+                    [
+                        # Snooping off: multicast (mDNS) floods to every port, no IGMP needed.
+                        f"link add {BRIDGE} type bridge mcast_snooping 0",
+                        f"link set {BRIDGE} up",
+                    ],
+                )
+                for _ in range(self._n_hosts):
+                    self._add_host()
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def add_host(self) -> Host:
+        """Add one more host to the running LAN."""
+        with self._lock:
+            if not self._started or self._closed:
+                raise VlanError(f"{self.prefix} is not running")
+            return self._add_host()
+
+    def close(self) -> None:
+        """Kill every process in every host, delete all namespaces. Safe to call again."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            inodes: set[int] = set()
+            procs: list[subprocess.Popen[Any]] = []
+            for host in self.hosts:
+                inode, host_procs = host._close()
+                procs += host_procs
+                if inode is not None:
+                    inodes.add(inode)
+            survivors = _kill_until_empty(inodes, procs)
+            _delete_netns([h.netns for h in self.hosts] + [self.bridge_ns])
+        finally:
+            _unregister(self)
+        left = [n for n in [h.netns for h in self.hosts] + [self.bridge_ns] if _netns_exists(n)]
+        if survivors or left:
+            raise VlanError(f"{self.prefix}: survivors {survivors}, namespaces left {left}")
+
+    def __enter__(self) -> VirtualLan:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _add_host(self) -> Host:
+        if len(self.hosts) >= MAX_HOSTS:
+            raise VlanError(f"a LAN holds at most {MAX_HOSTS} hosts")
+        index = len(self.hosts) + 1
+        address = f"169.254.{self._octet3 + (index - 1) // 254}.{(index - 1) % 254 + 1}"
+        host = Host(self, index, address, self.base_dir / f"h{index}")
+        self.hosts.append(host)  # before creation, so close() cleans up a half-made host
+        host._create(16)
+        return host
+
+
+# -- process and namespace plumbing --------------------------------------------------------------
+
+_open_lans: set[VirtualLan] = set()
+_registry_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _register(lan: VirtualLan) -> None:
+    global _atexit_registered
+    with _registry_lock:
+        _open_lans.add(lan)
+        if not _atexit_registered:
+            atexit.register(_close_open_lans)
+            _atexit_registered = True
+
+
+def _unregister(lan: VirtualLan) -> None:
+    with _registry_lock:
+        _open_lans.discard(lan)
+
+
+def _close_open_lans() -> None:
+    with _registry_lock:
+        lans = list(_open_lans)
+    for lan in lans:
+        with contextlib.suppress(VlanError):
+            lan.close()
+
+
+def _ip(*args: str, input: str | None = None) -> None:
+    res = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise VlanError(f"ip {' '.join(args)}: {res.stderr.strip() or res.returncode}")
+
+
+def _ip_batch(netns: str, commands: Sequence[str]) -> None:
+    _ip("-n", netns, "-batch", "-", input="\n".join(commands) + "\n")
+
+
+def _netns_inode(name: str) -> int | None:
+    try:
+        return os.stat(NETNS_DIR / name).st_ino
+    except OSError:
+        return None
+
+
+def _netns_exists(name: str) -> bool:
+    return (NETNS_DIR / name).exists()
+
+
+def _delete_netns(names: Iterable[str]) -> None:
+    present = [n for n in names if _netns_exists(n)]
+    if present:
+        # -force: go on past a namespace that vanished meanwhile; leftovers are checked by callers.
+        lines = "".join(f"netns del {n}\n" for n in present)
+        subprocess.run(["ip", "-force", "-batch", "-"], input=lines, capture_output=True, text=True)
+
+
+def _pids_by_netns(inodes: set[int]) -> dict[int, list[int]]:
+    """Pids of the processes in each of the network namespaces ``inodes`` (a /proc scan)."""
+    found: dict[int, list[int]] = {}
+    if not inodes:
+        return found
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
+        except OSError:  # gone, a zombie, or not ours to see
+            continue
+        if ino in inodes:
+            found.setdefault(ino, []).append(int(entry.name))
+    return found
+
+
+def _sigkill_in(pid: int, inodes: set[int]) -> None:
+    """SIGKILL ``pid`` if it is still a process in one of ``inodes`` (pidfd: no pid-reuse race)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _kill_until_empty(inodes: set[int], procs: list[subprocess.Popen[Any]]) -> list[int]:
+    """SIGKILL everything in ``inodes`` and the tracked ``procs``; reap; return survivors."""
+    for proc in procs:
+        # Our unreaped children: their pids cannot be reused, so killing by pid is safe. This
+        # also catches one still between fork and entering the namespace.
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + KILL_WAIT_S
+    pause = 0.002
+    while True:
+        pids = [p for ps in _pids_by_netns(inodes).values() for p in ps]
+        for pid in pids:
+            _sigkill_in(pid, inodes)
+        for proc in procs:
+            proc.poll()
+        if not pids and all(p.returncode is not None for p in procs):
+            return []
+        if time.monotonic() > deadline:
+            return pids + [p.pid for p in procs if p.returncode is None]
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)

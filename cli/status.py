@@ -1,0 +1,54 @@
+"""`bjgrid status`: the machines of this grid on the LAN."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import click
+from rich.table import Table
+
+from bonjourgrid.daemon.local_messages import StatusReply, StatusRequest
+
+from .context import Ctx, pass_ctx, setup_logging
+from .daemon_client import daemon_session
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (fields: see docs).")
+@click.option("--timeout", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
+              help="Seconds the whole command may take.")
+@pass_ctx
+def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
+    """List this grid's machines: idle or worker, reachable or not, and what they run.
+
+    Every listed machine is asked directly over the authenticated control channel; one that
+    does not answer in time is shown as unreachable (it may have crashed: mDNS alone keeps a
+    crashed machine listed for a long time).
+    """
+    setup_logging(ctx.verbose)
+    rows = asyncio.run(_status(ctx, timeout))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("HOST", "ID", "STATE", "REACHABLE", "CPUS", "SLOTS", "APP", "COORDINATES", "ADDRESSES"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["host"]), str(r["id"]), str(r["state"]), "yes" if r["reachable"] else "NO",
+            str(r["cpus"]), str(r["slots"]), str(r["app"] or "-"),
+            ",".join(r["coordinates"]) or "-", ",".join(r["addresses"]),  # type: ignore[arg-type]
+        )
+    ctx.out.print(table)
+    ctx.out.print(f"{len(rows)} machine(s) on grid {ctx.key().grid_id}")
+
+
+async def _status(ctx: Ctx, timeout: float) -> list[dict[str, object]]:
+    start = time.monotonic()
+    async with daemon_session(ctx) as session:
+        left = timeout - (time.monotonic() - start)
+        reply = await session.call(StatusRequest(max(0.2, left - 0.1)), timeout=left + 1)
+    assert isinstance(reply, StatusReply)
+    return [r for r in reply.machines if isinstance(r, dict)]
