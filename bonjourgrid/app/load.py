@@ -233,7 +233,7 @@ class _Parser:
             self.string(top["$schema"], "$schema")
         version = FORMAT_VERSION
         if "version" in top:
-            version = self.integer(top["version"], "version", 0)
+            version = self.integer(top["version"], "version", -(2**63))
             if version != FORMAT_VERSION:
                 raise self.fail(
                     "version", f"unsupported version {version} (this bjgrid reads version 1)"

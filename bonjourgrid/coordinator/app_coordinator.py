@@ -39,7 +39,7 @@ from bonjourgrid.states.coordinator import (
     Role,
     WorkerStaged,
 )
-from bonjourgrid.states.taskstate import TERMINAL_STATES, TaskState
+from bonjourgrid.states.taskstate import TERMINAL_STATES
 from bonjourgrid.states.tasktable import Attempt, TaskTable
 
 log = logging.getLogger(__name__)
@@ -205,19 +205,22 @@ class AppCoordinator:
             except Exception as e:  # the link is gone; its loss handler requeues the attempt
                 log.info("app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e)
 
-    def _useful_workers(self) -> int:
-        """How many workers could be busy now or soon: one per unfinished task at most."""
-        counts = self.table.counts()
-        unfinished = sum(n for s, n in counts.items() if s not in TERMINAL_STATES)
-        limit = self.spec.workers if self.spec.workers is not None else unfinished
-        return min(limit, unfinished)
+    def _wanted_workers(self) -> int:
+        """More workers are wanted only for READY tasks that found no free slot.
+
+        Recruiting and releasing follow the same rule, so they never fight: a recruit always
+        has a ready task waiting for it, and a worker is released only when no ready task is
+        left (pending tasks become ready as running ones finish, on the workers that ran them).
+        """
+        unplaced = len(self.table.ready()) - len(self._recruiting)
+        limit = self.spec.workers if self.spec.workers is not None else len(self.spec.tasks)
+        room = limit - len(self.links) - len(self._recruiting)
+        return max(0, min(unplaced, room))
 
     async def _release_useless(self) -> None:
-        counts = self.table.counts()
-        waiting = counts.get(TaskState.READY, 0) + counts.get(TaskState.PENDING, 0)
-        idle = [link for link in self.links.values() if link.ready and link.used == 0]
-        surplus = len(idle) - waiting
-        for link in idle[: max(0, surplus)]:
+        if self.table.ready():
+            return
+        for link in [k for k in self.links.values() if k.ready and k.used == 0]:
             await self._release(link, "no task left for this worker")
 
     async def _release(self, link: WorkerLink, reason: str, outcome: str | None = None) -> None:
@@ -233,7 +236,7 @@ class AppCoordinator:
 
     async def _recruit_loop(self) -> None:
         while not self.role.ended:
-            wanted = self._useful_workers() - len(self.links) - len(self._recruiting)
+            wanted = self._wanted_workers()
             if wanted > 0:
                 now = time.monotonic()
                 busy = set(self.links) | self._recruiting
@@ -334,21 +337,28 @@ class AppCoordinator:
 
     async def _on_result(self, link: WorkerLink, r: TaskResult) -> None:
         key = (r.task, r.attempt)
-        held = self._running.pop(key, None)
-        if held is not None:
-            held[0].used -= held[1]
-        if r.app != self.app_id or r.task not in {t.id for t in self.spec.tasks}:
-            log.warning("app %s: dropped a result for %s/%s", self.app_id, r.app, r.task)
-            return
+        held = self._running.get(key)
+        try:
+            if r.app != self.app_id or r.task not in self.spec.task_ids:
+                log.warning("app %s: dropped a result for %s/%s", self.app_id, r.app, r.task)
+                return
+            # Shielded: releasing or losing the link must not cancel a commit half done.
+            accepted = await asyncio.shield(self._verified_commit(r))
+            await link.send(ResultAck(self.app_id, r.task, r.attempt))
+            if accepted:
+                self._wake.set()
+        finally:
+            # The slot counts as busy until the result is committed, so the worker is not
+            # released (and its reader cancelled) while the commit is under way.
+            if held is not None and self._running.pop(key, None) is not None:
+                held[0].used -= held[1]
+                self._wake.set()
+
+    async def _verified_commit(self, r: TaskResult) -> bool:
         if sha256_hex(r.outputs) != r.outputs_sha256:
-            accepted = self.table.abandon(
-                r.task, r.attempt, reason="outputs corrupted in transit", counts_as_failure=True
-            )
-        else:
-            accepted = await self._commit(r)
-        await link.send(ResultAck(self.app_id, r.task, r.attempt))
-        if accepted:
-            self._wake.set()
+            reason = "outputs corrupted in transit"
+            return self.table.abandon(r.task, r.attempt, reason=reason, counts_as_failure=True)
+        return await self._commit(r)
 
     async def _commit(self, r: TaskResult) -> bool:
         """Record an attempt exactly once; its files are in place before the table says so."""

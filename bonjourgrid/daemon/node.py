@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
-from bonjourgrid.control.channel import Channel, LocalChannel, connect, serve, serve_local
+from bonjourgrid.control.channel import Channel, ChannelClosed, LocalChannel, serve, serve_local
 from bonjourgrid.control.messages import Error, Ping, Pong, Reserve
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator, Identity
 from bonjourgrid.coordinator.matchmaking import Offer
@@ -239,7 +239,10 @@ class NodeDaemon:
             log.warning("refused local client uid %d", ch.peer_uid)
             await ch.send(lm.Failure(2, "this daemon belongs to another user"))
             return
-        req = await ch.recv()
+        try:
+            req = await ch.recv()
+        except ChannelClosed:
+            return  # a client checking that the socket answers
         handler = {
             lm.Submit: self._local_submit,
             lm.Watch: self._local_watch,

@@ -66,6 +66,7 @@ RESTART_SETTLE = 3.0
 A fresh browse resolves 32 services in ~0.09 s (DESIGN.md); this leaves a wide margin."""
 _REVISION_MODULUS = 10**9
 """Revisions wrap here (9 digits in the TXT record)."""
+_NO_INTERFACE = "no usable network interface for mDNS"
 _MAX_REJECTED_MEMORY = 1024
 """Bound on remembered malformed records (logged once each), so a noisy peer cannot grow it."""
 
@@ -138,7 +139,8 @@ class Discovery:
         addresses = select_addresses(self._requested)
         async with self._lock:
             if not addresses:
-                log.warning("no usable network interface for mDNS yet; will keep looking")
+                self._last_poll_problem = _NO_INTERFACE
+                log.warning("%s; will keep looking", _NO_INTERFACE)
             await self._start_stack(addresses)
         self._poll_task = asyncio.get_running_loop().create_task(self._poll_interfaces())
 
@@ -293,7 +295,7 @@ class Discovery:
             await asyncio.sleep(self._interface_poll)
             try:
                 addresses = select_addresses(self._requested)
-                problem = "" if addresses else "no usable network interface for mDNS"
+                problem = "" if addresses else _NO_INTERFACE
             except DiscoveryError as e:
                 addresses, problem = [], str(e)
             if problem and problem != self._last_poll_problem:

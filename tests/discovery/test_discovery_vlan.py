@@ -263,7 +263,7 @@ def test_quick_flips_between_idle_and_worker_are_all_seen(vlan, driver):
     for txt, state in [(idle, "idle"), (worker, "worker")] * 3:
         mark = len(b.events)
         a.call("volunteer", txt=txt)
-        b.wait_for(is_view(lambda e, s=state: A in nodes(e, s)), timeout=0.4, start=mark)
+        b.wait_for(is_view(lambda e, s=state: A in nodes(e, s)), timeout=1.0, start=mark)
     # No withdrawn record lingers behind the current one.
     a.call("volunteer", txt=None)
     b.call("settle", seconds=0.5)

@@ -18,6 +18,7 @@ from bonjourgrid.discovery.txt import (
     encode_coord,
     encode_node,
     txt_size,
+    with_revision,
 )
 
 IDLE = NodeTxt(
@@ -240,3 +241,9 @@ def test_unencodable_text_is_refused_with_txt_error() -> None:
         encode_node(dataclasses.replace(IDLE, host="pc\udc80"))
     with pytest.raises(TxtError):
         encode_coord(dataclasses.replace(COORD, user="\ud800"))
+
+
+def test_the_publication_revision_is_ignored_by_decoders() -> None:
+    assert decode_node(wire(with_revision(encode_node(WORKER), 123456789))) == WORKER
+    assert decode_coord(wire(with_revision(encode_coord(COORD), 7))) == COORD
+    assert with_revision(encode_node(IDLE), 1) != with_revision(encode_node(IDLE), 2)
