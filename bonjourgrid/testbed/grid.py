@@ -1,0 +1,111 @@
+"""A bjgrid grid on a virtual LAN: one key, `bjgrid join` on chosen hosts, CLI runs anywhere.
+
+Used by the integration tests, the benchmarks and ``bjgrid demo``. Every process runs inside
+its host's namespaces (real mDNS on the LAN's bridge, never this machine's interfaces).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+
+from bonjourgrid.gridkey import GridKey, write_key
+
+from .vlan import Host, VirtualLan
+
+CLI = (sys.executable, "-m", "bonjourgrid.cli")
+
+
+class Grid:
+    def __init__(self, lan: VirtualLan, *, profile: str = "fast", key: GridKey | None = None) -> None:
+        self.lan = lan
+        self.key = key or GridKey.generate()
+        self.key_file = lan.base_dir / f"grid-{self.key.grid_id}.key"
+        if not self.key_file.exists():
+            write_key(self.key, self.key_file)
+        self.profile = profile
+        self.daemons: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, host: Host, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return host.env({"BJGRID_KEY_FILE": str(self.key_file), "BJGRID_PROFILE": self.profile, **(extra or {})})
+
+    def join(self, host: Host, *args: str) -> subprocess.Popen[bytes]:
+        """Start `bjgrid join` on ``host`` (log in ``host.home/join.log``)."""
+        log = open(host.home / "join.log", "ab")
+        try:
+            proc = host.popen([*CLI, "join", *args], env=self.env(host), stdout=log, stderr=log)
+        finally:
+            log.close()
+        self.daemons[host.name] = proc
+        return proc
+
+    def join_all(self, hosts: Sequence[Host], *args: str, timeout: float = 30.0) -> None:
+        for h in hosts:
+            self.join(h, *args)
+        for h in hosts:
+            self.wait_daemon(h, timeout=timeout)
+
+    def wait_daemon(self, host: Host, *, timeout: float = 30.0) -> None:
+        """Wait until ``host``'s daemon answers on its local socket."""
+        sock = host.home / "state" / "daemon.sock"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.daemons.get(host.name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"bjgrid join on {host.name} exited: {self.log(host)[-2000:]}")
+            if sock.exists():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"bjgrid join on {host.name} did not start: {self.log(host)[-2000:]}")
+
+    def log(self, host: Host) -> str:
+        p = host.home / "join.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def cli(self, host: Host, *args: str, timeout: float = 60.0,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        return host.run([*CLI, *args], timeout=timeout, env=self.env(host, env))
+
+    def popen_cli(self, host: Host, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+        return host.popen([*CLI, *args], env=self.env(host), **kw)  # type: ignore[arg-type]
+
+    def status(self, host: Host, *, timeout: float = 3.0) -> list[dict[str, object]]:
+        r = self.cli(host, "status", "--json", "--timeout", str(timeout), timeout=timeout + 30)
+        if r.returncode != 0:
+            raise RuntimeError(f"status failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
+        rows = json.loads(r.stdout)
+        assert isinstance(rows, list)
+        return rows
+
+    def wait_idle(self, observer: Host, hosts: Sequence[Host], *, timeout: float = 30.0) -> list[dict[str, object]]:
+        """Wait until ``observer`` sees every one of ``hosts`` idle and reachable."""
+        names = {h.name for h in hosts}
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            rows = self.status(observer)
+            idle = {r["host"] for r in rows if r["state"] == "idle" and r["reachable"]}
+            if names <= idle:
+                return rows
+            time.sleep(0.2)
+        raise TimeoutError(f"not all idle after {timeout} s: {rows}")
+
+    def stop(self, host: Host, timeout: float = 10.0) -> int:
+        """SIGTERM the host's `bjgrid join` (clean stop with mDNS goodbyes)."""
+        proc = self.daemons.pop(host.name)
+        return host.terminate(proc, timeout)
+
+
+def reservations(host: Host) -> list[dict[str, object]]:
+    """The volunteer's own log of reservations (``reserved``/``released`` events)."""
+    p = host.home / "log" / "reservations.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["CLI", "Grid", "reservations"]
