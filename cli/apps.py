@@ -39,7 +39,9 @@ def apps(ctx: Ctx, as_json: bool, timeout: float) -> None:
         table.add_column(col)
     for r in rows:
         assert isinstance(r, dict)
-        table.add_row(*(str(r.get(k, "")) for k in ("app", "name", "user", "coordinator", "term", "state")))
+        table.add_row(
+            *(str(r.get(k, "")) for k in ("app", "name", "user", "coordinator", "term", "state"))
+        )
     ctx.out.print(table)
 
 

@@ -89,7 +89,9 @@ async def daemon_session(
                 yield DaemonSession(paths.daemon_socket, None)
                 return
             await asyncio.sleep(0.1)
-        raise Abort("another bjgrid daemon holds this host's lock but does not answer", EXIT_GRID_FAILED) from None
+        raise Abort(
+            "another bjgrid daemon holds this host's lock but does not answer", EXIT_GRID_FAILED
+        ) from None
     except OSError as e:
         raise Abort(f"cannot start a bjgrid daemon: {e}", EXIT_GRID_FAILED) from None
     try:

@@ -11,13 +11,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from importlib import resources
 from pathlib import Path
 
 import click
-
-from bonjourgrid.gridkey import GridKey, write_key
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx
 
@@ -27,12 +24,26 @@ def example_dir() -> Path:
 
 
 @click.command()
-@click.option("--hosts", type=click.IntRange(1, 16), default=4, show_default=True,
-              help="Volunteer hosts in the demo LAN.")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("demo-results"), show_default=True)
-@click.option("--local", "force_local", is_flag=True,
-              help="Use local worker processes even if a virtual LAN could be made.")
+@click.option(
+    "--hosts",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Volunteer hosts in the demo LAN.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-results"),
+    show_default=True,
+)
+@click.option(
+    "--local",
+    "force_local",
+    is_flag=True,
+    help="Use local worker processes even if a virtual LAN could be made.",
+)
 @pass_ctx
 def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
     """Run the bundled example (12 squares and their sum) on a demo grid on this machine."""
@@ -47,9 +58,20 @@ def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
             code = _lan_demo(hosts, app / "app.json", output, Path(tmp))
         else:
             if not force_local:
-                click.echo(f"bjgrid demo: no virtual LAN here ({why}); using local workers", err=True)
-            argv = [sys.executable, "-m", "bonjourgrid.cli", "submit", "--local", str(hosts),
-                    str(app / "app.json"), "--output", str(output)]
+                click.echo(
+                    f"bjgrid demo: no virtual LAN here ({why}); using local workers", err=True
+                )
+            argv = [
+                sys.executable,
+                "-m",
+                "bonjourgrid.cli",
+                "submit",
+                "--local",
+                str(hosts),
+                str(app / "app.json"),
+                "--output",
+                str(output),
+            ]
             code = subprocess.call(argv)
     if code == 0:
         total = (output / "sum" / "total.txt").read_text().strip()
@@ -59,42 +81,20 @@ def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
 
 def _lan_demo(n: int, app_json: Path, output: Path, tmp: Path) -> int:
     from bonjourgrid.testbed import VirtualLan
+    from bonjourgrid.testbed.grid import Grid
 
-    key_file = tmp / "grid.key"
-    write_key(GridKey.generate(), key_file)
-    extra = {"BJGRID_KEY_FILE": str(key_file), "BJGRID_PROFILE": "fast"}
-    cli = [sys.executable, "-m", "bonjourgrid.cli"]
     with VirtualLan(n + 1, base_dir=tmp / "lan", name="demo") as lan:
         *volunteers, user = lan.hosts
-        click.echo(f"demo LAN: {n} volunteers + 1 submitting host on a private bridge "
-                   f"({', '.join(h.address for h in lan.hosts)})", err=True)
-        for h in volunteers:
-            log = open(h.home / "join.log", "wb")
-            h.popen([*cli, "join", "--slots", "1"], env=h.env(extra), stdout=log, stderr=log)
-            log.close()
-        _wait_idle(user, n, cli, h.env(extra) if volunteers else {})
-        proc = user.popen([*cli, "submit", str(app_json), "--output", str(output)],
-                          env=user.env(extra), stdout=None, stderr=None)
+        addresses = ", ".join(h.address for h in lan.hosts)
+        click.echo(f"demo LAN: {n} volunteers + 1 submitting host ({addresses})", err=True)
+        grid = Grid(lan)
+        try:
+            grid.join_all(volunteers, "--slots", "1")
+            grid.wait_idle(user, volunteers)
+        except (RuntimeError, TimeoutError) as e:
+            raise Abort(f"the demo grid did not come up: {e}", EXIT_GRID_FAILED) from None
+        proc = grid.popen_cli(user, "submit", str(app_json), "--output", str(output))
         code = proc.wait()
-        status = user.run([*cli, "status"], timeout=20, env=user.env(extra))
+        status = grid.cli(user, "status", timeout=30)
         sys.stderr.write(status.stdout.decode(errors="replace"))
         return code
-
-
-def _wait_idle(user: object, n: int, cli: list[str], env: dict[str, str]) -> None:
-    import json
-
-    deadline = time.monotonic() + 30
-    seen = 0
-    while time.monotonic() < deadline:
-        r = user.run([*cli, "status", "--json", "--timeout", "2"], timeout=20,  # type: ignore[attr-defined]
-                     env={**env, "BJGRID_HOME": str(user.home)})  # type: ignore[attr-defined]
-        if r.returncode == 0:
-            rows = json.loads(r.stdout)
-            seen = sum(1 for m in rows if m["state"] == "idle" and m["reachable"])
-            if seen >= n:
-                return
-        time.sleep(0.3)
-    raise Abort(f"only {seen} of {n} demo volunteers came up", EXIT_GRID_FAILED)
-
-

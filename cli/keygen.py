@@ -12,8 +12,12 @@ from .context import Abort, Ctx, pass_ctx
 
 
 @click.command()
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the key (default: the user config dir, or --key-file).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the key (default: the user config dir, or --key-file).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
 @pass_ctx
 def keygen(ctx: Ctx, output: Path | None, force: bool) -> None:

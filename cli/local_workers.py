@@ -36,12 +36,30 @@ def local_workers(ctx: Ctx, n: int, base: Path) -> Iterator[list[tuple[str, int]
             port_file = home / "port"
             home.mkdir(parents=True)
             env = {**os.environ, HOME_ENV: str(home), "BJGRID_KEY_FILE": str(key_file)}
-            argv = [sys.executable, "-m", "bonjourgrid.cli", "join", "--no-mdns",
-                    "--listen", "127.0.0.1", "--slots", "1", "--port-file", str(port_file)]
-            log = open(home / "join.log", "wb")
-            procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=log, start_new_session=True))
-            log.close()
+            argv = [
+                sys.executable,
+                "-m",
+                "bonjourgrid.cli",
+                "join",
+                "--no-mdns",
+                "--listen",
+                "127.0.0.1",
+                "--slots",
+                "1",
+                "--port-file",
+                str(port_file),
+            ]
+            with open(home / "join.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        argv,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        start_new_session=True,
+                    )
+                )
             port_files.append(port_file)
         peers = [("127.0.0.1", _wait_port(p, procs[i])) for i, p in enumerate(port_files)]
         yield peers

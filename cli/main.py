@@ -18,8 +18,12 @@ from .submit import submit
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bjgrid")
-@click.option("--key-file", envvar="BJGRID_KEY_FILE", type=click.Path(dir_okay=False),
-              help="The grid key (default: $BJGRID_KEY_FILE, then the user config dir).")
+@click.option(
+    "--key-file",
+    envvar="BJGRID_KEY_FILE",
+    type=click.Path(dir_okay=False),
+    help="The grid key (default: $BJGRID_KEY_FILE, then the user config dir).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
 @click.pass_context
 def cli(click_ctx: click.Context, key_file: str | None, verbose: int) -> None:

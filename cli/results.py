@@ -12,13 +12,17 @@ from bonjourgrid.daemon.local_messages import FetchResults, Results
 
 from .context import EXIT_GRID_FAILED, EXIT_OK, EXIT_TASKS_FAILED, Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_session
-from .submit import write_results
+from .submit import task_rows, write_results
 
 
 @click.command()
 @click.argument("app_id")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Where outputs go (default: ./<name>-results/).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where outputs go (default: ./<name>-results/).",
+)
 @pass_ctx
 def results(ctx: Ctx, app_id: str, output: Path | None) -> None:
     """Write APP_ID's outputs and results.json.
@@ -31,7 +35,7 @@ def results(ctx: Ctx, app_id: str, output: Path | None) -> None:
     reply = asyncio.run(_fetch(ctx, app_id))
     out = output or Path(f"{reply.name}-results")
     write_results(reply, out)
-    tasks = [t for t in reply.results.get("tasks", []) if isinstance(t, dict)]
+    tasks = task_rows(reply.results)
     failed = any(t.get("state") == "failed" for t in tasks)
     click.echo(f"app {reply.app}: {reply.outcome or 'running'}; outputs in {out}/", err=True)
     if not reply.complete:

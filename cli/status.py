@@ -17,8 +17,13 @@ from .daemon_client import daemon_session
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON array (fields: see docs).")
-@click.option("--timeout", type=click.FloatRange(min=0.2), default=3.0, show_default=True,
-              help="Seconds the whole command may take.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.2),
+    default=3.0,
+    show_default=True,
+    help="Seconds the whole command may take.",
+)
 @pass_ctx
 def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
     """List this grid's machines: idle or worker, reachable or not, and what they run.
@@ -33,13 +38,29 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("HOST", "ID", "STATE", "REACHABLE", "CPUS", "SLOTS", "APP", "COORDINATES", "ADDRESSES"):
+    for col in (
+        "HOST",
+        "ID",
+        "STATE",
+        "REACHABLE",
+        "CPUS",
+        "SLOTS",
+        "APP",
+        "COORDINATES",
+        "ADDRESSES",
+    ):
         table.add_column(col)
     for r in rows:
         table.add_row(
-            str(r["host"]), str(r["id"]), str(r["state"]), "yes" if r["reachable"] else "NO",
-            str(r["cpus"]), str(r["slots"]), str(r["app"] or "-"),
-            ",".join(r["coordinates"]) or "-", ",".join(r["addresses"]),  # type: ignore[arg-type]
+            str(r["host"]),
+            str(r["id"]),
+            str(r["state"]),
+            "yes" if r["reachable"] else "NO",
+            str(r["cpus"]),
+            str(r["slots"]),
+            str(r["app"] or "-"),
+            _joined(r["coordinates"]),
+            _joined(r["addresses"]),
         )
     ctx.out.print(table)
     ctx.out.print(f"{len(rows)} machine(s) on grid {ctx.key().grid_id}")
@@ -52,3 +73,7 @@ async def _status(ctx: Ctx, timeout: float) -> list[dict[str, object]]:
         reply = await session.call(StatusRequest(max(0.2, left - 0.1)), timeout=left + 1)
     assert isinstance(reply, StatusReply)
     return [r for r in reply.machines if isinstance(r, dict)]
+
+
+def _joined(values: object) -> str:
+    return ",".join(map(str, values)) if isinstance(values, list) and values else "-"

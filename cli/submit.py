@@ -67,21 +67,51 @@ The app.json format (JSON Schema):
 
 @click.command(help=_HELP)
 @click.argument("app_json", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--workers", type=click.IntRange(min=1), help="Machines to recruit (overrides app.json).")
-@click.option("--backend", type=click.Choice(BACKENDS), help="Computing-element backend (overrides app.json).")
-@click.option("--replicas", type=click.IntRange(min=0), help="Coordinator replicas (overrides app.json).")
-@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Where outputs go (default: ./<name>-results/).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Progress on stderr, one JSON object on stdout at the end.")
-@click.option("--local", "local", type=click.IntRange(min=1), metavar="N",
-              help="Run on N local worker processes (loopback, no mDNS) instead of the LAN.")
-@click.option("--detach", is_flag=True, help="Return once the app is accepted; fetch with `bjgrid results`.")
+@click.option(
+    "--workers", type=click.IntRange(min=1), help="Machines to recruit (overrides app.json)."
+)
+@click.option(
+    "--backend", type=click.Choice(BACKENDS), help="Computing-element backend (overrides app.json)."
+)
+@click.option(
+    "--replicas", type=click.IntRange(min=0), help="Coordinator replicas (overrides app.json)."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where outputs go (default: ./<name>-results/).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Progress on stderr, one JSON object on stdout at the end.",
+)
+@click.option(
+    "--local",
+    "local",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Run on N local worker processes (loopback, no mDNS) instead of the LAN.",
+)
+@click.option(
+    "--detach", is_flag=True, help="Return once the app is accepted; fetch with `bjgrid results`."
+)
 @click.option("--fresh", is_flag=True, help="Start over even if this app.json is already running.")
 @pass_ctx
-def submit(ctx: Ctx, app_json: Path, workers: int | None, backend: str | None,
-           replicas: int | None, output: Path | None, as_json: bool, local: int | None,
-           detach: bool, fresh: bool) -> None:
+def submit(
+    ctx: Ctx,
+    app_json: Path,
+    workers: int | None,
+    backend: str | None,
+    replicas: int | None,
+    output: Path | None,
+    as_json: bool,
+    local: int | None,
+    detach: bool,
+    fresh: bool,
+) -> None:
     setup_logging(ctx.verbose)
     try:
         spec, app_dir = load_app(app_json)
@@ -94,15 +124,22 @@ def submit(ctx: Ctx, app_json: Path, workers: int | None, backend: str | None,
         replicas=replicas if replicas is not None else spec.replicas,
     )
     if spec.backend not in IMPLEMENTED_BACKENDS:
-        raise Abort(f"{app_json}: backend: {spec.backend!r} is not available in this version "
-                    f"(available: {', '.join(IMPLEMENTED_BACKENDS)})", EXIT_BAD_INPUT)
+        raise Abort(
+            f"{app_json}: backend: {spec.backend!r} is not available in this version "
+            f"(available: {', '.join(IMPLEMENTED_BACKENDS)})",
+            EXIT_BAD_INPUT,
+        )
     if detach and local:
-        raise Abort("--detach cannot be combined with --local (the local workers end with this command)")
+        raise Abort(
+            "--detach cannot be combined with --local (the local workers end with this command)"
+        )
     try:
         bundle = build_bundle(spec, app_dir)
     except Exception as e:
         raise Abort(f"{app_json}: files: {e}", EXIT_BAD_INPUT) from None
-    digest = hashlib.sha256(str(app_json.resolve()).encode() + b"\0" + app_json.read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        str(app_json.resolve()).encode() + b"\0" + app_json.read_bytes()
+    ).hexdigest()
     out_dir = output or Path(f"{spec.name}-results")
     job = _Job(ctx, spec, bundle, digest, fresh, out_dir, as_json, detach)
     with _local_grid(ctx, local) as peers:
@@ -116,13 +153,25 @@ def _local_grid(ctx: Ctx, n: int | None) -> Iterator[list[tuple[str, int]] | Non
     if not n:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="bjgrid-local-") as tmp, local_workers(ctx, n, Path(tmp)) as peers:
+    with (
+        tempfile.TemporaryDirectory(prefix="bjgrid-local-") as tmp,
+        local_workers(ctx, n, Path(tmp)) as peers,
+    ):
         yield peers
 
 
 class _Job:
-    def __init__(self, ctx: Ctx, spec: AppSpec, bundle: bytes, digest: str, fresh: bool,
-                 out_dir: Path, as_json: bool, detach: bool) -> None:
+    def __init__(
+        self,
+        ctx: Ctx,
+        spec: AppSpec,
+        bundle: bytes,
+        digest: str,
+        fresh: bool,
+        out_dir: Path,
+        as_json: bool,
+        detach: bool,
+    ) -> None:
         self.ctx, self.spec, self.bundle, self.digest = ctx, spec, bundle, digest
         self.fresh, self.out_dir, self.as_json, self.detach = fresh, out_dir, as_json, detach
         self.interrupts = 0
@@ -131,10 +180,15 @@ class _Job:
         kw = {} if peers is None else {"mdns": False, "static_peers": peers}
         async with daemon_session(self.ctx, **kw) as session:  # type: ignore[arg-type]
             if session.private is not None and self.detach:
-                raise Abort("--detach needs this machine's daemon running (`bjgrid join`): "
-                            "without it the app would end with this command", EXIT_BAD_INPUT)
+                raise Abort(
+                    "--detach needs this machine's daemon running (`bjgrid join`): "
+                    "without it the app would end with this command",
+                    EXIT_BAD_INPUT,
+                )
             reply = await session.call(
-                Submit(self.spec.to_json(), self.bundle, self.digest, self.fresh, getpass.getuser()),
+                Submit(
+                    self.spec.to_json(), self.bundle, self.digest, self.fresh, getpass.getuser()
+                ),
                 timeout=60,
             )
             assert isinstance(reply, Submitted)
@@ -163,8 +217,9 @@ class _Job:
 
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         canceller = asyncio.create_task(self._cancel_when(session, app_id, cancel_sent))
-        view = ProgressView(self.ctx.err, enabled=not self.as_json and sys.stderr.isatty(),
-                            plain=self.as_json)
+        view = ProgressView(
+            self.ctx.err, enabled=not self.as_json and sys.stderr.isatty(), plain=self.as_json
+        )
         last: Progress | None = None
         ch = await session.open()
         try:
@@ -193,7 +248,7 @@ class _Job:
         reply = await session.call(FetchResults(app_id), timeout=300)
         assert isinstance(reply, Results)
         write_results(reply, self.out_dir)
-        failed = [t for t in reply.results.get("tasks", []) if isinstance(t, dict) and t.get("state") != "done"]
+        failed = [t for t in task_rows(reply.results) if t.get("state") != "done"]
         if self.interrupts:
             code = EXIT_INTERRUPTED
         elif reply.outcome == "finished":
@@ -203,19 +258,32 @@ class _Job:
         reason = last.reason if last else ""
         if self.as_json:
             doc = {
-                "app": reply.app, "name": reply.name, "outcome": reply.outcome, "reason": reason,
-                "output": str(self.out_dir), "exit_status": code, **{"results": reply.results},
+                "app": reply.app,
+                "name": reply.name,
+                "outcome": reply.outcome,
+                "reason": reason,
+                "output": str(self.out_dir),
+                "exit_status": code,
+                **{"results": reply.results},
             }
             click.echo(json.dumps(doc, indent=2))
         else:
-            n = len(reply.results.get("tasks", []))  # type: ignore[arg-type]
+            n = len(task_rows(reply.results))
             summary = f"{reply.outcome}: {n - len(failed)}/{n} tasks done"
             if failed:
-                summary += f", {len(failed)} failed ({', '.join(str(t['id']) for t in failed[:5])}{', ...' if len(failed) > 5 else ''})"
+                names = ", ".join(str(t["id"]) for t in failed[:5])
+                more = ", ..." if len(failed) > 5 else ""
+                summary += f", {len(failed)} failed ({names}{more})"
             if reason:
                 summary += f" — {reason}"
             click.echo(f"{summary}; outputs in {self.out_dir}/", err=True)
         return code
+
+
+def task_rows(results: dict[str, object]) -> list[dict[str, object]]:
+    """The task entries of a results.json document."""
+    tasks = results.get("tasks")
+    return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
 
 
 def write_results(reply: Results, out_dir: Path) -> None:

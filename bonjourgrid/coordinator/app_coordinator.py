@@ -25,7 +25,14 @@ from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.ce_backends.embedded.coordinator import EmbeddedCoordinator
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import connect
-from bonjourgrid.control.messages import AppEnded, Release, Reserve, ReserveReply, ResultAck, TaskResult
+from bonjourgrid.control.messages import (
+    AppEnded,
+    Release,
+    Reserve,
+    ReserveReply,
+    ResultAck,
+    TaskResult,
+)
 from bonjourgrid.coordinator.matchmaking import Offer, candidates, fits
 from bonjourgrid.coordinator.result_store import ResultStore, results_document
 from bonjourgrid.coordinator.worker_link import WorkerLink
@@ -190,7 +197,10 @@ class AppCoordinator:
             usable = [
                 link
                 for link in self.links.values()
-                if link.ready and link.free >= need and fits(link.offer, task.requirements, "embedded")
+                if link.ready
+                and link.free >= need
+                and link.offer is not None
+                and fits(link.offer, task.requirements, "embedded")
             ]
             if not usable:
                 continue
@@ -203,7 +213,9 @@ class AppCoordinator:
             try:
                 await self.backend.launch(task, attempt, link, inputs)
             except Exception as e:  # the link is gone; its loss handler requeues the attempt
-                log.info("app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e)
+                log.info(
+                    "app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e
+                )
 
     def _wanted_workers(self) -> int:
         """More workers are wanted only for READY tasks that found no free slot.
@@ -296,7 +308,14 @@ class AppCoordinator:
                 log.debug("app %s: cannot reach %s at %s: %s", self.app_id, offer.host, address, e)
                 continue
             try:
-                ask = Reserve(self.app_id, self.me.node, self.me.host, self.term, cfg.reserve_lease, "embedded")
+                ask = Reserve(
+                    self.app_id,
+                    self.me.node,
+                    self.me.host,
+                    self.term,
+                    cfg.reserve_lease,
+                    "embedded",
+                )
                 reply = await ch.request(ask, timeout=cfg.connect_timeout)
             except Exception as e:
                 log.debug("app %s: reservation of %s failed: %s", self.app_id, offer.host, e)
@@ -367,7 +386,9 @@ class AppCoordinator:
         try:
             await asyncio.to_thread(self.store.stage, r.task, r.attempt, r.outputs)
         except Exception as e:
-            log.warning("app %s: unreadable outputs from %s#%d: %s", self.app_id, r.task, r.attempt, e)
+            log.warning(
+                "app %s: unreadable outputs from %s#%d: %s", self.app_id, r.task, r.attempt, e
+            )
             self.store.discard(r.task, r.attempt)
             return self.table.abandon(
                 r.task, r.attempt, reason=f"unreadable outputs: {e}", counts_as_failure=True

@@ -15,7 +15,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed, LocalChannel, serve, serve_local
@@ -88,7 +90,10 @@ class NodeDaemon:
         self._lock.acquire()
         try:
             server = await serve(
-                self.listen, self.port, key=self.key, node_id=self.host.node_id,
+                self.listen,
+                self.port,
+                key=self.key,
+                node_id=self.host.node_id,
                 on_channel=self._on_control,
             )
             self._servers.append(server)
@@ -115,7 +120,10 @@ class NodeDaemon:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         log.info(
             "daemon %s (%s) up on port %d, grid %s%s",
-            self.host.node_id, self.host.hostname, self.port, self.key.grid_id,
+            self.host.node_id,
+            self.host.hostname,
+            self.port,
+            self.key.grid_id,
             ", volunteering" if self.volunteer else "",
         )
 
@@ -184,9 +192,18 @@ class NodeDaemon:
             return list(self._static_offers)
         return [
             Offer(
-                node=m.node, host=m.host, addresses=m.addresses, port=m.port, state=m.state,
-                cpus=m.txt.cpus, slots=m.txt.slots, mem_mb=m.txt.mem_mb, os=m.txt.os,
-                arch=m.txt.arch, backends=m.txt.backends, load=m.txt.load,
+                node=m.node,
+                host=m.host,
+                addresses=m.addresses,
+                port=m.port,
+                state=m.state,
+                cpus=m.txt.cpus,
+                slots=m.txt.slots,
+                mem_mb=m.txt.mem_mb,
+                os=m.txt.os,
+                arch=m.txt.arch,
+                backends=m.txt.backends,
+                load=m.txt.load,
             )
             for m in self.discovery.machines()
         ]
@@ -194,16 +211,27 @@ class NodeDaemon:
     async def _refresh_static(self) -> None:
         """``--local`` workers have no mDNS: learn their state by asking them directly."""
         pongs = await asyncio.gather(
-            *(ping(a, p, self.key, self.host.node_id, self.config.ping_timeout) for a, p in self.static_peers)
+            *(
+                ping(a, p, self.key, self.host.node_id, self.config.ping_timeout)
+                for a, p in self.static_peers
+            )
         )
         h = self.host
         self._static_offers = [
             Offer(
-                node=pong.node, host=pong.host, addresses=(addr,), port=port, state=pong.state,
-                cpus=pong.cpus, slots=pong.slots, mem_mb=h.mem_mb, os=h.os, arch=h.arch,
+                node=pong.node,
+                host=pong.host,
+                addresses=(addr,),
+                port=port,
+                state=pong.state,
+                cpus=pong.cpus,
+                slots=pong.slots,
+                mem_mb=h.mem_mb,
+                os=h.os,
+                arch=h.arch,
                 backends=pong.backends,
             )
-            for (addr, port), pong in zip(self.static_peers, pongs)
+            for (addr, port), pong in zip(self.static_peers, pongs, strict=True)
             if pong is not None
         ]
 
@@ -243,14 +271,15 @@ class NodeDaemon:
             req = await ch.recv()
         except ChannelClosed:
             return  # a client checking that the socket answers
-        handler = {
+        handlers: dict[type, Callable[[LocalChannel, Any], Awaitable[None]]] = {
             lm.Submit: self._local_submit,
             lm.Watch: self._local_watch,
             lm.FetchResults: self._local_results,
             lm.StatusRequest: self._local_status,
             lm.AppsRequest: self._local_apps,
             lm.CancelApp: self._local_cancel,
-        }.get(type(req))
+        }
+        handler = handlers.get(type(req))
         if handler is None:
             await ch.send(lm.Failure(2, f"unknown request {type(req).__name__}"))
             return
@@ -266,7 +295,9 @@ class NodeDaemon:
         app = self.submit(spec, req.bundle, digest=req.digest, user=req.user)
         await ch.send(lm.Submitted(app.app_id, resumed=False))
 
-    def submit(self, spec: AppSpec, bundle: bytes, *, digest: str, user: str | None = None) -> AppCoordinator:
+    def submit(
+        self, spec: AppSpec, bundle: bytes, *, digest: str, user: str | None = None
+    ) -> AppCoordinator:
         app_id = secrets.token_hex(4)
         app = AppCoordinator(
             app_id=app_id,
@@ -288,8 +319,13 @@ class NodeDaemon:
         if d is not None:
             await d.publish_coordinator(
                 CoordTxt(
-                    grid=self.key.grid_id, node=self.host.node_id, host=self.host.hostname,
-                    app=app.app_id, name=app.spec.name, user=app.user, term=app.term,
+                    grid=self.key.grid_id,
+                    node=self.host.node_id,
+                    host=self.host.hostname,
+                    app=app.app_id,
+                    name=app.spec.name,
+                    user=app.user,
+                    term=app.term,
                 )
             )
         try:
@@ -325,8 +361,12 @@ class NodeDaemon:
         outputs = await asyncio.to_thread(app.store.export)
         await ch.send(
             lm.Results(
-                app=app.app_id, name=app.spec.name, complete=app.role.ended,
-                outcome=app.outcome, results=app.results(), outputs=outputs,
+                app=app.app_id,
+                name=app.spec.name,
+                complete=app.role.ended,
+                outcome=app.outcome,
+                results=app.results(),
+                outputs=outputs,
             )
         )
 
@@ -341,7 +381,9 @@ class NodeDaemon:
         else:
             machines, coords = [], []
         budget = min(self.config.ping_timeout, max(0.05, deadline - time.monotonic() - 0.05))
-        rows = await machine_rows(machines, coords, key=self.key, node_id=self.host.node_id, timeout=budget)
+        rows = await machine_rows(
+            machines, coords, key=self.key, node_id=self.host.node_id, timeout=budget
+        )
         await ch.send(lm.StatusReply(list(rows)))
 
     async def _local_apps(self, ch: LocalChannel, req: lm.AppsRequest) -> None:
@@ -349,15 +391,26 @@ class NodeDaemon:
         if self.discovery is not None:
             for c in self.discovery.coordinators():
                 seen[c.app] = {
-                    "app": c.app, "name": c.txt.name, "user": c.txt.user, "coordinator": c.host,
-                    "node": c.node, "term": c.txt.term, "state": "running",
+                    "app": c.app,
+                    "name": c.txt.name,
+                    "user": c.txt.user,
+                    "coordinator": c.host,
+                    "node": c.node,
+                    "term": c.txt.term,
+                    "state": "running",
                 }
         for app in self.apps.values():
             p = app.progress()
             seen[app.app_id] = {
-                "app": app.app_id, "name": app.spec.name, "user": app.user,
-                "coordinator": self.host.hostname, "node": self.host.node_id, "term": app.term,
-                "state": p.outcome or p.role, "counts": p.counts, "workers": p.workers,
+                "app": app.app_id,
+                "name": app.spec.name,
+                "user": app.user,
+                "coordinator": self.host.hostname,
+                "node": self.host.node_id,
+                "term": app.term,
+                "state": p.outcome or p.role,
+                "counts": p.counts,
+                "workers": p.workers,
             }
         await ch.send(lm.AppsReply(list(seen.values())))
 

@@ -56,7 +56,7 @@ async def machine_rows(
     """One row per machine, in DESIGN.md's `status --json` shape, sorted by host name."""
     pongs = await asyncio.gather(*(_ping_any(m, key, node_id, timeout) for m in machines))
     rows: list[dict[str, object]] = []
-    for m, pong in zip(machines, pongs):
+    for m, pong in zip(machines, pongs, strict=True):
         advertised = sorted(c.app for c in coords if c.node == m.node)
         if pong is not None and pong.state in ("idle", "worker"):
             row: dict[str, object] = {

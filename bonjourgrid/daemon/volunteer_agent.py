@@ -86,8 +86,8 @@ class VolunteerAgent:
         if self.machine.state is v.VolunteerState.IDLE:
             return
         app = self.app
-        self.machine.handle(v.Expire(time.monotonic()))
-        if self.machine.state is v.VolunteerState.IDLE:
+        out = self.machine.handle(v.Expire(time.monotonic()))
+        if isinstance(out, v.Accepted) and out.state is v.VolunteerState.IDLE:
             log.warning("reservation for app %s expired: back to idle", app)
             await self._back_to_idle(app or "?", "lease expired")
 
@@ -105,7 +105,9 @@ class VolunteerAgent:
             return
         was_idle = self.machine.state is v.VolunteerState.IDLE
         lease_until = time.monotonic() + first.lease
-        outcome = self.machine.handle(v.Reserve(first.app, first.coordinator, first.term, lease_until))
+        outcome = self.machine.handle(
+            v.Reserve(first.app, first.coordinator, first.term, lease_until)
+        )
         if isinstance(outcome, v.Refused):
             await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
             return
@@ -132,12 +134,16 @@ class VolunteerAgent:
             while True:
                 msg = await ch.recv()
                 if getattr(msg, "app", app) != app:
-                    log.warning("dropped %s for app %s on app %s's link", type(msg).__name__, msg, app)
+                    log.warning(
+                        "dropped %s for app %s on app %s's link", type(msg).__name__, msg, app
+                    )
                     continue
                 if not await self._on_message(ch, msg):
                     return
         except ChannelClosed:
-            log.info("link to app %s's coordinator closed; reservation kept until its lease ends", app)
+            log.info(
+                "link to app %s's coordinator closed; reservation kept until its lease ends", app
+            )
         finally:
             if self._link is ch:
                 self._link = None
@@ -212,5 +218,3 @@ class VolunteerAgent:
         self.reservation_log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.reservation_log, "a") as f:
             f.write(json.dumps(entry) + "\n")
-
-

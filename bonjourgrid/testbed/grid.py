@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-
 from bonjourgrid.gridkey import GridKey, write_key
 
 from .vlan import Host, VirtualLan
@@ -21,7 +20,9 @@ CLI = (sys.executable, "-m", "bonjourgrid.cli")
 
 
 class Grid:
-    def __init__(self, lan: VirtualLan, *, profile: str = "fast", key: GridKey | None = None) -> None:
+    def __init__(
+        self, lan: VirtualLan, *, profile: str = "fast", key: GridKey | None = None
+    ) -> None:
         self.lan = lan
         self.key = key or GridKey.generate()
         self.key_file = lan.base_dir / f"grid-{self.key.grid_id}.key"
@@ -31,15 +32,14 @@ class Grid:
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
 
     def env(self, host: Host, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return host.env({"BJGRID_KEY_FILE": str(self.key_file), "BJGRID_PROFILE": self.profile, **(extra or {})})
+        return host.env(
+            {"BJGRID_KEY_FILE": str(self.key_file), "BJGRID_PROFILE": self.profile, **(extra or {})}
+        )
 
     def join(self, host: Host, *args: str) -> subprocess.Popen[bytes]:
         """Start `bjgrid join` on ``host`` (log in ``host.home/join.log``)."""
-        log = open(host.home / "join.log", "ab")
-        try:
+        with open(host.home / "join.log", "ab") as log:
             proc = host.popen([*CLI, "join", *args], env=self.env(host), stdout=log, stderr=log)
-        finally:
-            log.close()
         self.daemons[host.name] = proc
         return proc
 
@@ -66,22 +66,27 @@ class Grid:
         p = host.home / "join.log"
         return p.read_text(errors="replace") if p.exists() else ""
 
-    def cli(self, host: Host, *args: str, timeout: float = 60.0,
-            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    def cli(
+        self, host: Host, *args: str, timeout: float = 60.0, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return host.run([*CLI, *args], timeout=timeout, env=self.env(host, env))
 
     def popen_cli(self, host: Host, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-        return host.popen([*CLI, *args], env=self.env(host), **kw)  # type: ignore[arg-type]
+        return host.popen([*CLI, *args], env=self.env(host), **kw)
 
     def status(self, host: Host, *, timeout: float = 3.0) -> list[dict[str, object]]:
         r = self.cli(host, "status", "--json", "--timeout", str(timeout), timeout=timeout + 30)
         if r.returncode != 0:
-            raise RuntimeError(f"status failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
+            raise RuntimeError(
+                f"status failed ({r.returncode}): {r.stderr.decode(errors='replace')}"
+            )
         rows = json.loads(r.stdout)
         assert isinstance(rows, list)
         return rows
 
-    def wait_idle(self, observer: Host, hosts: Sequence[Host], *, timeout: float = 30.0) -> list[dict[str, object]]:
+    def wait_idle(
+        self, observer: Host, hosts: Sequence[Host], *, timeout: float = 30.0
+    ) -> list[dict[str, object]]:
         """Wait until ``observer`` sees every one of ``hosts`` idle and reachable."""
         names = {h.name for h in hosts}
         deadline = time.monotonic() + timeout

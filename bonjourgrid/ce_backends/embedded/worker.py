@@ -88,7 +88,9 @@ class EmbeddedWorker(WorkerBackend):
             outcome = await run_task(run, app_files=self.files, scratch=self.scratch)
         except Exception as e:  # never let a bug in the sandbox lose track of an attempt
             log.exception("task %s#%d crashed the sandbox", run.task, run.attempt)
-            result = TaskResult(self.app, run.task, run.attempt, None, 0.0, f"worker error: {e}", b"", "")
+            result = TaskResult(
+                self.app, run.task, run.attempt, None, 0.0, f"worker error: {e}", b"", ""
+            )
         else:
             result = TaskResult(
                 app=self.app,

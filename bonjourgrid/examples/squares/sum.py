@@ -2,7 +2,10 @@
 
 import glob
 
-total = sum(int(open(p).read()) for p in glob.glob("out-*.txt"))
+total = 0
+for path in glob.glob("out-*.txt"):
+    with open(path) as f:
+        total += int(f.read())
 with open("total.txt", "w") as f:
     f.write(f"{total}\n")
 print(f"sum of squares = {total}")
