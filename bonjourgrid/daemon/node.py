@@ -287,8 +287,9 @@ class NodeDaemon:
 
     async def _local_submit(self, ch: LocalChannel, req: lm.Submit) -> None:
         if not req.fresh:
+            # Re-attach to the same app.json while it runs; once ended, a submit runs it anew.
             for app in self.apps.values():
-                if app.digest == req.digest:
+                if app.digest == req.digest and not app.role.ended:
                     await ch.send(lm.Submitted(app.app_id, resumed=True))
                     return
         spec = AppSpec.from_json(req.spec)
