@@ -142,8 +142,12 @@ def submit(
     ).hexdigest()
     out_dir = output or Path(f"{spec.name}-results")
     job = _Job(ctx, spec, bundle, digest, fresh, out_dir, as_json, detach)
-    with _local_grid(ctx, local) as peers:
-        code = asyncio.run(job.run(peers))
+    try:
+        with _local_grid(ctx, local) as peers:
+            code = asyncio.run(job.run(peers))
+    except KeyboardInterrupt:
+        click.echo("bjgrid: interrupted", err=True)
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 
