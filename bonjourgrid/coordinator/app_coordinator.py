@@ -97,6 +97,7 @@ class AppCoordinator:
         """Node id -> host name of every worker that ran something."""
         self._refused: dict[str, float] = {}
         self._recruiting: set[str] = set()
+        self._unfit_since: dict[str, float] = {}
         self._running: dict[tuple[str, int], tuple[WorkerLink, int]] = {}
         self._wake = asyncio.Event()
         self._watchers: set[asyncio.Queue[Progress]] = set()
@@ -174,6 +175,7 @@ class AppCoordinator:
                 self.role.handle(AllTasksTerminal())
                 break
             await self._place_ready_tasks()
+            self._give_up_unplaceable()
             await self._release_useless()
             if self.links:
                 no_worker_since = time.monotonic()
@@ -216,6 +218,23 @@ class AppCoordinator:
                 log.info(
                     "app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e
                 )
+
+    def _give_up_unplaceable(self) -> None:
+        """Fail READY tasks that no worker and no idle volunteer has fitted for a while."""
+        now = time.monotonic()
+        offers = [link.offer for link in self.links.values() if link.offer is not None]
+        offers += [o for o in self._offers() if o.state == "idle"]
+        for task_id in self.table.ready():
+            req = self.spec.task(task_id).requirements
+            if any(fits(o, req, "embedded") for o in offers):
+                self._unfit_since.pop(task_id, None)
+                continue
+            since = self._unfit_since.setdefault(task_id, now)
+            if self.links and now - since > self.config.recruit_timeout:
+                wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
+                reason = f"no volunteer satisfies its requirements ({wants})"
+                log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
+                self.table.give_up(task_id, reason)
 
     def _wanted_workers(self) -> int:
         """More workers are wanted only for READY tasks that found no free slot.

@@ -281,6 +281,13 @@ class TaskTable:
             self.abandon(a.task, a.attempt, reason=f"worker {worker} lost", counts_as_failure=False)
         return lost
 
+    def give_up(self, task_id: str, reason: str) -> None:
+        """A READY task nobody can run (e.g. no volunteer fits it): FAILED, with successors."""
+        e = self._entry(task_id)
+        if e.state is not TaskState.READY:
+            raise IllegalTaskTransition(f"task {task_id!r}: give_up while {e.state.value}")
+        self._fail(e, reason)
+
     def cancel(self, reason: str) -> None:
         """Every task not yet DONE or FAILED becomes FAILED with `reason`."""
         for e in self._tasks.values():

@@ -333,3 +333,18 @@ def test_record_to_json_is_the_results_json_entry() -> None:
         "worker": "host-1",
         "seconds": 2.0,
     }
+
+
+def test_give_up_fails_a_ready_task_and_its_successors() -> None:
+    from bonjourgrid.app.spec import TaskSpec
+    from bonjourgrid.states.taskstate import TaskState
+    from bonjourgrid.states.tasktable import IllegalTaskTransition, TaskTable
+
+    table = TaskTable([TaskSpec("a", ("true",)), TaskSpec("b", ("true",), after=("a",))])
+    table.give_up("a", "no volunteer satisfies its requirements")
+    assert table.record("a").state is TaskState.FAILED
+    assert table.record("a").reason == "no volunteer satisfies its requirements"
+    assert table.record("b").state is TaskState.FAILED
+    assert table.finished()
+    with pytest.raises(IllegalTaskTransition):
+        table.give_up("a", "again")
