@@ -419,7 +419,9 @@ class AppCoordinator:
             )
         else:  # timed out, killed, or exit 0 without its declared outputs
             reason = r.error or "no exit status"
-            ok = self.table.abandon(r.task, r.attempt, reason=reason, counts_as_failure=True)
+            ok = self.table.abandon(
+                r.task, r.attempt, reason=reason, counts_as_failure=True, seconds=r.seconds
+            )
         if ok:
             self.store.promote(r.task, r.attempt)
         else:

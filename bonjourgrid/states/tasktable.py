@@ -253,15 +253,26 @@ class TaskTable:
             self._fail(e, f"exit code {exit_code} ({e.attempts} {tries})")
         return True
 
-    def abandon(self, task_id: str, attempt: int, *, reason: str, counts_as_failure: bool) -> bool:
+    def abandon(
+        self,
+        task_id: str,
+        attempt: int,
+        *,
+        reason: str,
+        counts_as_failure: bool,
+        seconds: float | None = None,
+    ) -> bool:
         """Give up on a running attempt (timeout: counts as a failure; worker lost: does not).
 
         RUNNING -> READY, or FAILED when out of retries (or lost more than `max_losses` times).
-        False, changing nothing, unless `attempt` is the task's running attempt.
+        False, changing nothing, unless `attempt` is the task's running attempt. `seconds`,
+        when the worker reported it (a timeout), is recorded as the attempt's run time.
         """
         e = self._entry(task_id)
         if e.state is not TaskState.RUNNING or attempt != e.attempts:
             return False
+        if seconds is not None:
+            e.exit_code, e.seconds = None, seconds
         if counts_as_failure:
             e.failures += 1
             out = e.failures > e.spec.retries

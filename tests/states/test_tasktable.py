@@ -348,3 +348,16 @@ def test_give_up_fails_a_ready_task_and_its_successors() -> None:
     assert table.finished()
     with pytest.raises(IllegalTaskTransition):
         table.give_up("a", "again")
+
+
+def test_a_timed_out_attempt_keeps_its_run_time() -> None:
+    from bonjourgrid.app.spec import TaskSpec
+    from bonjourgrid.states.tasktable import TaskTable
+
+    table = TaskTable([TaskSpec("slow", ("sleep", "9"), retries=0)])
+    table.start("slow", "w1", 0.0)
+    assert table.abandon(
+        "slow", 1, reason="timed out after 1 s", counts_as_failure=True, seconds=1.02
+    )
+    rec = table.record("slow")
+    assert (rec.state.value, rec.exit_code, rec.seconds) == ("failed", None, 1.02)

@@ -1,0 +1,1 @@
+"""CLI tests (click CliRunner, no network)."""
