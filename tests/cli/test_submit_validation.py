@@ -9,8 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bonjourgrid.cli.main import cli
 from click.testing import CliRunner, Result
+
+from bonjourgrid.cli.main import cli
 
 OK_TASK: dict[str, object] = {"id": "a", "command": ["true"]}
 
