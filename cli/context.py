@@ -41,7 +41,7 @@ class Ctx:
     verbose: int
     paths: Paths = field(default_factory=default_paths)
     config: Config = field(default_factory=Config.from_env)
-    out: Console = field(default_factory=lambda: Console(highlight=False))
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
 
     @property

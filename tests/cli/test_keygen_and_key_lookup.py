@@ -14,10 +14,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from bonjourgrid.cli import daemon_client, join
-from bonjourgrid.cli.main import cli
 from click.testing import CliRunner, Result
 
+from bonjourgrid.cli import daemon_client, join
+from bonjourgrid.cli.main import cli
 from bonjourgrid.gridkey import GridKey, load_key, write_key
 
 
