@@ -1,0 +1,1 @@
+"""Virtual-LAN integration tests of real `bjgrid` processes."""
