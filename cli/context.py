@@ -29,7 +29,11 @@ class Abort(click.ClickException):
 
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
-        self.exit_code = code
+        self.code = code
+
+    @property  # click reads ``exit_code``; it is a class variable there (click >= 8.5)
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
 
     def show(self, file: object = None) -> None:
         click.echo(f"bjgrid: {self.format_message()}", err=True)
