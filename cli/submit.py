@@ -86,7 +86,7 @@ The app.json format (JSON Schema):
     "--json",
     "as_json",
     is_flag=True,
-    help="Progress on stderr, one JSON object on stdout at the end.",
+    help="Progress on stderr; after the `app <ID>` line, one JSON object on stdout at the end.",
 )
 @click.option(
     "--local",
@@ -197,11 +197,10 @@ class _Job:
             )
             assert isinstance(reply, Submitted)
             app_id = reply.app
-            if self.as_json:
-                click.echo(f"app {app_id}", err=True)
-            else:
-                click.echo(f"app {app_id}")
-                sys.stdout.flush()
+            # DESIGN.md contract: always the first stdout line; with --json the one JSON
+            # object follows at the end (progress goes to stderr).
+            click.echo(f"app {app_id}")
+            sys.stdout.flush()
             if self.detach:
                 return EXIT_OK
             last = await self._watch(session, app_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 FORMAT_VERSION = 1
@@ -94,12 +95,14 @@ class AppSpec:
 
     def task(self, id: str) -> TaskSpec:
         """The task named `id`; KeyError if there is none."""
-        for t in self.tasks:
-            if t.id == id:
-                return t
-        raise KeyError(id)
+        return self._by_id[id]
 
-    @property
+    @cached_property
+    def _by_id(self) -> dict[str, TaskSpec]:
+        # cached_property writes the instance __dict__ directly, so it works on a frozen class.
+        return {t.id: t for t in self.tasks}
+
+    @cached_property
     def task_ids(self) -> tuple[str, ...]:
         return tuple(t.id for t in self.tasks)
 

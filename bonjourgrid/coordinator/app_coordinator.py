@@ -168,14 +168,16 @@ class AppCoordinator:
     # --- scheduling -----------------------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
-        no_worker_since = time.monotonic()
+        no_worker_since = last_fit_check = time.monotonic()
         last: Progress | None = None
         while not self.role.ended:
             if self.table.finished():
                 self.role.handle(AllTasksTerminal())
                 break
             await self._place_ready_tasks()
-            self._give_up_unplaceable()
+            if time.monotonic() - last_fit_check >= self.config.recruit_retry:
+                self._give_up_unplaceable()
+                last_fit_check = time.monotonic()
             await self._release_useless()
             if self.links:
                 no_worker_since = time.monotonic()
@@ -194,6 +196,8 @@ class AppCoordinator:
 
     async def _place_ready_tasks(self) -> None:
         for task_id in self.table.ready():
+            if not any(link.ready and link.free > 0 for link in self.links.values()):
+                return  # nothing can be placed until a slot frees up
             task = self.spec.task(task_id)
             need = task.requirements.cpus
             usable = [

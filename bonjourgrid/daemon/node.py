@@ -36,7 +36,9 @@ from bonjourgrid.paths import Paths
 log = logging.getLogger(__name__)
 
 _TICK = 0.25
-"""Lease expiry and housekeeping period (well below the shortest lease)."""
+"""Housekeeping period while a lease runs (well below the shortest lease)."""
+_IDLE_TICK = 5.0
+"""Housekeeping period of an idle volunteer: an idle LAN stays quiet, laptops sleep."""
 
 
 class NodeDaemon:
@@ -72,7 +74,7 @@ class NodeDaemon:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
-        self.stopping = asyncio.Event()
+        self._kick = asyncio.Event()
         self.agent = VolunteerAgent(
             host=host,
             config=config,
@@ -148,7 +150,10 @@ class NodeDaemon:
 
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(_TICK)
+            busy = self.agent.state != "idle" or bool(self.static_peers)
+            self._kick.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), _TICK if busy else _IDLE_TICK)
             try:
                 await self.agent.tick()
                 self._forget_old_apps()
@@ -167,6 +172,7 @@ class NodeDaemon:
     # --- advertising -----------------------------------------------------------------------
 
     async def _advertise(self) -> None:
+        self._kick.set()  # the volunteer's state changed: housekeeping re-times its tick
         if self.discovery is None or not self.volunteer:
             return
         h = self.host
