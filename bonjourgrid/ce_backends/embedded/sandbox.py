@@ -140,20 +140,19 @@ async def _run_in(run: TaskRun, taskdir: Path, logs: Path, app_files: Path) -> T
 
 
 def _populate(taskdir: Path, app_files: Path) -> None:
-    """Give the task its own copy of the app's files (hard links where possible)."""
+    """Give the task its own copy of the app's files."""
     if not app_files.is_dir():
         return
     for entry in app_files.iterdir():
         target = taskdir / entry.name
         if entry.is_dir():
-            shutil.copytree(entry, target, copy_function=_link_or_copy)
+            shutil.copytree(entry, target, copy_function=_copy)
         else:
-            _link_or_copy(str(entry), str(target))
+            _copy(str(entry), str(target))
 
 
-def _link_or_copy(src: str, dst: str) -> str:
-    # A hard link would let a task modify the staged original, so copy; files are small and
-    # the copy keeps tasks from seeing each other's changes.
+def _copy(src: str, dst: str) -> str:
+    # Not a hard link: that would let a task modify the staged original for later tasks.
     shutil.copy2(src, dst)
     return dst
 
