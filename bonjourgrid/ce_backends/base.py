@@ -41,6 +41,10 @@ class WorkerHandle(ABC):
     @abstractmethod
     async def send(self, msg: object) -> None: ...
 
+    @abstractmethod
+    async def expect(self, kind: type, timeout: float) -> object:
+        """The next message of type ``kind`` from the worker (e.g. a staging ack)."""
+
 
 class CoordinatorBackend(ABC):
     name: ClassVar[str]

@@ -14,6 +14,7 @@ import getpass
 import logging
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -156,18 +157,20 @@ class NodeDaemon:
                 await asyncio.wait_for(self._kick.wait(), _TICK if busy else _IDLE_TICK)
             try:
                 await self.agent.tick()
-                self._forget_old_apps()
+                await self._forget_old_apps()
                 if self.static_peers:
                     await self._refresh_static()
             except Exception:
                 log.exception("housekeeping failed")
 
-    def _forget_old_apps(self) -> None:
+    async def _forget_old_apps(self) -> None:
+        """Drop apps that ended more than ``results_keep`` ago, with their files on disk."""
         now = time.monotonic()
         for app_id, app in list(self.apps.items()):
             if app.ended_at is not None and now - app.ended_at > self.config.results_keep:
                 del self.apps[app_id]
                 self._app_tasks.pop(app_id, None)
+                await asyncio.to_thread(shutil.rmtree, app.store.root, True)
 
     # --- advertising -----------------------------------------------------------------------
 

@@ -40,9 +40,6 @@ class EmbeddedCoordinator(CoordinatorBackend):
 
     async def prepare(self, worker: WorkerHandle) -> None:
         app = self.app
-        from bonjourgrid.coordinator.worker_link import WorkerLink
-
-        assert isinstance(worker, WorkerLink)
         await worker.send(StageApp(app.app_id, app.term, app.bundle_sha, app.bundle))
         timeout = STAGE_TIMEOUT_BASE + len(app.bundle) / 2**20
         ack = await worker.expect(StageAck, timeout)
