@@ -1,0 +1,1 @@
+"""HTCondor computing elements: a real HTCondor pool assembled for one application."""
