@@ -28,6 +28,14 @@ class Config:
     election + re-homing by a clear margin so workers are still reserved when a new
     coordinator reaches them, yet a dead coordinator never holds machines for long."""
 
+    # --- failover (issue 4) ---
+    takeover_stagger: float = 1.0
+    """Extra wait per election rank: replica r claims the app only if, after r * stagger,
+    no better-ranked replica coordinates it (so two replicas rarely claim the same term)."""
+    rehome_grace: float = 4.0
+    """After a takeover (or a restart), how long the new coordinator waits for the old
+    workers to re-home before it requeues the attempts they were running."""
+
     # --- discovery ---
     browse_settle: float = 0.6
     """How long a fresh browser collects answers before it reports. A fresh browse resolves
@@ -60,7 +68,9 @@ class Config:
             cls(),
             heartbeat_interval=0.25,
             suspect_after=1.5,
-            reserve_lease=6.0,
+            reserve_lease=8.0,
+            takeover_stagger=1.0,
+            rehome_grace=3.0,
             browse_settle=0.5,
             interface_poll=1.0,
             recruit_retry=0.3,

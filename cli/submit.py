@@ -248,8 +248,19 @@ class _Job:
             await session.call(CancelApp(app_id), timeout=10)
 
     async def _collect(self, session: DaemonSession, app_id: str, last: Progress | None) -> int:
-        reply = await session.call(FetchResults(app_id), timeout=300)
-        assert isinstance(reply, Results)
+        following = False
+        while True:
+            reply = await session.call(FetchResults(app_id), timeout=300)
+            assert isinstance(reply, Results)
+            if reply.complete or self.interrupts:
+                break
+            if not following:  # a takeover moved the app: follow it to its new coordinator
+                click.echo(
+                    f"bjgrid: app {app_id} is coordinated by another machine now; following it",
+                    err=True,
+                )
+                following = True
+            await asyncio.sleep(1.0)
         write_results(reply, self.out_dir)
         failed = [t for t in task_rows(reply.results) if t.get("state") != "done"]
         if self.interrupts:

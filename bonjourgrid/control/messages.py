@@ -33,6 +33,15 @@ class Kind(IntEnum):
     ERROR = 13
     CANCEL_TASK = 14
     RESULT_ACK = 15
+    REPLICA_OPEN = 16
+    JOURNAL_APPEND = 17
+    JOURNAL_ACK = 18
+    REPLICAS = 19
+    APP_QUERY = 20
+    APP_STATE = 21
+    FETCH_APP = 22
+    APP_RESULTS = 23
+    CANCEL_APP = 24
 
 
 CONTROL = Registry("control")
@@ -191,3 +200,114 @@ class ResultAck:
     app: str
     task: str
     attempt: int
+
+
+# --- replication and apps on the LAN (issue 4) ---------------------------------------------
+
+
+@CONTROL.register(Kind.REPLICA_OPEN)
+@dataclass(frozen=True)
+class ReplicaOpen:
+    """Coordinator -> worker: keep this app's journal. A snapshot: everything up to ``seq``.
+
+    ``entries`` is the journal so far (JSON lines, see faulttolerance/entries.py), ``outputs``
+    a tar of every committed task's files, ``replicas`` the election ranks (best first).
+    """
+
+    app: str
+    term: int
+    coordinator: str
+    coordinator_host: str
+    spec: dict[str, object]
+    bundle: bytes
+    digest: str
+    user: str
+    replicas: tuple[str, ...]
+    hosts: dict[str, str]
+    seq: int
+    entries: str
+    outputs: bytes
+
+
+@CONTROL.register(Kind.JOURNAL_APPEND)
+@dataclass(frozen=True)
+class JournalAppend:
+    """Coordinator -> replica: journal entry number ``seq`` (and a finished task's files)."""
+
+    app: str
+    term: int
+    seq: int
+    entry: str
+    host: str
+    outputs: bytes
+
+
+@CONTROL.register(Kind.JOURNAL_ACK)
+@dataclass(frozen=True)
+class JournalAck:
+    """Replica -> coordinator: entries up to ``seq`` are durable here. ``ok`` False: resend
+    a snapshot (a gap, or this replica follows a higher ``term``, which fences the sender)."""
+
+    app: str
+    term: int
+    seq: int
+    ok: bool
+
+
+@CONTROL.register(Kind.REPLICAS)
+@dataclass(frozen=True)
+class Replicas:
+    """Coordinator -> replicas: the election ranks changed (best first)."""
+
+    app: str
+    term: int
+    replicas: tuple[str, ...]
+
+
+@CONTROL.register(Kind.APP_QUERY)
+@dataclass(frozen=True)
+class AppQuery:
+    """Anyone -> a daemon: what do you know of ``app``? Answered with ``AppState``."""
+
+    app: str
+
+
+@CONTROL.register(Kind.APP_STATE)
+@dataclass(frozen=True)
+class AppState:
+    """``role`` is "" when the daemon does not hold the app."""
+
+    app: str
+    term: int
+    role: str
+    coordinating: bool
+    complete: bool
+
+
+@CONTROL.register(Kind.FETCH_APP)
+@dataclass(frozen=True)
+class FetchApp:
+    """Anyone -> a holder: send ``app``'s results (answered with ``AppResults`` or ``Error``)."""
+
+    app: str
+
+
+@CONTROL.register(Kind.APP_RESULTS)
+@dataclass(frozen=True)
+class AppResults:
+    app: str
+    name: str
+    term: int
+    complete: bool
+    outcome: str
+    results: dict[str, object]
+    outputs: bytes
+
+
+@CONTROL.register(Kind.CANCEL_APP)
+@dataclass(frozen=True)
+class CancelApp:
+    """Anyone -> the coordinator: cancel ``app`` (answered with ``AppState`` or ``Error``)."""
+
+    app: str
+    reason: str

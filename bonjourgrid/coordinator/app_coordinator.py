@@ -1,4 +1,5 @@
-"""One application's coordinator: recruit volunteers, run the tasks, collect, release.
+"""One application's coordinator: recruit volunteers, run the tasks, collect, release —
+and, as a replica, keep the journal and take over when the coordinator is lost.
 
 It lives in the host's daemon (not in ``bjgrid submit``), so closing the terminal does not
 kill the app. Loop: recruit idle volunteers that fit (reserve with a lease), let the backend
@@ -6,16 +7,26 @@ prepare each, place ready tasks on free slots, commit each result exactly once (
 attempt), requeue the tasks of lost workers, release workers as soon as nothing is left that
 they could run, and at the end say "app finished"/"app cancelled" before releasing everyone
 and withdrawing the coordinator record.
+
+Every change of the task table is a journal entry (faulttolerance/entries.py): committed to
+the daemon's SQLite journal, fed to the replicas (coordinator/replication.py), then applied.
+A result is acknowledged to its worker only once a replica holds it, so it is never lost;
+a worker keeps an unacknowledged result and sends it again to whoever coordinates next.
+
+Roles (states/coordinator.py): RECRUITING/RUNNING while coordinating; STANDBY on a replica;
+TAKING_OVER after an election (or a restart): term + 1, re-home the old workers (reserve them
+again with the higher term; they send what they hold and say what they run), requeue what
+nobody holds after ``rehome_grace``, then RUNNING. Whoever sees a higher term for the app
+over the control channel steps down (STEPPED_DOWN) and stops acting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,23 +38,36 @@ from bonjourgrid.config import Config
 from bonjourgrid.control.channel import connect
 from bonjourgrid.control.messages import (
     AppEnded,
+    AppQuery,
+    AppState,
+    HeartbeatAck,
+    JournalAck,
+    JournalAppend,
     Release,
+    ReplicaOpen,
     Reserve,
     ReserveReply,
     ResultAck,
     TaskResult,
 )
-from bonjourgrid.coordinator.matchmaking import Offer, candidates, fits
+from bonjourgrid.coordinator import scheduling
+from bonjourgrid.coordinator.matchmaking import Offer, fits
+from bonjourgrid.coordinator.replication import Replication
 from bonjourgrid.coordinator.result_store import ResultStore, results_document
 from bonjourgrid.coordinator.worker_link import WorkerLink
 from bonjourgrid.daemon.local_messages import Progress
+from bonjourgrid.faulttolerance import entries as je
+from bonjourgrid.faulttolerance.journal import Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.states.coordinator import (
     AllTasksTerminal,
     Cancel,
+    CoordinatorLost,
     CoordinatorRole,
     GridFailed,
     Role,
+    TakeoverDone,
+    TermSeen,
     WorkerStaged,
 )
 from bonjourgrid.states.taskstate import TERMINAL_STATES
@@ -64,6 +88,16 @@ class Identity:
     key: GridKey
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Another daemon that may hold this app (from mDNS): where to ask it."""
+
+    node: str
+    addresses: tuple[str, ...]
+    port: int
+    term: int
+
+
 class AppCoordinator:
     def __init__(
         self,
@@ -77,6 +111,13 @@ class AppCoordinator:
         config: Config,
         offers: Callable[[], list[Offer]],
         store_root: Path,
+        journal: Journal,
+        role: CoordinatorRole | None = None,
+        entries: Sequence[str] = (),
+        hosts: dict[str, str] | None = None,
+        coordinator: tuple[str, str] | None = None,
+        replicas: Sequence[str] = (),
+        rivals: Callable[[], list[Peer]] = lambda: [],
         on_change: Callable[[AppCoordinator], None] = lambda c: None,
     ) -> None:
         self.app_id = app_id
@@ -88,17 +129,31 @@ class AppCoordinator:
         self.me = me
         self.config = config
         self._offers = offers
-        self.role = CoordinatorRole(app_id)
+        self._rivals = rivals
+        self.role = role or CoordinatorRole(app_id)
         self.table = TaskTable(spec.tasks)
+        self.worker_hosts: dict[str, str] = dict(hosts or {})
+        """Node id -> host name of every worker that ran something."""
+        for text in entries:
+            self._replay(je.decode(text))
+        self.seq = len(entries)
+        self.journal = journal
         self.store = ResultStore(store_root)
         self.backend: CoordinatorBackend = EmbeddedCoordinator(self)
         self.links: dict[str, WorkerLink] = {}
-        self.worker_hosts: dict[str, str] = {}
-        """Node id -> host name of every worker that ran something."""
+        self.coordinator = coordinator or (me.node, me.host)
+        """(node, host) of whoever coordinates the app (this daemon unless a replica)."""
+        self.replica_ranks: tuple[str, ...] = tuple(replicas)
+        """Election ranks as the coordinator last told this replica (best first)."""
+        self.replication = Replication(app_id, spec.replicas, me.node, self._snapshot)
         self._refused: dict[str, float] = {}
         self._recruiting: set[str] = set()
         self._unfit_since: dict[str, float] = {}
         self._running: dict[tuple[str, int], tuple[WorkerLink, int]] = {}
+        self._unconfirmed: dict[tuple[str, int], str] = {}
+        """After a takeover: attempts the journal says run, not yet confirmed by a worker."""
+        self._results_in_flight: set[tuple[str, int]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._watchers: set[asyncio.Queue[Progress]] = set()
         self._on_change = on_change
@@ -113,8 +168,13 @@ class AppCoordinator:
 
     @property
     def outcome(self) -> str:
-        """'' while running; then finished / cancelled / failed."""
+        """'' while running; then finished / cancelled / failed / stepped-down."""
         return self.role.role.value if self.role.ended else ""
+
+    @property
+    def complete(self) -> bool:
+        """The app ended here with its full results (not a coordinator that stepped down)."""
+        return self.role.ended and self.role.role is not Role.STEPPED_DOWN
 
     def progress(self) -> Progress:
         counts = {s.value: n for s, n in self.table.counts().items()}
@@ -127,6 +187,11 @@ class AppCoordinator:
             ended=self.role.ended,
             outcome=self.outcome,
             reason=self.role.reason,
+        )
+
+    def state(self) -> AppState:
+        return AppState(
+            self.app_id, self.term, self.role.role.value, self.role.coordinating, self.complete
         )
 
     def subscribe(self) -> asyncio.Queue[Progress]:
@@ -145,83 +210,178 @@ class AppCoordinator:
         if self.role.ended:
             return
         self.role.handle(Cancel(reason))
-        self.table.cancel(reason)
+        self._record(je.Cancelled(reason))
+        self._save_role()
         self._wake.set()
 
+    def take_over(self) -> None:
+        """An elected replica (or a restarted coordinator) claims term + 1; ``run`` follows."""
+        self.role.handle(CoordinatorLost())
+        self.coordinator = (self.me.node, self.me.host)
+        self.journal.update_app(
+            self.app_id,
+            term=self.term,
+            role=self.role.role.value,
+            coordinator=self.me.node,
+            coordinator_host=self.me.host,
+        )
+        log.warning("app %s: taking over as coordinator with term %d", self.app_id, self.term)
+
+    def abandon(self) -> None:
+        """The daemon stops without ending the app: stop acting, keep the journal as it is
+        (a replica takes over, or this daemon resumes the app when it starts again)."""
+        self._abandoned = True
+        self._wake.set()
+
+    _abandoned = False
+
     async def run(self) -> None:
-        """Run the app to its end. Never raises for the app's own failures."""
+        """Coordinate the app to its end. Never raises for the app's own failures."""
         await self.backend.start()
         recruiter = asyncio.create_task(self._recruit_loop(), name=f"recruit {self.app_id}")
         try:
+            if self.role.role is Role.TAKING_OVER:
+                running = self.table.running()
+                self._unconfirmed = {(a.task, a.attempt): a.worker for a in running}
+                self._spawn(self._rehome())
             await self._schedule_loop()
         except Exception as e:
             log.exception("app %s: coordinator failed", self.app_id)
             if not self.role.ended:
                 self.role.handle(GridFailed(f"coordinator error: {e}"))
-                self.table.cancel(self.role.reason)
+                self._record(je.Cancelled(self.role.reason))
         finally:
             recruiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recruiter
             await self._end()
 
+    # --- the journal ------------------------------------------------------------------------
+
+    def _record(self, entry: je.Entry, *, outputs: bytes = b"", host: str = "") -> int:
+        """Apply ``entry``; if it changed the table, journal it and feed it to the replicas.
+        The entry's number, or 0 when it changed nothing."""
+        if not je.apply(self.table, entry):
+            return 0
+        self.seq += 1
+        text = je.encode(entry)
+        self.journal.append(self.app_id, self.seq, text)
+        self.replication.append(
+            JournalAppend(self.app_id, self.term, self.seq, text, host, outputs)
+        )
+        return self.seq
+
+    def _replay(self, entry: je.Entry) -> None:
+        je.apply(self.table, entry)
+        if isinstance(entry, je.Started):
+            self.worker_hosts[entry.worker] = entry.host
+
+    def replicate(self, msg: JournalAppend) -> bool:
+        """A replica takes entry ``msg.seq`` from its coordinator: files first, then the
+        journal, then the table. False on a gap (the coordinator then sends a snapshot)."""
+        if msg.seq <= self.seq:
+            return True  # a duplicate
+        if msg.seq != self.seq + 1:
+            log.warning("app %s: journal gap (have %d, got %d)", self.app_id, self.seq, msg.seq)
+            return False
+        entry = je.decode(msg.entry)
+        if msg.outputs and isinstance(entry, (je.Finished, je.Abandoned)):
+            self.store.stage(entry.task, entry.attempt, msg.outputs)
+            self.store.promote(entry.task, entry.attempt)
+        self.journal.append(self.app_id, msg.seq, msg.entry)
+        self._replay(entry)
+        self.seq = msg.seq
+        return True
+
+    def _save_role(self) -> None:
+        ended = time.time() if self.role.ended else None
+        self.journal.update_app(
+            self.app_id, role=self.role.role.value, reason=self.role.reason, ended=ended
+        )
+
+    def _snapshot(self, ranks: tuple[str, ...]) -> ReplicaOpen:
+        return ReplicaOpen(
+            app=self.app_id,
+            term=self.term,
+            coordinator=self.me.node,
+            coordinator_host=self.me.host,
+            spec=self.spec.to_json(),
+            bundle=self.bundle,
+            digest=self.digest,
+            user=self.user,
+            replicas=ranks,
+            hosts=dict(self.worker_hosts),
+            seq=self.seq,
+            entries="\n".join(self.journal.entries(self.app_id)),
+            outputs=self.store.export(),
+        )
+
     # --- scheduling -----------------------------------------------------------------------
 
+    def _acting(self) -> bool:
+        return self.role.coordinating and not self._abandoned
+
     async def _schedule_loop(self) -> None:
-        no_worker_since = last_fit_check = time.monotonic()
+        no_worker_since = last_fit_check = last_rival_check = time.monotonic()
         last: Progress | None = None
-        while not self.role.ended:
-            if self.table.finished():
+        while self._acting():
+            if self.table.finished() and not self._unconfirmed:
                 self.role.handle(AllTasksTerminal())
+                self._save_role()
                 break
-            await self._place_ready_tasks()
-            if time.monotonic() - last_fit_check >= self.config.recruit_retry:
+            self._place_ready_tasks()
+            now = time.monotonic()
+            if now - last_fit_check >= self.config.recruit_retry:
                 self._give_up_unplaceable()
-                last_fit_check = time.monotonic()
-            await self._release_useless()
+                last_fit_check = now
+            if now - last_rival_check >= self.config.heartbeat_interval:
+                await self._check_rivals()
+                last_rival_check = now
+            self._release_useless()
+            self.replication.update([k for k in self.links.values() if k.ready], self.term)
             if self.links:
-                no_worker_since = time.monotonic()
-            elif time.monotonic() - no_worker_since > self.config.recruit_timeout:
+                no_worker_since = now
+            elif now - no_worker_since > self.config.recruit_timeout:
                 reason = f"no suitable volunteer answered within {self.config.recruit_timeout:g} s"
                 self.role.handle(GridFailed(reason))
-                self.table.cancel(reason)
+                self._record(je.Cancelled(reason))
+                self._save_role()
                 break
-            now = self.progress()
-            if now != last:
-                self._publish(now)
-                last = now
+            p = self.progress()
+            if p != last:
+                self._publish(p)
+                last = p
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.recruit_retry)
 
-    async def _place_ready_tasks(self) -> None:
-        for task_id in self.table.ready():
-            if not any(link.ready and link.free > 0 for link in self.links.values()):
-                return  # nothing can be placed until a slot frees up
+    def _place_ready_tasks(self) -> None:
+        if not any(k.ready and k.free > 0 for k in self.links.values()):
+            return
+        ready = [self.spec.task(t) for t in self.table.ready()]
+        slots = [
+            scheduling.WorkerSlots(k.node, k.free, k.offer, k.ready) for k in self.links.values()
+        ]
+        for task_id, node in scheduling.place(ready, slots, "embedded"):
+            link = self.links[node]
             task = self.spec.task(task_id)
-            need = task.requirements.cpus
-            usable = [
-                link
-                for link in self.links.values()
-                if link.ready
-                and link.free >= need
-                and link.offer is not None
-                and fits(link.offer, task.requirements, "embedded")
-            ]
-            if not usable:
-                continue
-            link = max(usable, key=lambda k: (k.free, k.node))
-            attempt = self.table.start(task_id, link.node, time.monotonic())
-            link.used += need
-            self.worker_hosts[link.node] = link.host
-            self._running[(task_id, attempt.attempt)] = (link, need)
-            inputs = await asyncio.to_thread(self.store.inputs_for, task, self.spec)
-            try:
-                await self.backend.launch(task, attempt, link, inputs)
-            except Exception as e:  # the link is gone; its loss handler requeues the attempt
-                log.info(
-                    "app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e
-                )
+            attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, node)
+            self.worker_hosts[node] = link.host
+            self._record(
+                je.Started(task_id, attempt.attempt, node, link.host, time.monotonic()),
+                host=link.host,
+            )
+            link.used += task.requirements.cpus
+            self._running[(task_id, attempt.attempt)] = (link, task.requirements.cpus)
+            self._spawn(self._launch(task_id, attempt, link))
+
+    async def _launch(self, task_id: str, attempt: Attempt, link: WorkerLink) -> None:
+        task = self.spec.task(task_id)
+        inputs = await asyncio.to_thread(self.store.inputs_for, task, self.spec)
+        try:
+            await self.backend.launch(task, attempt, link, inputs)
+        except Exception as e:  # the link is gone; its loss handler requeues the attempt
+            log.info("app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e)
 
     def _give_up_unplaceable(self) -> None:
         """Fail READY tasks that no worker and no idle volunteer has fitted for a while."""
@@ -238,39 +398,51 @@ class AppCoordinator:
                 wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
                 reason = f"no volunteer satisfies its requirements ({wants})"
                 log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
-                self.table.give_up(task_id, reason)
+                self._record(je.GaveUp(task_id, reason))
 
     def _wanted_workers(self) -> int:
-        """More workers are wanted only for READY tasks that found no free slot.
-
-        Recruiting and releasing follow the same rule, so they never fight: a recruit always
-        has a ready task waiting for it, and a worker is released only when no ready task is
-        left (pending tasks become ready as running ones finish, on the workers that ran them).
-        """
-        unplaced = len(self.table.ready()) - len(self._recruiting)
         limit = self.spec.workers if self.spec.workers is not None else len(self.spec.tasks)
-        room = limit - len(self.links) - len(self._recruiting)
-        return max(0, min(unplaced, room))
+        return scheduling.wanted_workers(
+            unplaced=len(self.table.ready()),
+            recruiting=len(self._recruiting),
+            linked=len(self.links),
+            limit=limit,
+        )
 
-    async def _release_useless(self) -> None:
-        if self.table.ready():
-            return
-        for link in [k for k in self.links.values() if k.ready and k.used == 0]:
-            await self._release(link, "no task left for this worker")
+    def _release_useless(self) -> None:
+        idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
+        ready = len(self.table.ready())
+        for node in scheduling.releasable(
+            ready_tasks=ready, idle_workers=idle, replicas=self.replication.ranks
+        ):
+            if node in self._unconfirmed.values():
+                continue
+            link = self.links.pop(node)
+            self._spawn(self._release(link, "no task left for this worker"))
 
     async def _release(self, link: WorkerLink, reason: str, outcome: str | None = None) -> None:
-        self.links.pop(link.node, None)
+        if self.links.get(link.node) is link:
+            del self.links[link.node]
+        self.replication.drop(link.node)
         with contextlib.suppress(Exception):
             if outcome:
                 await link.send(AppEnded(self.app_id, self.term, outcome))
             await link.send(Release(self.app_id, self.term, reason))
+            # Let the worker close first: closing with its acks unread would reset the
+            # connection, and a reset can drop our last messages before the worker reads them.
+            await asyncio.wait_for(link.peer_closed.wait(), self.config.connect_timeout)
         await link.close()
         log.info("app %s: released %s (%s)", self.app_id, link.host, reason)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        t = asyncio.ensure_future(coro)
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
 
     # --- recruitment ----------------------------------------------------------------------
 
     async def _recruit_loop(self) -> None:
-        while not self.role.ended:
+        while self._acting():
             wanted = self._wanted_workers()
             if wanted > 0:
                 now = time.monotonic()
@@ -281,17 +453,13 @@ class AppCoordinator:
                     for r in self.table.records()
                     if r.state not in TERMINAL_STATES
                 ]
-                found = candidates(self._offers(), needs, "embedded", exclude=busy)
-                # Rival coordinators rank alike; a per-app tie-break spreads their first asks.
-                found.sort(key=lambda o: (o.load, -o.slots, self._spread(o.node)))
-                batch = found[:wanted]
+                batch = scheduling.to_ask(
+                    self.app_id, self._offers(), needs, "embedded", exclude=busy, wanted=wanted
+                )
                 if batch:
                     await asyncio.gather(*(self._recruit(o) for o in batch))
                     continue
             await asyncio.sleep(self.config.recruit_retry)
-
-    def _spread(self, node: str) -> str:
-        return hashlib.sha256(f"{self.app_id}/{node}".encode()).hexdigest()
 
     async def _recruit(self, offer: Offer) -> None:
         self._recruiting.add(offer.node)
@@ -307,11 +475,12 @@ class AppCoordinator:
                 await self._release(link, f"preparation failed: {e}")
                 self._refused[offer.node] = time.monotonic()
                 return
-            if self.role.ended:
+            if not self._acting():
                 await self._release(link, "app ended")
                 return
             link.ready = True
-            self.role.handle(WorkerStaged())
+            if self.role.role is not Role.TAKING_OVER:
+                self.role.handle(WorkerStaged())
             self._wake.set()
         finally:
             self._recruiting.discard(offer.node)
@@ -349,7 +518,7 @@ class AppCoordinator:
                 log.info("app %s: %s refused: %s", self.app_id, offer.host, why)
                 await ch.close()
                 return None
-            if self.role.ended:
+            if not self._acting():
                 await ch.send(Release(self.app_id, self.term, "app ended"))
                 await ch.close()
                 return None
@@ -365,17 +534,118 @@ class AppCoordinator:
                 on_lost=self._on_lost,
             )
             link.offer = offer
+            old = self.links.get(offer.node)
             self.links[offer.node] = link
+            if old is not None:
+                await old.close()
             link.start()
             log.info("app %s: reserved %s (%d slots)", self.app_id, offer.host, reply.slots)
             return link
         return None
 
+    # --- taking over ------------------------------------------------------------------------
+
+    async def _rehome(self) -> None:
+        """Reserve the app's old workers again with our (higher) term; reconcile their attempts.
+
+        A re-homed worker first sends the results it holds, then acknowledges our heartbeat
+        with what it runs (HeartbeatAck.running); ``_reconcile`` uses that. Attempts that no
+        worker claims within ``rehome_grace`` are requeued as lost.
+        """
+        running = self.table.running()
+        mine = {a.worker for a in running}
+        offers = [
+            o
+            for o in self._offers()
+            if o.node in mine or (o.state == "worker" and self._serves_us(o))
+        ]
+        log.info(
+            "app %s: re-homing %d workers, %d attempts to reconcile",
+            self.app_id,
+            len(offers),
+            len(running),
+        )
+        await asyncio.gather(*(self._recruit(o) for o in offers))
+        deadline = time.monotonic() + self.config.rehome_grace
+        while self._unconfirmed and time.monotonic() < deadline and self._acting():
+            await asyncio.sleep(0.05)
+        for (task, attempt), node in list(self._unconfirmed.items()):
+            if (task, attempt) in self._results_in_flight:
+                continue
+            self._unconfirmed.pop((task, attempt), None)
+            self._record(je.Abandoned(task, attempt, f"worker {node} lost in the takeover", False))
+        self._unconfirmed.clear()
+        if self.role.role is Role.TAKING_OVER:
+            self.role.handle(TakeoverDone())
+            self._save_role()
+        self._wake.set()
+
+    def _serves_us(self, offer: Offer) -> bool:
+        """A worker advertising this app (its TXT names the app it serves)."""
+        return offer.app == self.app_id
+
+    def _reconcile(self, link: WorkerLink, ack: HeartbeatAck) -> None:
+        if not self._unconfirmed:
+            return
+        running = set(ack.running)
+        for key, node in list(self._unconfirmed.items()):
+            if node != link.node:
+                continue
+            task, attempt = key
+            del self._unconfirmed[key]
+            if f"{task}#{attempt}" in running:
+                cpus = self.spec.task(task).requirements.cpus
+                link.used += cpus
+                self._running[key] = (link, cpus)
+            elif key not in self._results_in_flight and self.table.accepts(task, attempt, None):
+                self._record(
+                    je.Abandoned(task, attempt, f"worker {link.host} no longer runs it", False)
+                )
+        self._wake.set()
+
+    async def _check_rivals(self) -> None:
+        """A coordinator record for this app from another node with a higher term (mDNS,
+        informative): ask that node over the control channel; if it coordinates with a
+        higher term, step down."""
+        for peer in self._rivals():
+            if peer.node == self.me.node or peer.term <= self.term:
+                continue
+            state = await query_app(peer, self.app_id, self.me, self.config.ping_timeout)
+            if state is not None and state.coordinating and state.term > self.term:
+                self._step_down(state.term)
+                return
+
+    def _step_down(self, term: int) -> None:
+        if self.role.ended:
+            return
+        self.role.handle(TermSeen(term))
+        if self.role.role is Role.STEPPED_DOWN:
+            log.warning(
+                "app %s: term %d coordinates it elsewhere; stepping down", self.app_id, term
+            )
+            self.journal.update_app(self.app_id, term=term, role=self.role.role.value)
+            self._wake.set()
+
     # --- events from workers -----------------------------------------------------------------
 
     async def _on_message(self, link: WorkerLink, msg: object) -> None:
         if isinstance(msg, TaskResult):
-            await self._on_result(link, msg)
+            key = (msg.task, msg.attempt)
+            self._results_in_flight.add(key)
+            # Not awaited here: waiting for a replica's ack must not block this link's reader
+            # (the replica may be this very worker).
+            self._spawn(self._on_result(link, msg))
+        elif isinstance(msg, HeartbeatAck):
+            if msg.term > self.term:
+                self._step_down(msg.term)
+            self._reconcile(link, msg)
+        elif isinstance(msg, JournalAck):
+            if msg.term > self.term:
+                self._step_down(msg.term)
+            elif msg.ok:
+                self.replication.acked(link.node, msg.seq)
+            else:
+                self.replication.resync(link.node)
 
     async def _on_result(self, link: WorkerLink, r: TaskResult) -> None:
         key = (r.task, r.attempt)
@@ -384,28 +654,41 @@ class AppCoordinator:
             if r.app != self.app_id or r.task not in self.spec.task_ids:
                 log.warning("app %s: dropped a result for %s/%s", self.app_id, r.app, r.task)
                 return
+            if not self._acting():
+                return  # not ours to commit any more; the worker keeps it for the next one
             # Shielded: releasing or losing the link must not cancel a commit half done.
-            accepted = await asyncio.shield(self._verified_commit(r))
-            await link.send(ResultAck(self.app_id, r.task, r.attempt))
-            if accepted:
+            seq = await asyncio.shield(self._verified_commit(r, link.host))
+            if seq and not await self.replication.durable(seq) and self.spec.replicas:
+                log.info("app %s: %s#%d durable here only", self.app_id, r.task, r.attempt)
+            if not self._acting() and seq:
+                return
+            with contextlib.suppress(Exception):
+                await link.send(ResultAck(self.app_id, r.task, r.attempt))
+            if seq:
                 self._wake.set()
         finally:
+            self._results_in_flight.discard(key)
+            self._unconfirmed.pop(key, None)
             # The slot counts as busy until the result is committed, so the worker is not
             # released (and its reader cancelled) while the commit is under way.
             if held is not None and self._running.pop(key, None) is not None:
                 held[0].used -= held[1]
                 self._wake.set()
 
-    async def _verified_commit(self, r: TaskResult) -> bool:
+    async def _verified_commit(self, r: TaskResult, host: str) -> int:
         if sha256_hex(r.outputs) != r.outputs_sha256:
-            reason = "outputs corrupted in transit"
-            return self.table.abandon(r.task, r.attempt, reason=reason, counts_as_failure=True)
-        return await self._commit(r)
+            if not self.table.accepts(r.task, r.attempt, None):
+                return 0
+            return self._record(
+                je.Abandoned(r.task, r.attempt, "outputs corrupted in transit", True)
+            )
+        return await self._commit(r, host)
 
-    async def _commit(self, r: TaskResult) -> bool:
-        """Record an attempt exactly once; its files are in place before the table says so."""
-        if self.table.record(r.task).state in TERMINAL_STATES:
-            return False
+    async def _commit(self, r: TaskResult, host: str) -> int:
+        """Record an attempt exactly once; its files are in place before the journal says so."""
+        done = r.exit_code is not None and (r.exit_code != 0 or not r.error)
+        if not self.table.accepts(r.task, r.attempt, r.exit_code if done else None):
+            return 0
         try:
             await asyncio.to_thread(self.store.stage, r.task, r.attempt, r.outputs)
         except Exception as e:
@@ -413,32 +696,35 @@ class AppCoordinator:
                 "app %s: unreadable outputs from %s#%d: %s", self.app_id, r.task, r.attempt, e
             )
             self.store.discard(r.task, r.attempt)
-            return self.table.abandon(
-                r.task, r.attempt, reason=f"unreadable outputs: {e}", counts_as_failure=True
-            )
-        now = time.monotonic()
-        if r.exit_code is not None and (r.exit_code != 0 or not r.error):
-            ok = self.table.finish(
-                r.task, r.attempt, exit_code=r.exit_code, now=now, seconds=r.seconds
+            return self._record(je.Abandoned(r.task, r.attempt, f"unreadable outputs: {e}", True))
+        if not self.table.accepts(r.task, r.attempt, r.exit_code if done else None):
+            self.store.discard(r.task, r.attempt)  # settled while the files were unpacked
+            return 0
+        self.store.promote(r.task, r.attempt)
+        entry: je.Entry
+        if done:
+            assert r.exit_code is not None
+            entry = je.Finished(
+                r.task, r.attempt, r.exit_code, r.seconds, time.monotonic(), self.term
             )
         else:  # timed out, killed, or exit 0 without its declared outputs
-            reason = r.error or "no exit status"
-            ok = self.table.abandon(
-                r.task, r.attempt, reason=reason, counts_as_failure=True, seconds=r.seconds
-            )
-        if ok:
-            self.store.promote(r.task, r.attempt)
-        else:
-            self.store.discard(r.task, r.attempt)
-        return ok
+            entry = je.Abandoned(r.task, r.attempt, r.error or "no exit status", True, r.seconds)
+        return self._record(entry, outputs=r.outputs, host=host)
 
     async def _on_lost(self, link: WorkerLink, reason: str) -> None:
         if self.links.get(link.node) is not link:
-            return  # released on purpose
+            return  # released on purpose, or replaced by a newer link
         del self.links[link.node]
-        lost: list[Attempt] = self.table.worker_lost(link.node)
-        for a in lost:
-            self._running.pop((a.task, a.attempt), None)
+        self.replication.drop(link.node)
+        lost: list[Attempt] = []
+        for a in self.table.running_on(link.node):
+            key = (a.task, a.attempt)
+            if key in self._results_in_flight:
+                continue  # its result arrived; the commit decides
+            if self._record(je.Abandoned(a.task, a.attempt, f"worker {link.node} lost", False)):
+                lost.append(a)
+            self._running.pop(key, None)
+            self._unconfirmed.pop(key, None)
         log.warning(
             "app %s: lost worker %s (%s); requeued %s",
             self.app_id,
@@ -452,16 +738,51 @@ class AppCoordinator:
     # --- the end ----------------------------------------------------------------------------
 
     async def _end(self) -> None:
-        outcome = self.role.role.value if self.role.ended else Role.FAILED.value
-        for link in list(self.links.values()):
-            await self._release(link, f"app {outcome}", outcome=outcome)
+        for t in list(self._background):
+            if not t.done():
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(asyncio.shield(t), 5.0)
+        if self.role.ended and self.role.role is not Role.STEPPED_DOWN:
+            await self.replication.settle(self.seq, self.config.connect_timeout)
+            self.replication.close()
+            outcome = self.role.role.value
+            await asyncio.gather(
+                *(
+                    self._release(link, f"app {outcome}", outcome=outcome)
+                    for link in list(self.links.values())
+                )
+            )
+            self.ended_at = time.monotonic()
+            log.info("app %s: %s", self.app_id, outcome)
+        else:  # stepped down or abandoned: the app goes on elsewhere (or after a restart)
+            self.replication.close()
+            for link in list(self.links.values()):
+                self.links.pop(link.node, None)
+                await link.close()
+            if self.role.role is Role.STEPPED_DOWN:
+                self.ended_at = time.monotonic()
         await self.backend.stop()
-        self.ended_at = time.monotonic()
         self._publish(self.progress())
         self.done.set()
-        log.info("app %s: %s", self.app_id, outcome)
 
     def _publish(self, p: Progress) -> None:
         for q in self._watchers:
             q.put_nowait(p)
         self._on_change(self)
+
+
+async def query_app(peer: Peer, app: str, me: Identity, timeout: float) -> AppState | None:
+    """Ask ``peer`` what it knows of ``app`` over the authenticated channel; None if silent."""
+    for address in peer.addresses:
+        try:
+            ch = await connect(address, peer.port, key=me.key, node_id=me.node, timeout=timeout)
+        except Exception:
+            continue
+        try:
+            reply = await ch.request(AppQuery(app), timeout=timeout)
+            return reply if isinstance(reply, AppState) else None
+        except Exception:
+            return None
+        finally:
+            await ch.close()
+    return None

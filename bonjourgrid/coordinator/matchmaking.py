@@ -24,6 +24,8 @@ class Offer:
     arch: str
     backends: tuple[str, ...]
     load: int = 0
+    app: str | None = None
+    """The app a worker serves (None when idle)."""
 
 
 def fits(offer: Offer, req: Requirements, backend: str) -> bool:

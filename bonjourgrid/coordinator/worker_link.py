@@ -55,6 +55,8 @@ class WorkerLink(WorkerHandle):
         self._waiters: dict[type, asyncio.Future[object]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self.peer_closed = asyncio.Event()
+        """Set when the worker's side of the channel is gone (read EOF or failure)."""
 
     @property
     def free(self) -> int:
@@ -93,6 +95,7 @@ class WorkerLink(WorkerHandle):
         except Exception as e:
             log.exception("link to %s failed", self.host)
             reason = f"link error: {e}"
+        self.peer_closed.set()
         await self._lost(reason)
 
     async def _beat(self) -> None:

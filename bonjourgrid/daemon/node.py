@@ -19,20 +19,41 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from bonjourgrid.app.bundle import unpack_files
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed, LocalChannel, serve, serve_local
-from bonjourgrid.control.messages import Error, Ping, Pong, Reserve
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator, Identity
+from bonjourgrid.control.messages import (
+    AppEnded,
+    AppQuery,
+    AppResults,
+    AppState,
+    CancelApp,
+    Error,
+    FetchApp,
+    JournalAck,
+    JournalAppend,
+    Ping,
+    Pong,
+    ReplicaOpen,
+    Replicas,
+    Reserve,
+)
+from bonjourgrid.coordinator.app_coordinator import AppCoordinator, Identity, Peer
 from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.hostinfo import HostInfo
 from bonjourgrid.daemon.lock import DaemonLock
 from bonjourgrid.daemon.status import machine_rows, ping
 from bonjourgrid.daemon.volunteer_agent import VolunteerAgent
 from bonjourgrid.discovery import CoordTxt, Discovery, NodeTxt
+from bonjourgrid.faulttolerance.election import Election
+from bonjourgrid.faulttolerance.journal import AppRow, Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
+from bonjourgrid.states.coordinator import COORDINATING_ROLES, CoordinatorRole, Role, TermSeen
+from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +97,10 @@ class NodeDaemon:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._kick = asyncio.Event()
+        self.me = Identity(host.node_id, host.hostname, key)
+        self.journal: Journal | None = None
+        self._dormant: dict[str, AppRow] = {}
+        """Journaled apps a private daemon resumes only when they are submitted again."""
         self.agent = VolunteerAgent(
             host=host,
             config=config,
@@ -83,6 +108,17 @@ class NodeDaemon:
             reservation_log=paths.log_dir / "reservations.jsonl",
             on_state_change=self._advertise,
             offering=volunteer,
+            on_replica=self._on_replica,
+            execution_log=paths.log_dir / "executions.jsonl",
+            on_rehomed=self._on_rehomed,
+        )
+        self.election = Election(
+            me=self.me,
+            config=config,
+            agent=self.agent,
+            discovery=lambda: self.discovery,
+            promote=self._start_app,
+            forget=self._forget_app,
         )
 
     # --- life cycle ------------------------------------------------------------------------
@@ -92,6 +128,7 @@ class NodeDaemon:
         self.paths.ensure()
         self._lock.acquire()
         try:
+            self.journal = Journal(self.paths.state_dir / "journal.sqlite")
             server = await serve(
                 self.listen,
                 self.port,
@@ -111,6 +148,7 @@ class NodeDaemon:
                     interface_poll=self.config.interface_poll,
                 )
                 await self.discovery.start()
+                self.discovery.add_listener(self._kick.set)
                 await self._advertise()
             local = await serve_local(
                 str(self.paths.daemon_socket), registry=lm.LOCAL, on_channel=self._on_local
@@ -121,6 +159,7 @@ class NodeDaemon:
             raise
         self.started_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+        self._tasks.append(asyncio.create_task(self._load_journal(), name="resume apps"))
         log.info(
             "daemon %s (%s) up on port %d, grid %s%s",
             self.host.node_id,
@@ -131,9 +170,10 @@ class NodeDaemon:
         )
 
     async def stop(self) -> None:
-        """Cancel this host's apps (releasing their workers), say mDNS goodbyes, let go."""
+        """Stop acting for this host's apps without ending them (their replicas take over
+        at our goodbye, or this daemon resumes them from its journal), say goodbyes, let go."""
         for app in list(self.apps.values()):
-            await app.cancel("the coordinator's daemon is stopping")
+            app.abandon()
         for t in self._app_tasks.values():
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(t), 5.0)
@@ -147,16 +187,24 @@ class NodeDaemon:
         self._servers.clear()
         with contextlib.suppress(FileNotFoundError):
             self.paths.daemon_socket.unlink()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
         self._lock.release()
 
     async def _housekeeping(self) -> None:
         while True:
-            busy = self.agent.state != "idle" or bool(self.static_peers)
+            busy = (
+                self.agent.state != "idle"
+                or bool(self.static_peers)
+                or any(not a.role.ended for a in self.apps.values())
+            )
             self._kick.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), _TICK if busy else _IDLE_TICK)
             try:
                 await self.agent.tick()
+                self.election.check([a for a in self.apps.values() if a.role.role is Role.STANDBY])
                 await self._forget_old_apps()
                 if self.static_peers:
                     await self._refresh_static()
@@ -166,11 +214,18 @@ class NodeDaemon:
     async def _forget_old_apps(self) -> None:
         """Drop apps that ended more than ``results_keep`` ago, with their files on disk."""
         now = time.monotonic()
-        for app_id, app in list(self.apps.items()):
+        for app in list(self.apps.values()):
             if app.ended_at is not None and now - app.ended_at > self.config.results_keep:
-                del self.apps[app_id]
-                self._app_tasks.pop(app_id, None)
-                await asyncio.to_thread(shutil.rmtree, app.store.root, True)
+                self._forget_app(app)
+
+    def _forget_app(self, app: AppCoordinator) -> None:
+        """Drop an app from memory, the journal and the disk."""
+        if self.apps.get(app.app_id) is app:
+            del self.apps[app.app_id]
+            self._app_tasks.pop(app.app_id, None)
+        if self.journal is not None:
+            self.journal.forget(app.app_id)
+        shutil.rmtree(app.store.root, True)
 
     # --- advertising -----------------------------------------------------------------------
 
@@ -213,6 +268,7 @@ class NodeDaemon:
                 arch=m.txt.arch,
                 backends=m.txt.backends,
                 load=m.txt.load,
+                app=m.txt.app,
             )
             for m in self.discovery.machines()
         ]
@@ -266,6 +322,18 @@ class NodeDaemon:
             await ch.send(self.pong())
         elif isinstance(first, Reserve):
             await self.agent.serve(ch, first)
+        elif isinstance(first, AppQuery):
+            app = self.apps.get(first.app)
+            await ch.send(app.state() if app else AppState(first.app, 0, "", False, False))
+        elif isinstance(first, FetchApp):
+            await ch.send(await self._app_results(first.app))
+        elif isinstance(first, CancelApp):
+            app = self.apps.get(first.app)
+            if app is None or not app.role.coordinating:
+                await ch.send(Error(f"app {first.app} is not coordinated here"))
+            else:
+                await app.cancel(first.reason)
+                await ch.send(app.state())
         else:
             await ch.send(Error(f"unexpected {type(first).__name__} to start a conversation"))
 
@@ -298,9 +366,16 @@ class NodeDaemon:
         if not req.fresh:
             # Re-attach to the same app.json while it runs; once ended, a submit runs it anew.
             for app in self.apps.values():
-                if app.digest == req.digest and not app.role.ended:
+                if app.digest == req.digest and app.role.coordinating:
                     await ch.send(lm.Submitted(app.app_id, resumed=True))
                     return
+            for row in list(self._dormant.values()):
+                if row.digest == req.digest:
+                    del self._dormant[row.app]
+                    resumed = await self._resume(row)
+                    if resumed is not None:
+                        await ch.send(lm.Submitted(resumed.app_id, resumed=True))
+                        return
         spec = AppSpec.from_json(req.spec)
         app = self.submit(spec, req.bundle, digest=req.digest, user=req.user)
         await ch.send(lm.Submitted(app.app_id, resumed=False))
@@ -308,21 +383,74 @@ class NodeDaemon:
     def submit(
         self, spec: AppSpec, bundle: bytes, *, digest: str, user: str | None = None
     ) -> AppCoordinator:
+        assert self.journal is not None, "the daemon is not started"
         app_id = secrets.token_hex(4)
-        app = AppCoordinator(
+        user = user or getpass.getuser()
+        self.journal.add_app(
+            app=app_id,
+            spec=spec.to_json(),
+            bundle=bundle,
+            digest=digest,
+            user=user,
+            term=1,
+            role=Role.RECRUITING.value,
+            coordinator=self.host.node_id,
+            coordinator_host=self.host.hostname,
+        )
+        app = self._app_object(
+            app_id=app_id, spec=spec, bundle=bundle, digest=digest, user=user, role=None
+        )
+        self._start_app(app)
+        return app
+
+    def _app_object(
+        self,
+        *,
+        app_id: str,
+        spec: AppSpec,
+        bundle: bytes,
+        digest: str,
+        user: str,
+        role: CoordinatorRole | None,
+        entries: list[str] | None = None,
+        coordinator: tuple[str, str] | None = None,
+        replicas: tuple[str, ...] = (),
+    ) -> AppCoordinator:
+        assert self.journal is not None
+        return AppCoordinator(
             app_id=app_id,
             spec=spec,
             bundle=bundle,
             digest=digest,
-            user=user or getpass.getuser(),
-            me=Identity(self.host.node_id, self.host.hostname, self.key),
+            user=user,
+            me=self.me,
             config=self.config,
             offers=self.offers,
             store_root=self.paths.apps_dir / app_id,
+            journal=self.journal,
+            role=role,
+            entries=entries or (),
+            coordinator=coordinator,
+            replicas=replicas,
+            rivals=lambda: self._rivals(app_id),
         )
-        self.apps[app_id] = app
-        self._app_tasks[app_id] = asyncio.create_task(self._run_app(app), name=f"app {app_id}")
-        return app
+
+    def _start_app(self, app: AppCoordinator) -> None:
+        """Coordinate ``app`` from now on (a new app, a resumed one, or an elected replica)."""
+        self.apps[app.app_id] = app
+        self._app_tasks[app.app_id] = asyncio.create_task(
+            self._run_app(app), name=f"app {app.app_id}"
+        )
+        self._kick.set()
+
+    def _rivals(self, app_id: str) -> list[Peer]:
+        if self.discovery is None:
+            return []
+        return [
+            Peer(c.node, c.addresses, c.port, c.txt.term)
+            for c in self.discovery.coordinators()
+            if c.app == app_id and c.node != self.host.node_id
+        ]
 
     async def _run_app(self, app: AppCoordinator) -> None:
         d = self.discovery
@@ -345,6 +473,162 @@ class NodeDaemon:
                 with contextlib.suppress(Exception):
                     await d.withdraw_coordinator(app.app_id)
 
+    # --- the journal: resuming after a restart ----------------------------------------------
+
+    async def _load_journal(self) -> None:
+        """Read the journal back: ended apps serve their results until ``results_keep``;
+        unfinished apps this daemon coordinated are resumed (a private daemon resumes one
+        only when it is submitted again); replica copies are dropped (the reservation that
+        made this machine a replica died with the old daemon)."""
+        assert self.journal is not None
+        now = time.time()
+        for row in self.journal.apps():
+            role = Role(row.role)
+            if role in COORDINATING_ROLES:
+                if self.volunteer:
+                    await self._resume(row)
+                else:
+                    self._dormant[row.app] = row
+            elif role is Role.STANDBY or row.ended is None:
+                self.journal.forget(row.app)
+                shutil.rmtree(self.paths.apps_dir / row.app, True)
+            elif now - row.ended <= self.config.results_keep:
+                app = self._restore(
+                    row, CoordinatorRole.restored(row.app, role, row.term, row.reason)
+                )
+                app.ended_at = time.monotonic() - (now - row.ended)
+                app.done.set()
+                self.apps[row.app] = app
+            else:
+                self.journal.forget(row.app)
+                shutil.rmtree(self.paths.apps_dir / row.app, True)
+
+    def _restore(self, row: AppRow, role: CoordinatorRole) -> AppCoordinator:
+        assert self.journal is not None
+        return self._app_object(
+            app_id=row.app,
+            spec=AppSpec.from_json(row.spec),
+            bundle=row.bundle,
+            digest=row.digest,
+            user=row.user,
+            role=role,
+            entries=self.journal.entries(row.app),
+            coordinator=(row.coordinator, row.coordinator_host),
+            replicas=row.replicas,
+        )
+
+    async def _resume(self, row: AppRow) -> AppCoordinator | None:
+        """Coordinate a journaled app again with a higher term — unless it moved on (a replica
+        took it over, or finished it, while this daemon was down)."""
+        if self.discovery is not None:
+            await self._settle()
+            found = await app_directory.find_holder(
+                row.app, self.discovery, self.me, self.config.ping_timeout
+            )
+            if found is not None:
+                peer, st = found
+                if st.complete or (st.coordinating and st.term >= row.term):
+                    log.info("app %s: held by %s now; not resumed", row.app, peer.node)
+                    assert self.journal is not None
+                    self.journal.update_app(
+                        row.app, role=Role.STEPPED_DOWN.value, ended=time.time()
+                    )
+                    return None
+        app = self._restore(row, CoordinatorRole.restored(row.app, Role.STANDBY, row.term))
+        log.warning("app %s: resuming from the journal (%d entries)", row.app, app.seq)
+        app.take_over()
+        self._start_app(app)
+        return app
+
+    # --- replication (this machine keeps an app's journal) -----------------------------------
+
+    async def _on_replica(self, msg: object) -> object | None:
+        if isinstance(msg, ReplicaOpen):
+            return await self._open_replica(msg)
+        app = self.apps.get(getattr(msg, "app", ""))
+        if isinstance(msg, JournalAppend):
+            if app is None or app.role.role is not Role.STANDBY:
+                return JournalAck(msg.app, app.term if app else 0, 0, False)
+            if msg.term < app.term:
+                return JournalAck(msg.app, app.term, app.seq, False)
+            ok = app.replicate(msg)
+            return JournalAck(msg.app, msg.term, app.seq, ok)
+        if isinstance(msg, Replicas) and app is not None and app.role.role is Role.STANDBY:
+            app.replica_ranks = msg.replicas
+            assert self.journal is not None
+            self.journal.update_app(msg.app, replicas=msg.replicas)
+        elif isinstance(msg, AppEnded) and app is not None and app.role.role is Role.STANDBY:
+            if msg.term != app.term:
+                log.info("app %s ended under term %d; stale copy dropped", msg.app, msg.term)
+                self._forget_app(app)
+                return None
+            try:
+                app.role.handle(RoleAppEnded(Role(msg.outcome)))
+            except ValueError:
+                log.warning("app %s: bad outcome %r", msg.app, msg.outcome)
+                return None
+            app.ended_at = time.monotonic()
+            app.done.set()
+            assert self.journal is not None
+            self.journal.update_app(msg.app, role=app.role.role.value, ended=time.time())
+            log.info("app %s ended (%s); its results are kept here", msg.app, msg.outcome)
+        return None
+
+    def _on_rehomed(self, app_id: str, term: int) -> None:
+        """A coordinator with a higher term re-homed this worker: a replica copy of an older
+        term is stale (the new coordinator sends a fresh snapshot if it wants this machine)."""
+        app = self.apps.get(app_id)
+        if app is not None and app.role.role is Role.STANDBY and app.term < term:
+            log.info(
+                "app %s: term %d took over; stale copy (term %d) dropped", app_id, term, app.term
+            )
+            self._forget_app(app)
+
+    async def _open_replica(self, msg: ReplicaOpen) -> JournalAck:
+        old = self.apps.get(msg.app)
+        if old is not None and old.role.coordinating:
+            if old.term > msg.term:
+                return JournalAck(msg.app, old.term, 0, False)  # fences the sender
+            old.role.handle(TermSeen(msg.term + 1 if old.term == msg.term else msg.term))
+            old.abandon()
+        assert self.journal is not None
+        entries = [e for e in msg.entries.split("\n") if e]
+        self.journal.add_app(
+            app=msg.app,
+            spec=msg.spec,
+            bundle=msg.bundle,
+            digest=msg.digest,
+            user=msg.user,
+            term=msg.term,
+            role=Role.STANDBY.value,
+            coordinator=msg.coordinator,
+            coordinator_host=msg.coordinator_host,
+            replicas=msg.replicas,
+            entries=entries,
+        )
+        store = self.paths.apps_dir / msg.app
+        await asyncio.to_thread(shutil.rmtree, store, True)
+        if msg.outputs:
+            (store / "tasks").mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(unpack_files, msg.outputs, store / "tasks")
+        app = self._app_object(
+            app_id=msg.app,
+            spec=AppSpec.from_json(msg.spec),
+            bundle=msg.bundle,
+            digest=msg.digest,
+            user=msg.user,
+            role=CoordinatorRole(msg.app, role=Role.STANDBY, term=msg.term),
+            entries=entries,
+            coordinator=(msg.coordinator, msg.coordinator_host),
+            replicas=msg.replicas,
+        )
+        self.apps[msg.app] = app
+        self._kick.set()
+        log.info(
+            "app %s: keeping its journal for %s (term %d)", msg.app, msg.coordinator_host, msg.term
+        )
+        return JournalAck(msg.app, msg.term, msg.seq, True)
+
     def _app(self, app_id: str) -> AppCoordinator | None:
         return self.apps.get(app_id)
 
@@ -364,21 +648,57 @@ class NodeDaemon:
             app.unsubscribe(q)
 
     async def _local_results(self, ch: LocalChannel, req: lm.FetchResults) -> None:
+        """Results from here when this daemon coordinates the app or has it complete;
+        otherwise from the best holder on the LAN (a takeover moved it)."""
         app = self._app(req.app)
-        if app is None:
+        reply: AppResults | Error | None = None
+        if app is None or not (app.role.coordinating or app.complete):
+            reply = await self._remote_results(req.app)
+        if reply is None and app is not None:
+            reply = await self._app_results(req.app)
+        if not isinstance(reply, AppResults):
             await ch.send(lm.Failure(4, f"no machine holds app {req.app}"))
             return
-        outputs = await asyncio.to_thread(app.store.export)
         await ch.send(
             lm.Results(
-                app=app.app_id,
-                name=app.spec.name,
-                complete=app.role.ended,
-                outcome=app.outcome,
-                results=app.results(),
-                outputs=outputs,
+                app=reply.app,
+                name=reply.name,
+                complete=reply.complete,
+                outcome=reply.outcome,
+                results=reply.results,
+                outputs=reply.outputs,
             )
         )
+
+    async def _app_results(self, app_id: str) -> AppResults | Error:
+        app = self._app(app_id)
+        if app is None:
+            return Error(f"no app {app_id} here")
+        outputs = await asyncio.to_thread(app.store.export)
+        return AppResults(
+            app=app.app_id,
+            name=app.spec.name,
+            term=app.term,
+            complete=app.complete,
+            outcome=app.outcome if app.complete else "",
+            results=app.results(),
+            outputs=outputs,
+        )
+
+    async def _remote_results(self, app_id: str) -> AppResults | None:
+        if self.discovery is None:
+            return None
+        await self._settle()
+        timeout = max(self.config.ping_timeout, self.config.connect_timeout)
+        found = await app_directory.find_holder(app_id, self.discovery, self.me, timeout)
+        if found is None:
+            return None
+        return await app_directory.fetch(found[0], app_id, self.me, 60.0)
+
+    async def _settle(self) -> None:
+        wait = self.started_at + self.config.browse_settle - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _local_status(self, ch: LocalChannel, req: lm.StatusRequest) -> None:
         deadline = time.monotonic() + max(0.1, req.timeout)
@@ -399,7 +719,10 @@ class NodeDaemon:
     async def _local_apps(self, ch: LocalChannel, req: lm.AppsRequest) -> None:
         seen: dict[str, dict[str, object]] = {}
         if self.discovery is not None:
+            await self._settle()
             for c in self.discovery.coordinators():
+                if c.app in seen and int(seen[c.app]["term"]) >= c.txt.term:  # type: ignore[call-overload]
+                    continue
                 seen[c.app] = {
                     "app": c.app,
                     "name": c.txt.name,
@@ -410,13 +733,15 @@ class NodeDaemon:
                     "state": "running",
                 }
         for app in self.apps.values():
+            if not (app.role.coordinating or app.complete) and app.app_id in seen:
+                continue  # a replica's copy; the coordinator's record says more
             p = app.progress()
             seen[app.app_id] = {
                 "app": app.app_id,
                 "name": app.spec.name,
                 "user": app.user,
-                "coordinator": self.host.hostname,
-                "node": self.host.node_id,
+                "coordinator": app.coordinator[1],
+                "node": app.coordinator[0],
                 "term": app.term,
                 "state": p.outcome or p.role,
                 "counts": p.counts,
@@ -426,8 +751,22 @@ class NodeDaemon:
 
     async def _local_cancel(self, ch: LocalChannel, req: lm.CancelApp) -> None:
         app = self._app(req.app)
-        if app is None:
-            await ch.send(lm.Failure(4, f"app {req.app} is not coordinated by this machine"))
+        if app is not None and app.role.coordinating:
+            await app.cancel()
+            await ch.send(lm.Ok(f"app {req.app} cancelled"))
             return
-        await app.cancel()
-        await ch.send(lm.Ok(f"app {req.app} cancelled"))
+        if self.discovery is not None:
+            await self._settle()
+            peers = self._rivals(req.app)
+            why = "no coordinator record"
+            for peer in sorted(peers, key=lambda p: -p.term):
+                why = await app_directory.cancel(
+                    peer, req.app, self.me, self.config.connect_timeout, "cancelled by the user"
+                )
+                if not why:
+                    await ch.send(lm.Ok(f"app {req.app} cancelled"))
+                    return
+            if peers or app is not None:
+                await ch.send(lm.Failure(4, f"app {req.app} could not be cancelled: {why}"))
+                return
+        await ch.send(lm.Failure(4, f"no machine coordinates app {req.app}"))

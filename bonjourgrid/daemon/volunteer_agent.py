@@ -23,7 +23,10 @@ from bonjourgrid.control.messages import (
     CancelTask,
     Heartbeat,
     HeartbeatAck,
+    JournalAppend,
     Release,
+    ReplicaOpen,
+    Replicas,
     Reserve,
     ReserveReply,
     ResultAck,
@@ -37,6 +40,10 @@ from bonjourgrid.states import volunteer as v
 
 log = logging.getLogger(__name__)
 
+ReplicaHandler = Callable[[object], Awaitable[object | None]]
+"""Handles a replication message (ReplicaOpen, JournalAppend, Replicas, AppEnded) from the
+coordinator; returns the reply to send, if any."""
+
 
 class VolunteerAgent:
     def __init__(
@@ -48,6 +55,9 @@ class VolunteerAgent:
         reservation_log: Path,
         on_state_change: Callable[[], Awaitable[None]],
         offering: bool = True,
+        on_replica: ReplicaHandler | None = None,
+        execution_log: Path | None = None,
+        on_rehomed: Callable[[str, int], None] = lambda app, term: None,
     ) -> None:
         self.host = host
         self.config = config
@@ -59,6 +69,12 @@ class VolunteerAgent:
         self.worker: EmbeddedWorker | None = None
         self._link: Channel | None = None
         self._on_state_change = on_state_change
+        self._on_replica = on_replica
+        self._on_rehomed = on_rehomed
+        self.execution_log = execution_log
+        """Where every task start is appended (how tests count executions per task)."""
+        self.last_heard = 0.0
+        """Monotonic time of the last message from the coordinator we serve."""
 
     # --- what the daemon asks --------------------------------------------------------------
 
@@ -75,6 +91,11 @@ class VolunteerAgent:
     def coordinator(self) -> str | None:
         a = self.machine.assignment
         return a.coordinator if a else None
+
+    @property
+    def linked(self) -> bool:
+        """Whether a coordinator's channel is open now."""
+        return self._link is not None
 
     def free_slots(self) -> int:
         if self.machine.state is v.VolunteerState.IDLE:
@@ -111,6 +132,8 @@ class VolunteerAgent:
         if isinstance(outcome, v.Refused):
             await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
             return
+        if not was_idle:
+            self._on_rehomed(first.app, first.term)
         if was_idle:
             self.worker = EmbeddedWorker(first.app, self.work_dir / first.app)
             self._log("reserved", first.app, first.coordinator, first.term)
@@ -130,9 +153,11 @@ class VolunteerAgent:
 
         for pending in worker.attach(sink):
             await ch.send(pending)
+        self.last_heard = time.monotonic()
         try:
             while True:
                 msg = await ch.recv()
+                self.last_heard = time.monotonic()
                 if getattr(msg, "app", app) != app:
                     log.warning(
                         "dropped %s for app %s on app %s's link", type(msg).__name__, msg, app
@@ -140,9 +165,11 @@ class VolunteerAgent:
                     continue
                 if not await self._on_message(ch, msg):
                     return
-        except ChannelClosed:
+        except ChannelClosed as e:
             log.info(
-                "link to app %s's coordinator closed; reservation kept until its lease ends", app
+                "link to app %s's coordinator closed (%s); reservation kept until its lease ends",
+                app,
+                e,
             )
         finally:
             if self._link is ch:
@@ -177,6 +204,8 @@ class VolunteerAgent:
             if a is None or msg.term < a.term or m.state is not v.VolunteerState.WORKER:
                 log.warning("refused task %s: stale or unstaged", msg.task)
                 return True
+            if not worker.has(msg.task, msg.attempt):
+                self._log_execution(msg)
             worker.start(msg)
         elif isinstance(msg, ResultAck):
             worker.acknowledged(msg.task, msg.attempt)
@@ -184,6 +213,13 @@ class VolunteerAgent:
             await worker.cancel(msg.task, msg.attempt)
         elif isinstance(msg, AppEnded):
             log.info("app %s ended: %s", msg.app, msg.outcome)
+            if self._on_replica is not None:
+                await self._on_replica(msg)
+        elif isinstance(msg, (ReplicaOpen, JournalAppend, Replicas)):
+            if self._on_replica is not None:
+                reply = await self._on_replica(msg)
+                if reply is not None:
+                    await ch.send(reply)
         elif isinstance(msg, Release):
             out = m.handle(v.Release(msg.app, msg.term))
             if isinstance(out, v.Refused):
@@ -205,6 +241,14 @@ class VolunteerAgent:
         if link is not None:
             with contextlib.suppress(Exception):
                 await link.close()
+
+    def _log_execution(self, msg: RunTask) -> None:
+        if self.execution_log is None:
+            return
+        entry = {"t": time.time(), "app": msg.app, "task": msg.task, "attempt": msg.attempt}
+        self.execution_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.execution_log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def _log(self, event: str, app: str, coordinator: str, term: int, *, reason: str = "") -> None:
         entry = {

@@ -116,6 +116,14 @@ class CoordinatorRole:
         self._term = term
         self.reason = ""
 
+    @classmethod
+    def restored(cls, app: str, role: Role, term: int, reason: str = "") -> CoordinatorRole:
+        """The role as a journal recorded it (a restarted daemon reading its apps back)."""
+        r = cls(app, role=Role.STANDBY, term=term)
+        r._role = role
+        r.reason = reason
+        return r
+
     @property
     def role(self) -> Role:
         return self._role

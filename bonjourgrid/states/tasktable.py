@@ -212,6 +212,16 @@ class TaskTable:
         self._move(e, TaskState.RUNNING)
         return Attempt(task_id, e.attempts, worker)
 
+    def accepts(self, task_id: str, attempt: int, exit_code: int | None) -> bool:
+        """Whether ``finish`` (``exit_code``) or ``abandon`` (None) of this attempt would be
+        accepted now; nothing changes."""
+        e = self._entry(task_id)
+        if attempt != e.attempts or attempt < 1:
+            return False
+        if e.state is TaskState.RUNNING:
+            return True
+        return e.state is TaskState.READY and exit_code == 0
+
     def finish(
         self,
         task_id: str,

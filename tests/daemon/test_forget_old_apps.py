@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from bonjourgrid.config import Config
 from bonjourgrid.daemon.hostinfo import HostInfo
 from bonjourgrid.daemon.node import NodeDaemon
+from bonjourgrid.faulttolerance.journal import Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
 
@@ -28,7 +29,7 @@ def _app(root: Path, ended_ago: float | None) -> SimpleNamespace:
     root.mkdir(parents=True)
     (root / "tasks").mkdir()
     ended = None if ended_ago is None else time.monotonic() - ended_ago
-    return SimpleNamespace(ended_at=ended, store=SimpleNamespace(root=root))
+    return SimpleNamespace(app_id=root.name, ended_at=ended, store=SimpleNamespace(root=root))
 
 
 def test_apps_ended_longer_ago_than_results_keep_are_forgotten_with_their_files(
@@ -39,6 +40,7 @@ def test_apps_ended_longer_ago_than_results_keep_are_forgotten_with_their_files(
         _app(tmp_path / n, ago) for n, ago in (("old", 61), ("new", 1), ("run", None))
     )
     d.apps.update({"old": old, "new": recent, "run": running})  # type: ignore[dict-item]
+    d.journal = Journal(tmp_path / "journal.sqlite")
     asyncio.run(d._forget_old_apps())
     assert set(d.apps) == {"new", "run"}
     assert not old.store.root.exists()

@@ -1,0 +1,212 @@
+"""The daemon's journal: SQLite in WAL mode under the state dir, one file per daemon.
+
+It holds every app this daemon coordinates or keeps as a replica: the app itself (spec,
+bundle, who submitted it, term, role, outcome) and its entries (faulttolerance/entries.py)
+numbered from 1. A restarted daemon reads it back and replays the entries: finished tasks are
+never rerun. Result files live beside it (coordinator/result_store.py) and are in place
+before their ``Finished`` entry is committed, so a committed entry always has its files.
+
+Durability: WAL with ``synchronous=NORMAL``: a commit survives the crash of the process
+(kill -9), which is the failure the grid recovers from; a power cut may lose the last
+commits, which replicas and the workers' unacknowledged results cover.
+
+Thread-safety: one connection, used from the daemon's event loop only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    app TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    bundle BLOB NOT NULL,
+    digest TEXT NOT NULL,
+    user TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    coordinator TEXT NOT NULL DEFAULT '',
+    coordinator_host TEXT NOT NULL DEFAULT '',
+    replicas TEXT NOT NULL DEFAULT '[]',
+    hosts TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    ended REAL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    app TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (app, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class AppRow:
+    """One app as the journal holds it."""
+
+    app: str
+    spec: dict[str, object]
+    bundle: bytes
+    digest: str
+    user: str
+    term: int
+    role: str
+    reason: str
+    coordinator: str
+    coordinator_host: str
+    replicas: tuple[str, ...]
+    hosts: dict[str, str]
+    created: float
+    ended: float | None
+    """Wall-clock time the app ended (results are kept ``results_keep`` after it)."""
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- apps -----------------------------------------------------------------------------
+
+    def add_app(
+        self,
+        *,
+        app: str,
+        spec: dict[str, object],
+        bundle: bytes,
+        digest: str,
+        user: str,
+        term: int,
+        role: str,
+        coordinator: str,
+        coordinator_host: str,
+        replicas: tuple[str, ...] = (),
+        hosts: dict[str, str] | None = None,
+        entries: list[str] | None = None,
+    ) -> None:
+        """Insert (or replace, with its entries) an app; ``entries`` numbered from 1."""
+        with self._tx():
+            self._db.execute("DELETE FROM entries WHERE app = ?", (app,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO apps (app, spec, bundle, digest, user, term, role,"
+                " coordinator, coordinator_host, replicas, hosts, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    app,
+                    json.dumps(spec),
+                    bundle,
+                    digest,
+                    user,
+                    term,
+                    role,
+                    coordinator,
+                    coordinator_host,
+                    json.dumps(list(replicas)),
+                    json.dumps(hosts or {}),
+                    time.time(),
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO entries (app, seq, entry) VALUES (?, ?, ?)",
+                [(app, i, e) for i, e in enumerate(entries or [], start=1)],
+            )
+
+    def update_app(self, app: str, **fields: Any) -> None:
+        """Change some columns: term, role, reason, coordinator, coordinator_host, replicas,
+        hosts, ended."""
+        allowed = {
+            "term",
+            "role",
+            "reason",
+            "coordinator",
+            "coordinator_host",
+            "replicas",
+            "hosts",
+            "ended",
+        }
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"not journal columns: {sorted(bad)}")
+        values = [
+            json.dumps(list(v) if k == "replicas" else v) if k in ("replicas", "hosts") else v
+            for k, v in fields.items()
+        ]
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx():
+            self._db.execute(f"UPDATE apps SET {sets} WHERE app = ?", (*values, app))
+
+    def apps(self) -> list[AppRow]:
+        rows = self._db.execute(
+            "SELECT app, spec, bundle, digest, user, term, role, reason, coordinator,"
+            " coordinator_host, replicas, hosts, created, ended FROM apps ORDER BY created"
+        ).fetchall()
+        return [
+            AppRow(
+                app=r[0],
+                spec=json.loads(r[1]),
+                bundle=bytes(r[2]),
+                digest=r[3],
+                user=r[4],
+                term=r[5],
+                role=r[6],
+                reason=r[7],
+                coordinator=r[8],
+                coordinator_host=r[9],
+                replicas=tuple(json.loads(r[10])),
+                hosts=dict(json.loads(r[11])),
+                created=r[12],
+                ended=r[13],
+            )
+            for r in rows
+        ]
+
+    def forget(self, app: str) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM entries WHERE app = ?", (app,))
+            self._db.execute("DELETE FROM apps WHERE app = ?", (app,))
+
+    # --- entries ----------------------------------------------------------------------------
+
+    def append(self, app: str, seq: int, entry: str) -> None:
+        """Commit entry ``seq`` of ``app``; the same (app, seq) again is a no-op."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO entries (app, seq, entry) VALUES (?, ?, ?)",
+                (app, seq, entry),
+            )
+
+    def entries(self, app: str) -> list[str]:
+        """The app's entries in order (1, 2, 3, ...)."""
+        rows = self._db.execute(
+            "SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
