@@ -42,6 +42,7 @@ class Kind(IntEnum):
     FETCH_APP = 22
     APP_RESULTS = 23
     CANCEL_APP = 24
+    FENCED = 25
 
 
 CONTROL = Registry("control")
@@ -311,3 +312,13 @@ class CancelApp:
 
     app: str
     reason: str
+
+
+@CONTROL.register(Kind.FENCED)
+@dataclass(frozen=True)
+class Fenced:
+    """Volunteer -> coordinator: app ``app`` has a coordinator with the higher ``term``
+    now; the asker coordinates it no more (it steps down). Sent instead of a reply."""
+
+    app: str
+    term: int

@@ -40,6 +40,7 @@ from bonjourgrid.control.messages import (
     AppEnded,
     AppQuery,
     AppState,
+    Fenced,
     HeartbeatAck,
     JournalAck,
     JournalAppend,
@@ -513,6 +514,10 @@ class AppCoordinator:
                 log.debug("app %s: reservation of %s failed: %s", self.app_id, offer.host, e)
                 await ch.close()
                 return None
+            if isinstance(reply, Fenced):
+                await ch.close()
+                self._step_down(reply.term)
+                return None
             if not isinstance(reply, ReserveReply) or not reply.accepted:
                 why = reply.reason if isinstance(reply, ReserveReply) else type(reply).__name__
                 log.info("app %s: %s refused: %s", self.app_id, offer.host, why)
@@ -639,6 +644,8 @@ class AppCoordinator:
             if msg.term > self.term:
                 self._step_down(msg.term)
             self._reconcile(link, msg)
+        elif isinstance(msg, Fenced):
+            self._step_down(msg.term)
         elif isinstance(msg, JournalAck):
             if msg.term > self.term:
                 self._step_down(msg.term)

@@ -99,6 +99,8 @@ class NodeDaemon:
         self._kick = asyncio.Event()
         self.me = Identity(host.node_id, host.hostname, key)
         self.journal: Journal | None = None
+        self._loaded = asyncio.Event()
+        """Set once the journal's apps are back (a submit waits for it, to re-attach)."""
         self._dormant: dict[str, AppRow] = {}
         """Journaled apps a private daemon resumes only when they are submitted again."""
         self.agent = VolunteerAgent(
@@ -363,6 +365,7 @@ class NodeDaemon:
         await handler(ch, req)
 
     async def _local_submit(self, ch: LocalChannel, req: lm.Submit) -> None:
+        await self._loaded.wait()
         if not req.fresh:
             # Re-attach to the same app.json while it runs; once ended, a submit runs it anew.
             for app in self.apps.values():
@@ -480,6 +483,12 @@ class NodeDaemon:
         unfinished apps this daemon coordinated are resumed (a private daemon resumes one
         only when it is submitted again); replica copies are dropped (the reservation that
         made this machine a replica died with the old daemon)."""
+        try:
+            await self._read_journal()
+        finally:
+            self._loaded.set()
+
+    async def _read_journal(self) -> None:
         assert self.journal is not None
         now = time.time()
         for row in self.journal.apps():

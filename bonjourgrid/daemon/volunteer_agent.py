@@ -21,6 +21,7 @@ from bonjourgrid.control.channel import Channel, ChannelClosed
 from bonjourgrid.control.messages import (
     AppEnded,
     CancelTask,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     JournalAppend,
@@ -130,7 +131,10 @@ class VolunteerAgent:
             v.Reserve(first.app, first.coordinator, first.term, lease_until)
         )
         if isinstance(outcome, v.Refused):
-            await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
+            if outcome.fenced_by:
+                await ch.send(Fenced(first.app, outcome.fenced_by))
+            else:
+                await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
             return
         if not was_idle:
             self._on_rehomed(first.app, first.term)
@@ -187,6 +191,8 @@ class VolunteerAgent:
             out = m.handle(v.Renew(msg.app, msg.term, time.monotonic() + msg.lease))
             if isinstance(out, v.Refused):
                 log.warning("refused heartbeat: %s", out.reason)
+                if out.fenced_by:
+                    await ch.send(Fenced(msg.app, out.fenced_by))
                 return False
             await ch.send(HeartbeatAck(msg.app, msg.term, tuple(worker.running())))
         elif isinstance(msg, StageApp):

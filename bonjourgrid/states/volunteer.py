@@ -86,6 +86,9 @@ class Accepted:
 @dataclass(frozen=True)
 class Refused:
     reason: str
+    fenced_by: int = 0
+    """When the refusal is a stale term: the higher term this machine has seen for the app
+    (the asker learns it coordinates no more, and steps down)."""
 
 
 Outcome = Accepted | Refused
@@ -107,6 +110,12 @@ class Volunteer:
     def __init__(self) -> None:
         self._state = VolunteerState.IDLE
         self._assignment: Assignment | None = None
+        self._terms: dict[str, int] = {}
+        """The highest term seen per app, kept after the machine is released: a coordinator
+        cut off by a partition must not recruit with an old term once a newer one exists."""
+
+    def highest_term(self, app: str) -> int:
+        return self._terms.get(app, 0)
 
     @property
     def state(self) -> VolunteerState:
@@ -131,6 +140,10 @@ class Volunteer:
 
     def _reserve_from_idle(self, ev: Event) -> Outcome:
         assert isinstance(ev, Reserve)
+        seen = self._terms.get(ev.app, 0)
+        if ev.term < seen:
+            return Refused(f"stale term {ev.term} < {seen}", seen)
+        self._seen(ev.app, ev.term)
         self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
         self._state = VolunteerState.RESERVED
         return Accepted(self._state)
@@ -141,10 +154,11 @@ class Volunteer:
         if ev.app != a.app:
             return Refused(f"busy with app {a.app}")
         if ev.term < a.term:
-            return Refused(f"stale term {ev.term} < {a.term}")
+            return Refused(f"stale term {ev.term} < {a.term}", a.term)
         if ev.term == a.term and ev.coordinator != a.coordinator:
             return Refused(f"app {a.app} term {a.term} belongs to {a.coordinator}")
         # Same app, same or higher term: a reconnecting coordinator or a takeover (re-homing).
+        self._seen(ev.app, ev.term)
         self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
         return Accepted(self._state)
 
@@ -196,8 +210,17 @@ class Volunteer:
         if app != a.app:
             return Refused(f"not serving app {app} (serving {a.app})")
         if term < a.term:
-            return Refused(f"stale term {term} < {a.term}")
+            return Refused(f"stale term {term} < {a.term}", a.term)
         return None
+
+    _MAX_TERMS = 4096
+
+    def _seen(self, app: str, term: int) -> None:
+        if term > self._terms.get(app, 0):
+            self._terms.pop(app, None)
+            self._terms[app] = term
+            if len(self._terms) > self._MAX_TERMS:  # forget the apps seen longest ago
+                del self._terms[next(iter(self._terms))]
 
     def _to_idle(self) -> None:
         self._state = VolunteerState.IDLE

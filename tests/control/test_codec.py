@@ -22,6 +22,7 @@ from bonjourgrid.control.messages import (
     CancelApp,
     CancelTask,
     Error,
+    Fenced,
     FetchApp,
     Heartbeat,
     HeartbeatAck,
@@ -86,6 +87,7 @@ EXAMPLES: list[object] = [
     FetchApp("app-1"),
     AppResults("app-1", "name", 2, True, "finished", {"app": "app-1"}, b"tar"),
     CancelApp("app-1", "cancelled by the user"),
+    Fenced("app-1", 3),
 ]
 
 
@@ -113,6 +115,7 @@ def test_kind_numbers_are_the_protocol() -> None:
         "TASK_RESULT": 11, "APP_ENDED": 12, "ERROR": 13, "CANCEL_TASK": 14, "RESULT_ACK": 15,
         "REPLICA_OPEN": 16, "JOURNAL_APPEND": 17, "JOURNAL_ACK": 18, "REPLICAS": 19,
         "APP_QUERY": 20, "APP_STATE": 21, "FETCH_APP": 22, "APP_RESULTS": 23, "CANCEL_APP": 24,
+        "FENCED": 25,
     }  # fmt: skip
     assert {k.name: k.value for k in Kind} == expected
     assert CONTROL.kind_of(Reserve) == 3

@@ -207,9 +207,9 @@ def test_coordinator_kill9_with_two_replicas_loses_no_result(
 def test_partitioned_coordinator_steps_down_and_one_term_commits_each_result(
     shared: Lan, tmp_path: Path
 ) -> None:
-    s, n = shared, 120
+    s, n = shared, 160
     s.grid.wait_idle(s.observer, s.volunteers, timeout=60)
-    app_json = sweep_app(tmp_path / "app", "partition", n, replicas=2, sleep=0.1)
+    app_json = sweep_app(tmp_path / "app", "partition", n, replicas=2, sleep=0.3)
     out = tmp_path / "out"
     proc = s.grid.popen_cli(
         s.h0, "submit", str(app_json), "--output", str(out),

@@ -141,3 +141,28 @@ def test_a_released_volunteer_can_serve_a_new_app() -> None:
     v = worker()
     v.handle(Release("a1", 1))
     assert v.handle(Reserve("a2", "c2", 1, 5.0)) == Accepted(RESERVED)
+
+
+def test_a_released_volunteer_remembers_the_highest_term_and_fences_older_ones() -> None:
+    vol = Volunteer()
+    vol.handle(Reserve("app", "new-coord", 2, 100.0))
+    vol.handle(Release("app", 2))
+    out = vol.handle(Reserve("app", "old-coord", 1, 100.0))
+    assert isinstance(out, Refused) and out.fenced_by == 2
+    assert vol.state is VolunteerState.IDLE
+    assert isinstance(vol.handle(Reserve("app", "new-coord", 2, 100.0)), Accepted)
+
+
+def test_a_stale_heartbeat_is_refused_with_the_term_that_fences_it() -> None:
+    vol = Volunteer()
+    vol.handle(Reserve("app", "old", 1, 100.0))
+    vol.handle(Reserve("app", "new", 2, 100.0))
+    out = vol.handle(Renew("app", 1, 200.0))
+    assert isinstance(out, Refused) and out.fenced_by == 2
+
+
+def test_other_apps_are_not_fenced_by_a_term_seen_for_one_app() -> None:
+    vol = Volunteer()
+    vol.handle(Reserve("a", "c", 5, 100.0))
+    vol.handle(Release("a", 5))
+    assert isinstance(vol.handle(Reserve("b", "c", 1, 100.0)), Accepted)
