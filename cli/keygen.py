@@ -1,11 +1,13 @@
-"""`bjgrid keygen`: make a new grid key."""
+"""`bjgrid keygen`: make a new grid key, or (``--user``) the user's signing key."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import click
 
+from bonjourgrid.app.signing import SigningError, UserKey, user_key_path, write_user_key
 from bonjourgrid.gridkey import GridKey, KeyError_, write_key
 
 from .context import Abort, Ctx, pass_ctx
@@ -19,13 +21,32 @@ from .context import Abort, Ctx, pass_ctx
     help="Where to write the key (default: the user config dir, or --key-file).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing key file.")
+@click.option(
+    "--user",
+    "user_key",
+    is_flag=True,
+    help="Make your signing key (user.key, and user.pub to give to volunteers) instead.",
+)
+@click.option(
+    "--name",
+    envvar="BJGRID_USER",
+    help="The user name signed apps carry (with --user; default: your login name).",
+)
 @pass_ctx
-def keygen(ctx: Ctx, output: Path | None, force: bool) -> None:
+def keygen(ctx: Ctx, output: Path | None, force: bool, user_key: bool, name: str | None) -> None:
     """Create a new grid key (mode 0600) and print its grid id.
 
     Copy the same key file to every machine of the lab: machines with another key are a
     different grid and can neither see nor command this one.
+
+    With --user, create your own signing key instead: apps you submit are signed with it,
+    and volunteers that list your public key (user.pub) in trusted_users accept them.
     """
+    if user_key:
+        _user_keygen(ctx, output, force, name)
+        return
+    if name is not None:
+        raise Abort("--name goes with --user")
     path = output or ctx.key_file
     key = GridKey.generate()
     try:
@@ -33,3 +54,16 @@ def keygen(ctx: Ctx, output: Path | None, force: bool) -> None:
     except KeyError_ as e:
         raise Abort(str(e)) from None
     ctx.out.print(f"grid {key.grid_id}: key written to {path}")
+
+
+def _user_keygen(ctx: Ctx, output: Path | None, force: bool, name: str | None) -> None:
+    path = output or user_key_path(ctx.paths.config_dir)
+    try:
+        key = UserKey.generate(name or getpass.getuser())
+        pub = write_user_key(key, path, overwrite=force)
+    except SigningError as e:
+        raise Abort(str(e)) from None
+    ctx.out.print(f"user {key.user}: signing key written to {path}")
+    ctx.out.print(f"fingerprint {key.public.fingerprint}")
+    ctx.out.print(f"public key in {pub}; volunteers trust you with this trusted_users entry:")
+    ctx.out.print(key.public.dumps().strip())

@@ -1,14 +1,27 @@
 """Run one task attempt in a fresh private directory and pack what it produced.
 
-What a task gets: its own directory holding the app's files and its predecessors' declared
-outputs; a scrubbed environment (PATH, HOME=its directory, LANG, TMPDIR, the app's ``env`` and
-``BJGRID_*`` ids); the lowest CPU priority (nice 19) and the idle I/O class, so the owner comes
-first and the grid's heartbeats stay timely; its own process group, which is killed entirely
-when the task ends or times out. What comes back: ``stdout``, ``stderr`` and the declared
-outputs that resolve inside the directory (a symlink or path pointing elsewhere is refused).
+What a task gets (docs/sandbox.md says exactly what is and is not isolated):
 
-Not isolated yet (the owner-policy/sandbox issue): tasks run as the daemon's user, with no
-rlimits, mount or network namespace.
+- its own fresh directory with the app's files and its predecessors' declared outputs;
+- when the daemon runs as root, a slot account of its own: uid = gid = ``uid_base + n``
+  (no /etc/passwd entry needed), leased host-wide for the task's lifetime (no two running
+  tasks share one), no supplementary groups; its directory is owned by that uid, mode 0700,
+  so other tasks cannot read it;
+- rlimits: CPU time, address space (a backstop), file size, processes (per slot account);
+- a scrubbed environment (PATH, HOME and TMPDIR = its directory, LANG, the app's ``env`` and
+  ``BJGRID_*`` ids); the lowest CPU priority (nice 19) and the idle I/O class;
+- where the kernel allows: no network (a private network namespace with only loopback) unless
+  the task asks for it, and a private mount namespace (fresh /tmp and /dev/shm, its directory
+  seen at ``/tmp/task``);
+- its own process group, killed entirely when it ends; a slot account's every process is
+  killed too (so a task that escaped its group with setsid dies as well);
+- a memory cap (its ``memory_mb``, else the default): the group's resident memory is watched
+  and a task above the cap is killed and reported as ``memory limit exceeded (N MB)``.
+
+What comes back: ``stdout``, ``stderr`` and the declared outputs that resolve inside the
+directory; ``..``, absolute paths and links pointing elsewhere are refused with the reason.
+Suspension (owner policy) stops the whole group with SIGSTOP; the timeout does not run while
+a task is suspended.
 """
 
 from __future__ import annotations
@@ -17,19 +30,75 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from bonjourgrid.app.bundle import pack_files, sha256_hex, unpack_files
+from bonjourgrid.app.bundle import check_tree, pack_files, sha256_hex, unpack_files
+from bonjourgrid.ce_backends.embedded import isolation
 
 log = logging.getLogger(__name__)
 
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_MB = 1024 * 1024
+_DISK_CHECK_EVERY = 2.0
+"""Seconds between two sizings of a task's directory (a walk of its files)."""
+_OOM_MARKERS = (
+    b"MemoryError",
+    b"Cannot allocate memory",
+    b"std::bad_alloc",
+    b"out of memory",
+    b"Out of memory",
+)
+"""What a program hitting the address-space backstop usually prints (malloc failed)."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How tasks are confined on this volunteer. Defaults in the spirit of BOINC's
+    preferences (a fair share of memory, bounded disk); every value is configurable."""
+
+    uid_base: int = 64000
+    """Tasks run as uid = gid = ``uid_base + n`` (0 <= n < ``uid_count``) when the daemon
+    is root. The range must be used by bjgrid alone: a leased account's processes are killed."""
+    uid_count: int = 1000
+    """Size of the slot-account range."""
+    lock_dir: str = "/run/bonjourgrid/slot-accounts"
+    """Host-wide folder of the accounts' lease locks (shared by every daemon of the host)."""
+    slot_users: bool | None = None
+    """Run tasks as slot accounts: None means "when the daemon runs as root"."""
+    memory_mb: int = 2048
+    """Memory cap of a task that declares no ``memory_mb``."""
+    cpu_seconds: int = 7 * 24 * 3600
+    """CPU time of one attempt (SIGXCPU, then SIGKILL 5 s later)."""
+    file_size_mb: int = 4096
+    """Largest file a task may write (SIGXFSZ beyond)."""
+    max_processes: int = 512
+    """Processes and threads of one slot account (only with slot accounts: RLIMIT_NPROC
+    counts every process of a uid, the daemon's user's included)."""
+    disk_mb: int = 0
+    """Size of a task's directory; 0: no limit beyond file size."""
+    isolate_network: bool = True
+    """No network for tasks that do not ask for it, where the kernel allows."""
+    isolate_mounts: bool = True
+    """Private /tmp and /dev/shm, where the kernel allows."""
+    tmp_size_mb: int = 256
+    """Size of the private /tmp (and /dev/shm)."""
+    watch_interval: float = 0.2
+    """How often the memory of a running task is measured."""
+
+    def __post_init__(self) -> None:
+        if self.uid_base < 1000 or self.uid_count < 1:
+            raise ValueError(f"uid_base {self.uid_base}: slot accounts must not be system uids")
+
+
+DEFAULT_SANDBOX = SandboxConfig()
 
 
 @dataclass(frozen=True)
@@ -43,6 +112,10 @@ class TaskRun:
     outputs: tuple[str, ...]
     inputs: bytes
     inputs_sha256: str
+    memory_mb: int = 0
+    """The task's declared memory; 0: the sandbox's default cap."""
+    network: bool = False
+    """The task asked for the network."""
 
 
 @dataclass(frozen=True)
@@ -54,53 +127,187 @@ class TaskOutcome:
     outputs_sha256: str
 
 
-def _lower_priority() -> None:  # runs in the child between fork and exec
-    os.nice(19)
+@dataclass
+class TaskControl:
+    """A running task's handle for the owner policy: stop and continue its whole group.
+
+    Threading: call from the event loop that runs the task.
+    """
+
+    pgid: int | None = None
+    suspended_since: float | None = None
+    suspended_total: float = 0.0
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_since is not None
+
+    def attach(self, pgid: int) -> None:
+        """The task's group exists; stopped at once if suspended before it started."""
+        self.pgid = pgid
+        if self.suspended:
+            _signal_group(pgid, signal.SIGSTOP)
+
+    def suspend(self) -> None:
+        if self.suspended:
+            return
+        self.suspended_since = time.monotonic()
+        if self.pgid is not None:
+            _signal_group(self.pgid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.suspended_since is None:
+            return
+        self.suspended_total += time.monotonic() - self.suspended_since
+        self.suspended_since = None
+        if self.pgid is not None:
+            _signal_group(self.pgid, signal.SIGCONT)
+
+    def suspended_for(self, now: float) -> float:
+        """Seconds spent suspended so far."""
+        current = now - self.suspended_since if self.suspended_since is not None else 0.0
+        return self.suspended_total + current
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    _signal_group(pgid, signal.SIGKILL)
+    _signal_group(pgid, signal.SIGCONT)  # a stopped process dies only once continued
 
 
-async def run_task(run: TaskRun, *, app_files: Path, scratch: Path) -> TaskOutcome:
-    """Run ``run`` and return its outcome. Never raises for a task's own failure."""
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
+
+
+async def run_task(
+    run: TaskRun,
+    *,
+    app_files: Path,
+    scratch: Path,
+    config: SandboxConfig = DEFAULT_SANDBOX,
+    slot: int = 0,
+    control: TaskControl | None = None,
+) -> TaskOutcome:
+    """Run ``run`` and return its outcome. Never raises for a task's own failure (staging,
+    start, limits, outputs): the outcome's ``error`` says what happened. ``slot`` (the
+    worker's slot number) is the account tried first, so a task usually gets ``uid_base +
+    slot``; any free account of the range will do."""
     taskdir = scratch / f"{run.task}.{run.attempt}"
     if taskdir.exists():
         shutil.rmtree(taskdir)
     taskdir.mkdir(parents=True)
     logs = scratch / f"{run.task}.{run.attempt}.logs"
     logs.mkdir(exist_ok=True)
+    slot_users = _running_as_root() if config.slot_users is None else config.slot_users
+    lease: isolation.AccountLease | None = None
     try:
-        return await _run_in(run, taskdir, logs, app_files)
+        if slot_users:
+            try:
+                lease = isolation.lease_account(
+                    config.uid_base, config.uid_count, config.lock_dir, slot
+                )
+            except OSError as e:
+                return _outcome(None, 0.0, f"staging failed: {e}", logs, taskdir, None)
+        uid = lease.uid if lease else None
+        return await _run_in(run, taskdir, logs, app_files, config, uid, control or TaskControl())
     finally:
+        if lease is not None:
+            await asyncio.to_thread(isolation.kill_all_of, lease.uid)
+            lease.release()
         shutil.rmtree(taskdir, ignore_errors=True)
         shutil.rmtree(logs, ignore_errors=True)
 
 
-async def _run_in(run: TaskRun, taskdir: Path, logs: Path, app_files: Path) -> TaskOutcome:
-    error = ""
+def _memory_cap_mb(run: TaskRun, config: SandboxConfig) -> int:
+    return run.memory_mb if run.memory_mb > 0 else config.memory_mb
+
+
+def _rlimits(cap_mb: int, config: SandboxConfig, uid: int | None) -> list[tuple[int, int, int]]:
+    limits = [
+        (resource.RLIMIT_CPU, config.cpu_seconds, config.cpu_seconds + 5),
+        (resource.RLIMIT_FSIZE, config.file_size_mb * _MB, config.file_size_mb * _MB),
+        (resource.RLIMIT_CORE, 0, 0),
+    ]
+    if cap_mb > 0:
+        # A backstop against one huge allocation faster than the watchdog: address space
+        # is not memory (threads and mappings reserve much), so it is generous.
+        backstop = (2 * cap_mb + 512) * _MB
+        limits.append((resource.RLIMIT_AS, backstop, backstop))
+    if uid is not None:
+        limits.append((resource.RLIMIT_NPROC, config.max_processes, config.max_processes))
+    return limits
+
+
+def _prepare_for(taskdir: Path, uid: int) -> None:
+    """Give the slot account its directory (and everything staged in it), mode 0700."""
+    for root, dirs, files in os.walk(taskdir):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+    os.chown(taskdir, uid, uid)
+    os.chmod(taskdir, 0o700)
+
+
+def _unreachable_ancestor(path: Path) -> Path | None:
+    """The first ancestor another user cannot search (only matters without mount isolation)."""
+    for parent in reversed(path.resolve().parents):
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
+async def _run_in(
+    run: TaskRun,
+    taskdir: Path,
+    logs: Path,
+    app_files: Path,
+    config: SandboxConfig,
+    uid: int | None,
+    control: TaskControl,
+) -> TaskOutcome:
+    caps = isolation.probe() if (config.isolate_network or config.isolate_mounts) else None
+    new_network = bool(caps and caps.network_namespace and config.isolate_network)
+    new_network = new_network and not run.network
+    new_mounts = bool(caps and caps.mount_namespace and config.isolate_mounts)
     try:
         _populate(taskdir, app_files)
         if run.inputs:
             if sha256_hex(run.inputs) != run.inputs_sha256:
                 raise ValueError("inputs checksum mismatch")
             unpack_files(run.inputs, taskdir)
+        if uid is not None:
+            await asyncio.to_thread(isolation.kill_all_of, uid)  # leftovers of a crash
+            _prepare_for(taskdir, uid)
+            blocked = None if new_mounts else _unreachable_ancestor(taskdir)
+            if blocked is not None:
+                raise ValueError(f"uid {uid} cannot reach its directory ({blocked} is private)")
     except Exception as e:  # a broken staging is the attempt's failure, reported, not a crash
         return _outcome(None, 0.0, f"staging failed: {e}", logs, taskdir, None)
 
+    seen_dir = isolation.TASK_MOUNT if new_mounts else str(taskdir)
     env = {
         "PATH": _SAFE_PATH,
-        "HOME": str(taskdir),
+        "HOME": seen_dir,
         "LANG": "C.UTF-8",
-        "TMPDIR": str(taskdir),
+        "TMPDIR": seen_dir,
         **run.env,
         "BJGRID_APP": run.app,
         "BJGRID_TASK": run.task,
         "BJGRID_ATTEMPT": str(run.attempt),
     }
+    cap_mb = _memory_cap_mb(run, config)
+    setup = isolation.ChildSetup(
+        rlimits=tuple(_rlimits(cap_mb, config, uid)),
+        uid=uid,
+        gid=uid,
+        new_network=new_network,
+        new_mounts=new_mounts,
+        tmp_size_mb=config.tmp_size_mb,
+    )
     started = time.monotonic()
-    exit_code: int | None = None
     with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -111,20 +318,17 @@ async def _run_in(run: TaskRun, taskdir: Path, logs: Path, app_files: Path) -> T
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_lower_priority,
+                preexec_fn=setup,
             )
-        except OSError as e:
-            error = f"cannot start {run.argv[0]!r}: {e.strerror}"
+        except Exception as e:  # OSError, or SubprocessError from the child's set-up
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            error = f"cannot start {run.argv[0]!r}: {why}"
             return _outcome(None, 0.0, error, logs, taskdir, None)
+        control.attach(proc.pid)
         with contextlib.suppress(psutil.Error, AttributeError):
             psutil.Process(proc.pid).ionice(psutil.IOPRIO_CLASS_IDLE)
         try:
-            exit_code = await asyncio.wait_for(proc.wait(), run.timeout)
-        except asyncio.TimeoutError:
-            error = f"timed out after {run.timeout:g} s"
-            _kill_group(proc.pid)
-            await proc.wait()
-            exit_code = None
+            exit_code, error = await _watch(proc, run, config, cap_mb, taskdir, control)
         except asyncio.CancelledError:
             _kill_group(proc.pid)
             with contextlib.suppress(Exception):
@@ -132,11 +336,104 @@ async def _run_in(run: TaskRun, taskdir: Path, logs: Path, app_files: Path) -> T
             raise
         finally:
             _kill_group(proc.pid)  # whatever the task left behind in its group goes too
-    seconds = time.monotonic() - started
-    if exit_code is not None and exit_code < 0:
-        error = f"killed by signal {-exit_code}"
+            control.pgid = None
+    seconds = time.monotonic() - started - control.suspended_for(time.monotonic())
+    if not error and exit_code is not None and exit_code < 0:
+        error = _signal_reason(-exit_code, config)
+    elif not error and exit_code in _SHELL_LIMIT_CODES:  # a shell's child died of a limit
+        error = _signal_reason(exit_code - 128, config)
+    if not error and exit_code and _looks_out_of_memory(logs / "stderr"):
+        error = f"memory limit exceeded ({cap_mb} MB)"
+    if error.startswith("memory limit exceeded"):
+        exit_code = None  # reported as the attempt's failure reason, not as an exit status
     outputs = run.outputs if exit_code == 0 else None
-    return _outcome(exit_code, seconds, error, logs, taskdir, outputs)
+    return _outcome(exit_code, max(0.0, seconds), error, logs, taskdir, outputs)
+
+
+async def _watch(
+    proc: asyncio.subprocess.Process,
+    run: TaskRun,
+    config: SandboxConfig,
+    cap_mb: int,
+    taskdir: Path,
+    control: TaskControl,
+) -> tuple[int | None, str]:
+    """Wait for the task; kill it on timeout or when over its memory or disk cap."""
+    started = time.monotonic()
+    next_disk = started + _DISK_CHECK_EVERY
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=config.watch_interval)
+            if done:
+                return waiter.result(), ""
+            now = time.monotonic()
+            if control.suspended:
+                continue
+            ran = now - started - control.suspended_for(now)
+            reason = ""
+            if run.timeout is not None and ran > run.timeout:
+                reason = f"timed out after {run.timeout:g} s"
+            elif cap_mb > 0 and _group_rss(proc.pid) > cap_mb * _MB:
+                reason = f"memory limit exceeded ({cap_mb} MB)"
+            elif config.disk_mb > 0 and now >= next_disk:
+                next_disk = now + _DISK_CHECK_EVERY
+                used = await asyncio.to_thread(_tree_size, taskdir)
+                if used > config.disk_mb * _MB:
+                    reason = f"disk limit exceeded ({config.disk_mb} MB)"
+            if reason:
+                log.info("task %s#%d killed: %s", run.task, run.attempt, reason)
+                _kill_group(proc.pid)
+                await waiter
+                return None, reason
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+
+
+def _group_rss(leader: int) -> int:
+    """Resident bytes of the task's processes (the leader and all its descendants)."""
+    total = 0
+    try:
+        top = psutil.Process(leader)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+_SHELL_LIMIT_CODES = (128 + signal.SIGXCPU, 128 + signal.SIGXFSZ)
+
+
+def _signal_reason(sig: int, config: SandboxConfig) -> str:
+    if sig == signal.SIGXCPU:
+        return f"CPU time limit exceeded ({config.cpu_seconds} s)"
+    if sig == signal.SIGXFSZ:
+        return f"file size limit exceeded ({config.file_size_mb} MB)"
+    return f"killed by signal {sig}"
+
+
+def _looks_out_of_memory(stderr: Path) -> bool:
+    """A failed task whose last words say an allocation failed hit the address-space cap."""
+    try:
+        with open(stderr, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read()
+    except OSError:
+        return False
+    return any(m in tail for m in _OOM_MARKERS)
 
 
 def _populate(taskdir: Path, app_files: Path) -> None:
@@ -169,20 +466,23 @@ def _outcome(
 
     ``outputs`` is None when the attempt failed: then nothing but the logs comes back.
     Outputs may not be named ``stdout``/``stderr`` (app validation), so the logs are moved
-    into the task directory, replacing whatever the task put under those names.
+    into the task directory, replacing whatever the task put under those names. Called once
+    the task's processes are dead, so nothing changes the directory while it is read.
     """
     present = []
     for rel in outputs or ():
-        if (taskdir / rel).exists() or (taskdir / rel).is_symlink():
+        if os.path.lexists(taskdir / rel) or ".." in rel.split("/") or rel.startswith("/"):
             present.append(rel)
         else:
             error = error or f"declared output {rel!r} was not produced"
     try:
-        pack_files(taskdir, present)  # refuses anything resolving outside the sandbox
+        check_tree(taskdir, present, label="the task's sandbox")
     except Exception as e:
         error, present = f"output refused: {e}", []
     for name in ("stdout", "stderr"):
         (logs / name).touch()
+        if (taskdir / name).is_dir() and not (taskdir / name).is_symlink():
+            shutil.rmtree(taskdir / name)
         os.replace(logs / name, taskdir / name)
     if error:
         with open(taskdir / "stderr", "a") as f:

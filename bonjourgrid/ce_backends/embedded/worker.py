@@ -17,7 +17,13 @@ from pathlib import Path
 
 from bonjourgrid.app.bundle import extract_bundle, sha256_hex
 from bonjourgrid.ce_backends.base import WorkerBackend
-from bonjourgrid.ce_backends.embedded.sandbox import TaskRun, run_task
+from bonjourgrid.ce_backends.embedded.sandbox import (
+    DEFAULT_SANDBOX,
+    SandboxConfig,
+    TaskControl,
+    TaskRun,
+    run_task,
+)
 from bonjourgrid.control.messages import RunTask, TaskResult
 
 log = logging.getLogger(__name__)
@@ -28,13 +34,17 @@ ResultSink = Callable[[TaskResult], Awaitable[None]]
 class EmbeddedWorker(WorkerBackend):
     name = "embedded"
 
-    def __init__(self, app: str, root: Path) -> None:
+    def __init__(self, app: str, root: Path, sandbox: SandboxConfig = DEFAULT_SANDBOX) -> None:
         self.app = app
         self.root = root
         self.files = root / "files"
         self.scratch = root / "tasks"
+        self.sandbox = sandbox
         self.staged_sha: str | None = None
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._slots: dict[tuple[str, int], int] = {}
+        self._controls: dict[tuple[str, int], TaskControl] = {}
+        self._suspended = False
         self._unacked: dict[tuple[str, int], TaskResult] = {}
         self._sink: ResultSink | None = None
 
@@ -63,6 +73,10 @@ class EmbeddedWorker(WorkerBackend):
     def running(self) -> list[str]:
         return [f"{task}#{attempt}" for task, attempt in self._running]
 
+    def has(self, task: str, attempt: int) -> bool:
+        """Whether this attempt runs here or its result waits for an acknowledgement."""
+        return (task, attempt) in self._running or (task, attempt) in self._unacked
+
     def start(self, msg: RunTask) -> None:
         key = (msg.task, msg.attempt)
         if key in self._running or key in self._unacked:
@@ -79,13 +93,45 @@ class EmbeddedWorker(WorkerBackend):
             outputs=msg.outputs,
             inputs=msg.inputs,
             inputs_sha256=msg.inputs_sha256,
+            # Until RunTask carries them (issue 7): the task's memory cap and network wish.
+            memory_mb=getattr(msg, "memory_mb", 0),
+            network=getattr(msg, "network", False),
         )
+        used = set(self._slots.values())
+        self._slots[key] = min(n for n in range(len(used) + 1) if n not in used)
+        control = TaskControl()
+        if self._suspended:
+            control.suspend()
+        self._controls[key] = control
         self._running[key] = asyncio.create_task(self._run(run), name=f"task {msg.task}")
+
+    def suspend(self) -> None:
+        """Stop every running task's process group (SIGSTOP): the owner is back."""
+        self._suspended = True
+        for control in self._controls.values():
+            control.suspend()
+
+    def resume(self) -> None:
+        """Continue every suspended task (SIGCONT)."""
+        self._suspended = False
+        for control in self._controls.values():
+            control.resume()
+
+    @property
+    def suspended(self) -> bool:
+        return self._suspended
 
     async def _run(self, run: TaskRun) -> None:
         key = (run.task, run.attempt)
         try:
-            outcome = await run_task(run, app_files=self.files, scratch=self.scratch)
+            outcome = await run_task(
+                run,
+                app_files=self.files,
+                scratch=self.scratch,
+                config=self.sandbox,
+                slot=self._slots[key],
+                control=self._controls[key],
+            )
         except Exception as e:  # never let a bug in the sandbox lose track of an attempt
             log.exception("task %s#%d crashed the sandbox", run.task, run.attempt)
             result = TaskResult(
@@ -104,6 +150,8 @@ class EmbeddedWorker(WorkerBackend):
             )
         finally:
             self._running.pop(key, None)
+            self._slots.pop(key, None)
+            self._controls.pop(key, None)
         self._unacked[key] = result
         if self._sink is not None:
             try:

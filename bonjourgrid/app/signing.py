@@ -1,0 +1,290 @@
+"""Signed applications: a user's Ed25519 key signs an app; a volunteer checks whom it trusts.
+
+What is signed (``signed_payload``): a domain tag, then the canonical JSON (sorted keys, no
+spaces, ASCII) of ``{"bundle_sha256", "spec", "user"}``, where ``spec`` is the app spec's JSON
+(``AppSpec.to_json()``: every task's command, environment, outputs and requirements). So a
+changed file, task, command or user name breaks the signature.
+
+The signature travels as an ``AppSignature`` (user name, key fingerprint, public key, the
+64-byte signature; ``encode()`` gives one compact JSON string). A volunteer with a
+``trusted_users`` list (``TrustList``) accepts only apps signed by one of those keys; entries
+are public-key lines as written by ``bjgrid keygen --user`` (``bjgrid-user-pub-v1 <user>
+<hex>``), bare public keys (64 hex digits) or fingerprints (32 hex digits). With no list, any
+app is accepted, but a signature that is present must still be valid.
+
+Key files: ``user.key`` (``bjgrid-user-key-v1 <user> <64 hex seed>``, mode 0600) and
+``user.pub`` (the public line) in the user's config dir. Everything but ``write_user_key``
+and ``load_user_key`` is pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+if TYPE_CHECKING:
+    from bonjourgrid.app.spec import AppSpec
+
+KEY_MAGIC = "bjgrid-user-key-v1"
+PUB_MAGIC = "bjgrid-user-pub-v1"
+USER_KEY_FILE = "user.key"
+_DOMAIN = b"bjgrid app signature v1\0"
+_FINGERPRINT_HEX = 32
+"""128 bits: a fingerprint in a trust list must resist second preimages, not just typos."""
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class SigningError(Exception):
+    """A key, trust entry or signature blob is malformed; the message says which."""
+
+
+class SignatureRefused(Exception):
+    """An app is refused by the volunteer's trust policy; ``reason`` is for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def fingerprint(public_raw: bytes) -> str:
+    return hashlib.sha256(b"bjgrid user key\0" + public_raw).hexdigest()[:_FINGERPRINT_HEX]
+
+
+def _check_user(user: str, source: str) -> str:
+    if not _USER.fullmatch(user):
+        raise SigningError(f"{source}: user name {user!r} must match {_USER.pattern}")
+    return user
+
+
+@dataclass(frozen=True)
+class UserPublicKey:
+    user: str
+    raw: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.raw)
+
+    def dumps(self) -> str:
+        return f"{PUB_MAGIC} {self.user} {self.raw.hex()}\n"
+
+    @classmethod
+    def loads(cls, text: str, *, source: str = "public key") -> UserPublicKey:
+        parts = text.split()
+        if len(parts) != 3 or parts[0] != PUB_MAGIC:
+            raise SigningError(f"{source}: expected '{PUB_MAGIC} <user> <64 hex digits>'")
+        return cls(_check_user(parts[1], source), _hex_bytes(parts[2], 32, source))
+
+
+@dataclass(frozen=True)
+class UserKey:
+    user: str
+    seed: bytes = field(repr=False)
+
+    @classmethod
+    def generate(cls, user: str) -> UserKey:
+        return cls(_check_user(user, "user key"), os.urandom(32))
+
+    @property
+    def _private(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
+
+    @property
+    def public(self) -> UserPublicKey:
+        raw = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return UserPublicKey(self.user, raw)
+
+    def dumps(self) -> str:
+        return f"{KEY_MAGIC} {self.user} {self.seed.hex()}\n"
+
+    @classmethod
+    def loads(cls, text: str, *, source: str = "user key") -> UserKey:
+        parts = text.split()
+        if len(parts) != 3 or parts[0] != KEY_MAGIC:
+            raise SigningError(f"{source}: not a bjgrid user key ('{KEY_MAGIC} <user> <hex>')")
+        return cls(_check_user(parts[1], source), _hex_bytes(parts[2], 32, source))
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+
+def _hex_bytes(text: str, size: int, source: str) -> bytes:
+    if len(text) != 2 * size or not _HEX.fullmatch(text.lower()):
+        raise SigningError(f"{source}: expected {2 * size} hex digits")
+    return bytes.fromhex(text)
+
+
+@dataclass(frozen=True)
+class AppSignature:
+    user: str
+    fingerprint: str
+    public_key: bytes
+    signature: bytes
+
+    def encode(self) -> str:
+        """One compact JSON string (for a control message or the journal)."""
+        return json.dumps(
+            {
+                "v": 1,
+                "user": self.user,
+                "fingerprint": self.fingerprint,
+                "public_key": self.public_key.hex(),
+                "signature": base64.b64encode(self.signature).decode(),
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> AppSignature:
+        """Parse ``encode()`` output; SigningError if it is not one."""
+        try:
+            d = json.loads(text)
+            if not isinstance(d, dict) or d.get("v") != 1:
+                raise ValueError("not a version 1 signature")
+            sig = base64.b64decode(d["signature"], validate=True)
+            pub = _hex_bytes(str(d["public_key"]), 32, "signature")
+            user, fp = str(d["user"]), str(d["fingerprint"])
+        except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            raise SigningError(f"malformed app signature: {e}") from None
+        if len(sig) != 64:
+            raise SigningError("malformed app signature: signature is not 64 bytes")
+        return cls(user, fp, pub, sig)
+
+
+def signed_payload(bundle_sha256: str, spec: AppSpec | Mapping[str, Any], user: str) -> bytes:
+    """The exact bytes a user signs for an app (see the module docstring)."""
+    spec_json = spec if isinstance(spec, Mapping) else spec.to_json()
+    body = {"bundle_sha256": bundle_sha256.lower(), "spec": spec_json, "user": user}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _DOMAIN + text.encode("ascii")
+
+
+def sign_app(key: UserKey, bundle_sha256: str, spec: AppSpec | Mapping[str, Any]) -> AppSignature:
+    """Sign an app: its bundle's sha256 and its spec, under the key's user name."""
+    pub = key.public
+    sig = key.sign(signed_payload(bundle_sha256, spec, key.user))
+    return AppSignature(key.user, pub.fingerprint, pub.raw, sig)
+
+
+@dataclass(frozen=True)
+class TrustedUser:
+    fingerprint: str
+    user: str | None = None
+    """The name given with the key in the trust list, when it was a public-key line."""
+
+
+@dataclass(frozen=True)
+class TrustList:
+    """The users a volunteer accepts apps from (``trusted_users`` in its config)."""
+
+    users: tuple[TrustedUser, ...]
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> TrustList:
+        """Entries: public-key lines, bare public keys (64 hex) or fingerprints (32 hex)."""
+        users: list[TrustedUser] = []
+        for n, entry in enumerate(entries, 1):
+            text = entry.strip()
+            source = f"trusted_users entry {n}"
+            if text.startswith(PUB_MAGIC):
+                pub = UserPublicKey.loads(text, source=source)
+                users.append(TrustedUser(pub.fingerprint, pub.user))
+            elif len(text) == 64:
+                users.append(TrustedUser(fingerprint(_hex_bytes(text, 32, source))))
+            elif len(text) == _FINGERPRINT_HEX and _HEX.fullmatch(text.lower()):
+                users.append(TrustedUser(text.lower()))
+            else:
+                raise SigningError(
+                    f"{source}: expected a '{PUB_MAGIC} ...' line, a public key (64 hex "
+                    f"digits) or a fingerprint ({_FINGERPRINT_HEX} hex digits)"
+                )
+        return cls(tuple(users))
+
+    def find(self, fp: str) -> TrustedUser | None:
+        return next((u for u in self.users if u.fingerprint == fp), None)
+
+
+def verify_app(
+    signature: AppSignature | None,
+    bundle_sha256: str,
+    spec: AppSpec | Mapping[str, Any],
+    trusted: TrustList | None,
+) -> TrustedUser | None:
+    """Accept or refuse an app. Returns who signed it (None for an unsigned app accepted by a
+    volunteer with no trust list); raises SignatureRefused with the reason otherwise."""
+    if signature is None:
+        if trusted is None:
+            return None
+        raise SignatureRefused("app is not signed and this volunteer accepts only trusted users")
+    fp = fingerprint(signature.public_key)
+    if fp != signature.fingerprint:
+        raise SignatureRefused(f"signature fingerprint {signature.fingerprint} != its key's {fp}")
+    try:
+        Ed25519PublicKey.from_public_bytes(signature.public_key).verify(
+            signature.signature, signed_payload(bundle_sha256, spec, signature.user)
+        )
+    except InvalidSignature:
+        raise SignatureRefused(
+            f"bad signature by {signature.user!r} (key {fp}): the files or task list were "
+            "changed after signing"
+        ) from None
+    if trusted is None:
+        return TrustedUser(fp, signature.user)
+    who = trusted.find(fp)
+    if who is None:
+        raise SignatureRefused(f"user {signature.user!r} (key {fp}) is not in trusted_users")
+    if who.user is not None and who.user != signature.user:
+        raise SignatureRefused(
+            f"key {fp} belongs to {who.user!r} in trusted_users but signed as {signature.user!r}"
+        )
+    return who
+
+
+def user_key_path(config_dir: Path) -> Path:
+    """Where a user's signing key lives by default (its public line beside it, ``.pub``)."""
+    return config_dir / USER_KEY_FILE
+
+
+def write_user_key(key: UserKey, path: Path, *, overwrite: bool = False) -> Path:
+    """Write the key to ``path`` (mode 0600) and its public line beside it (``.pub``, 0644);
+    returns the public file's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise SigningError(f"{path} exists already (use --force to replace it)") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(key.dumps())
+    os.chmod(path, 0o600)
+    pub = path.with_suffix(".pub")
+    pub.write_text(key.public.dumps())
+    pub.chmod(0o644)
+    return pub
+
+
+def load_user_key(path: Path) -> UserKey:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SigningError(f"no user signing key at {path}: run 'bjgrid keygen --user'") from None
+    except OSError as e:
+        raise SigningError(f"cannot read user key {path}: {e.strerror}") from None
+    return UserKey.loads(text, source=str(path))
