@@ -199,7 +199,7 @@ def test_coordinator_kill9_with_two_replicas_loses_no_result(
     assert final, f"nobody finished the app: { {h: r for h, (r, _) in held.items()} }"
     terms = {row["term"] for row, _ in held.values()}
     assert max(terms) == 2, f"exactly one takeover expected (no false ones): terms {terms}"
-    for host, entries in final:
+    for _host, entries in final:
         check_each_result_committed_once(entries, n)
     print(f"seed {seed}: final holders {[h for h, _ in final]}, terms {sorted(terms)}")
 
