@@ -45,20 +45,6 @@ class _Feed:
                 log.info("journal feed to %s stopped: %s", self.link.host, e)
                 return
 
-    async def settle(self, seq: int, timeout: float) -> None:
-        """Wait (at most ``timeout``) until every replica holds entries up to ``seq``: said
-        before "app ended", so each replica's copy of an ended app is whole."""
-
-        async def all_acked() -> None:
-            while any(f.acked < seq for f in self._feeds.values()):
-                self._changed.clear()
-                await self._changed.wait()
-
-        try:
-            await asyncio.wait_for(all_acked(), timeout)
-        except asyncio.TimeoutError:
-            log.warning("app %s: a replica did not confirm the journal's end", self.app_id)
-
     def close(self) -> None:
         self._task.cancel()
 

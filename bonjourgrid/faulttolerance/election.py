@@ -153,5 +153,5 @@ class Election:
         for peer, st in zip(peers, states, strict=True):
             if st is not None and st.coordinating and st.term >= app.term:
                 log.info("app %s: %s coordinates it with term %d", app.app_id, peer.node, st.term)
-                return True
-        return False
+                return "coordinated"
+        return ""
