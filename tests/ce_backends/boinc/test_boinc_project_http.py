@@ -1,0 +1,107 @@
+"""The project's HTTP endpoints on loopback: master page, downloads, uploads, refusals.
+
+Client compatibility is proven against the real boinc client (test_boinc_real_client.py);
+these pin the server-side rules: what is served, what uploads are accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bonjourgrid.ce_backends.boinc.project import Finished, Project, ProjectConfig
+from bonjourgrid.ce_backends.boinc.signing import CodeSignKey
+
+KEY = CodeSignKey.generate()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    done: list[Finished] = []
+    p = Project(app_id="a1", key=KEY, bundle=b"bundle", root=tmp_path, on_result=done.append,
+                config=ProjectConfig(next_rpc_delay=3))  # fmt: skip
+    with p:
+        yield p
+
+
+def call(
+    p: Project, method: str, path: str, body: bytes = b"", **headers: str
+) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(p.address, p.port, timeout=5)
+    try:
+        conn.request(method, p.base_path + path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def request(p: Project, auth: str) -> bytes:
+    return f"""<scheduler_request><authenticator>{auth}</authenticator><hostid>0</hostid>
+<cpu_req_secs>1</cpu_req_secs><platform_name>x86_64-pc-linux-gnu</platform_name>
+<host_info><host_cpid>c</host_cpid><domain_name>h9</domain_name><p_ncpus>1</p_ncpus>
+<m_nbytes>1e9</m_nbytes></host_info><other_results></other_results></scheduler_request>""".encode()
+
+
+def test_master_page_names_the_scheduler_both_ways(project: Project) -> None:
+    status, body = call(project, "GET", "")
+    sched = project.scheduler_url
+    assert status == 200
+    assert f'<link rel="boinc_scheduler" href="{sched}">'.encode() in body
+    assert f"<scheduler>{sched}</scheduler>".encode() in body
+
+
+def test_scheduler_gives_work_only_to_the_projects_account(project: Project) -> None:
+    project.submit(task="t", attempt=1, command="true")
+    status, body = call(project, "POST", "cgi", request(project, "stranger"))
+    assert status == 200 and b"<result>" not in body and b"unknown account" in body
+    status, body = call(project, "POST", "cgi", request(project, project.authenticator))
+    assert status == 200 and b"<result>" in body and b"<hostid>1</hostid>" in body
+    assert b"<next_rpc_delay>3</next_rpc_delay>" in body
+    assert call(project, "POST", "cgi", b"junk")[0] == 400
+
+
+def test_downloads_serve_issued_files_with_ranges(project: Project) -> None:
+    project.submit(task="t", attempt=1, command="true")
+    _, body = call(project, "POST", "cgi", request(project, project.authenticator))
+    name = body.split(b"<name>bjg_app_")[1].split(b"</name>")[0].decode()
+    path = f"download/bjg_app_{name}"
+    assert call(project, "GET", path) == (200, b"bundle")
+    assert call(project, "GET", path, Range="bytes=3-") == (206, b"dle")
+    assert call(project, "GET", "download/../../etc/passwd")[0] == 404
+    assert call(project, "GET", "download/nothing")[0] == 404
+
+
+def upload(
+    project: Project, name: str, data: bytes, offset: int = 0, nbytes: int | None = None
+) -> bytes:
+    head = f"""<data_server_request><core_client_major_version>7</core_client_major_version>
+<file_upload><file_info><name>{name}</name><xml_signature>
+</xml_signature><max_nbytes>1000000</max_nbytes></file_info>
+<nbytes>{len(data) + offset}</nbytes>
+<md5_cksum>{hashlib.md5(b"x" * offset + data).hexdigest()}</md5_cksum>
+<offset>{offset}</offset><data>
+"""
+    return call(project, "POST", "file_upload_handler", head.encode() + data)[1]
+
+
+def test_uploads_accepted_only_for_live_results(project: Project) -> None:
+    assert b"<status>-1</status>" in upload(project, "nobody_out", b"abc")
+    project.submit(task="t", attempt=1, command="true")
+    _, body = call(project, "POST", "cgi", request(project, project.authenticator))
+    out = body.split(b"<name>bjg1_t_1_out</name>")
+    assert len(out) == 2
+    assert b"<status>0</status>" in upload(project, "bjg1_t_1_out", b"xxx")
+    size_query = (
+        b"<data_server_request><get_file_size>bjg1_t_1_out</get_file_size></data_server_request>"
+    )
+    _, reply = call(project, "POST", "file_upload_handler", size_query)
+    assert b"<file_size>3</file_size>" in reply
+    # Resume at an offset; an offset past the end is a transient error (the client retries).
+    assert b"<status>0</status>" in upload(project, "bjg1_t_1_out", b"yz", offset=3)
+    assert (project.root / "upload" / "bjg1_t_1_out").read_bytes() == b"xxxyz"
+    assert b"<status>1</status>" in upload(project, "bjg1_t_1_out", b"", offset=10)
