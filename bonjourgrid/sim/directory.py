@@ -1,0 +1,50 @@
+"""What the simulated mDNS browsers see: every machine's last advertised offer.
+
+mDNS is for presence, not liveness (DESIGN.md): a machine that crashes without a goodbye
+stays listed with its last state, so coordinators keep asking dead idle machines and must
+time out. A restarted machine advertises itself as idle again.
+
+Coordinator records (``_bjg-coord``: app, node, term) are listed the same way: published
+when a machine starts coordinating an app, withdrawn (a goodbye) when it stops, left behind
+by a crash. The term in a record is informative only: a coordinator that sees a rival record
+with a higher term asks that machine over the control channel before it believes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bonjourgrid.coordinator.matchmaking import Offer
+
+
+class Directory:
+    def __init__(self) -> None:
+        self._offers: dict[str, Offer] = {}
+        self._idle: dict[str, Offer] = {}
+        self._coords: dict[str, dict[str, int]] = {}
+
+    def advertise(self, offer: Offer, state: str) -> None:
+        """Publish ``offer`` with ``state`` (``idle`` or ``worker``), replacing the old record."""
+        o = dataclasses.replace(offer, state=state)
+        self._offers[o.node] = o
+        if state == "idle":
+            self._idle[o.node] = o
+        else:
+            self._idle.pop(o.node, None)
+
+    def idle(self) -> list[Offer]:
+        """The machines listed as idle (some may be dead), in the order they appeared."""
+        return list(self._idle.values())
+
+    def offer(self, node: str) -> Offer | None:
+        return self._offers.get(node)
+
+    def publish_coordinator(self, app: str, node: str, term: int) -> None:
+        self._coords.setdefault(app, {})[node] = term
+
+    def withdraw_coordinator(self, app: str, node: str) -> None:
+        self._coords.get(app, {}).pop(node, None)
+
+    def coordinators(self, app: str) -> dict[str, int]:
+        """Node -> advertised term of every record for ``app``."""
+        return self._coords.get(app, {})

@@ -1,0 +1,188 @@
+"""The volunteer side of a simulated machine: the product's ``Volunteer`` machine plus glue.
+
+Mirrors ``bonjourgrid.daemon.volunteer_agent``: a ``Reserve`` is answered by the pure
+machine (accepted only from Idle, or for the same app with the same or a higher term: a
+re-home); heartbeats renew the lease; an unrenewed lease expires back to Idle (one timer per
+lease, checked with ``Expire(now)``); a task's result is held until the coordinator
+acknowledges it and is sent again to whoever coordinates after a re-home. Anything from a
+stale term, or for an app this machine does not serve, is answered with ``Stale`` so the
+sender learns the higher term (or that it lost the worker).
+
+Glue that TCP gives the real agent for free: held results are re-sent on every heartbeat
+(the router may drop them), and an attempt already started is never started twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bonjourgrid.sim.clock import Timer
+from bonjourgrid.sim.messages import (
+    CancelTask,
+    Heartbeat,
+    HeartbeatAck,
+    Key,
+    Release,
+    Reserve,
+    ReserveReply,
+    ResultAck,
+    RunTask,
+    StageAck,
+    StageApp,
+    Stale,
+    TaskResult,
+)
+from bonjourgrid.states import volunteer as v
+
+if TYPE_CHECKING:
+    from bonjourgrid.sim.node import SimNode
+
+
+class VolunteerSide:
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.machine = v.Volunteer()
+        self.running: dict[Key, tuple[Timer, int]] = {}
+        self.held: dict[Key, TaskResult] = {}
+        self.seen: set[Key] = set()
+        self._lease_timer: Timer | None = None
+        self.tasks_run = 0
+        self.heard_at = node.clock.now
+        """When the current coordinator last renewed the lease (answers pre-votes)."""
+
+    @property
+    def app(self) -> str | None:
+        a = self.machine.assignment
+        return a.app if a else None
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def on_message(self, src: str, msg: object) -> None:
+        before = self.app
+        if isinstance(msg, Reserve):
+            self._reserve(src, msg)
+        elif isinstance(msg, Heartbeat):
+            self._heartbeat(src, msg)
+        elif isinstance(msg, StageApp):
+            self._stage(src, msg)
+        elif isinstance(msg, RunTask):
+            self._run(src, msg)
+        elif isinstance(msg, CancelTask):
+            if self._current(msg.app, msg.term) and (t := self.running.pop(self._key(msg), None)):
+                t[0].cancel()
+        elif isinstance(msg, ResultAck):
+            if self.app == msg.app:
+                self.held.pop((msg.task, msg.attempt), None)
+        elif isinstance(msg, Release) and self._current(msg.app, msg.term):
+            self.machine.handle(v.Release(msg.app, msg.term))
+        self._after(before)
+
+    def _reserve(self, src: str, m: Reserve) -> None:
+        now = self.node.clock.now
+        out = self.machine.handle(v.Reserve(m.app, m.coordinator, m.term, now + m.lease))
+        a = self.machine.assignment
+        if isinstance(out, v.Refused):
+            term = a.term if a is not None and a.app == m.app else 0
+            self.node.send(src, ReserveReply(m.app, term, False, out.reason, 0))
+            return
+        self.heard_at = now
+        if self._lease_timer is None and a is not None:
+            self._lease_timer = self.node.later(m.lease, self._check_lease)
+        reply = ReserveReply(
+            m.app, m.term, True, "", self.node.slots, tuple(self.running), tuple(self.held)
+        )
+        self.node.send(src, reply)
+        for r in self.held.values():  # re-homed: the new coordinator gets what we hold
+            self.node.send(m.coordinator, r)
+
+    def _heartbeat(self, src: str, m: Heartbeat) -> None:
+        a = self.machine.assignment
+        if a is None or a.app != m.app:
+            self.node.send(src, Stale(m.app, 0, False))
+            return
+        out = self.machine.handle(v.Renew(m.app, m.term, self.node.clock.now + m.lease))
+        if isinstance(out, v.Refused):
+            self.node.send(src, Stale(m.app, a.term, True))
+            return
+        self.heard_at = self.node.clock.now
+        self.node.send(src, HeartbeatAck(m.app, m.term, tuple(self.running)))
+        for r in self.held.values():
+            self.node.send(a.coordinator, r)
+
+    def _stage(self, src: str, m: StageApp) -> None:
+        a = self.machine.assignment
+        if a is None or a.app != m.app:
+            self.node.send(src, Stale(m.app, 0, False))
+            return
+        out = self.machine.handle(v.Activate(m.app, m.term))
+        if isinstance(out, v.Refused):
+            self.node.send(src, Stale(m.app, a.term, True))
+            return
+        self.node.send(src, StageAck(m.app, m.term, True))
+
+    def _run(self, src: str, m: RunTask) -> None:
+        a = self.machine.assignment
+        if a is None or a.app != m.app:
+            self.node.send(src, Stale(m.app, 0, False))
+            return
+        if m.term < a.term:
+            self.node.send(src, Stale(m.app, a.term, True))
+            return
+        key = self._key(m)
+        if self.machine.state is not v.VolunteerState.WORKER or key in self.seen:
+            return
+        self.seen.add(key)
+        self.tasks_run += 1
+        self.node.checks.task_started(self.node.id, m.app, a.app, self.node.clock.now)
+        timer = self.node.later(m.duration, lambda: self._finished(m))
+        self.running[key] = (timer, m.cpus)
+
+    def _finished(self, m: RunTask) -> None:
+        key = self._key(m)
+        if self.running.pop(key, None) is None:
+            return
+        a = self.machine.assignment
+        if a is None or a.app != m.app:
+            return
+        r = TaskResult(m.app, m.task, m.attempt, m.exit_code, m.duration)
+        self.held[key] = r
+        self.node.send(a.coordinator, r)
+
+    # --- lease and idleness ------------------------------------------------------------------
+
+    def _check_lease(self) -> None:
+        self._lease_timer = None
+        before = self.app
+        self.machine.handle(v.Expire(self.node.clock.now))
+        a = self.machine.assignment
+        if a is not None:
+            self._lease_timer = self.node.later(
+                a.lease_until - self.node.clock.now, self._check_lease
+            )
+        self._after(before)
+
+    def _after(self, before: str | None) -> None:
+        """Follow the machine's state: back to Idle drops the app's tasks and results."""
+        now_app = self.app
+        if now_app == before:
+            return
+        self.node.checks.assignment_changed(self.node.id, before, now_app, self.node.clock.now)
+        if now_app is None:
+            for timer, _ in self.running.values():
+                timer.cancel()
+            self.running.clear()
+            self.held.clear()
+            self.seen.clear()
+            if self._lease_timer is not None:
+                self._lease_timer.cancel()
+                self._lease_timer = None
+            self.node.left_app(before or "")
+        self.node.advertise(self.machine.advertised)
+
+    def _current(self, app: str, term: int) -> bool:
+        a = self.machine.assignment
+        return a is not None and a.app == app and term >= a.term
+
+    @staticmethod
+    def _key(m: RunTask | CancelTask) -> Key:
+        return (m.task, m.attempt)

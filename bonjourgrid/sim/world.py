@@ -1,0 +1,57 @@
+"""Everything one simulated run shares: clock, seeded randomness, network, directory, checks."""
+
+from __future__ import annotations
+
+import random
+
+from bonjourgrid.config import Config
+from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.sim.checks import Checks
+from bonjourgrid.sim.clock import VirtualClock
+from bonjourgrid.sim.directory import Directory
+from bonjourgrid.sim.network import Faults, Network
+from bonjourgrid.sim.node import SimNode
+from bonjourgrid.sim.workload import Workload
+
+
+class World:
+    def __init__(self, seed: int, config: Config, faults: Faults, workload: Workload) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.clock = VirtualClock()
+        self.net = Network(self.clock, self.rng, faults)
+        self.directory = Directory()
+        self.checks = Checks(self.clock)
+        self.config = config
+        self.workload = workload
+        self.nodes: dict[str, SimNode] = {}
+        self.prevote = True
+        """Replicas ask peers and workers before claiming (False: the naive rule)."""
+
+    def add_node(self, offer: Offer) -> SimNode:
+        node = SimNode(self, offer)
+        self.nodes[offer.node] = node
+        return node
+
+    def crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.up:
+            node.crash()
+            self.checks.log(f"crash {node_id}")
+
+    def restart(self, node_id: str) -> SimNode:
+        """A crashed machine comes back as a fresh idle volunteer (its memory is gone)."""
+        old = self.nodes[node_id]
+        if old.up:
+            return old
+        self.checks.log(f"restart {node_id}")
+        return self.add_node(old.offer)
+
+    def holders(self) -> set[str]:
+        """Apps that some live machine coordinates or keeps a replica of."""
+        out: set[str] = set()
+        for n in self.nodes.values():
+            if n.up:
+                out.update(n.coords)
+                out.update(n.replicas)
+        return out
