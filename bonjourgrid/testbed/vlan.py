@@ -6,7 +6,11 @@ Linux bridge in a namespace of its own (``<prefix>-sw``); each host is a namespa
 link-local 169.254.X.Y/16 address, a 224.0.0.0/4 route (multicast) and nothing else: no default
 route, no DNS, no IPv6 (the user's LAN lab, IPv4 mDNS only). Nothing is created in the root
 namespace, so no packet of ours can reach the machine's real interfaces. Processes run in a
-host's namespace and in a UTS namespace of their own whose hostname is the host's name.
+host's namespace, in a UTS namespace of their own whose hostname is the host's name, and in a
+mount namespace of their own where ``/etc/hosts`` is the LAN's hosts file (every host's name ->
+its link-local address, plus localhost): there is no DNS, yet a host's own name resolves, as
+software such as HTCondor's bindings requires. The file is appended to in place when a host is
+added, so running processes see new hosts; the mounts vanish with the processes.
 
 Works as root, or unprivileged inside ``scripts/userns-run`` (user + mount + net namespaces,
 tmpfs on /run). ``available()`` says which.
@@ -41,7 +45,7 @@ MULTICAST_NET = "224.0.0.0/4"
 MAX_HOSTS = 1000
 # How long close()/kill9() wait for SIGKILLed processes to leave a namespace.
 KILL_WAIT_S = 5.0
-_TOOLS = ("ip", "unshare", "sh", "hostname")
+_TOOLS = ("ip", "unshare", "sh", "hostname", "mount")
 # Run in a namespace (sysctls under /proc/sys/net are per namespace); a kernel without IPv6 is fine.
 _IPV6_OFF = (
     "sh",
@@ -49,7 +53,10 @@ _IPV6_OFF = (
     "cd /proc/sys/net/ipv6/conf 2>/dev/null || exit 0; echo 1 > all/disable_ipv6 && "
     "echo 1 > default/disable_ipv6",
 )
-_SET_HOSTNAME = 'hostname "$0" && exec "$@"'
+# $0 the host name, $1 the LAN's hosts file, then the command. Runs in fresh UTS and mount
+# namespaces (mounts from the root namespace still propagate in: slave propagation).
+_ENTER_HOST = 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"'
+_HOSTS_HEADER = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 class VlanError(RuntimeError):
@@ -111,6 +118,7 @@ class Host:
         self.address = address
         self.home = home
         self._switch_ns = lan.bridge_ns
+        self._hosts_file = lan.hosts_file
         self._port = f"vh{index}"
         self._inode: int | None = None
         self._procs: list[subprocess.Popen[Any]] = []
@@ -134,7 +142,8 @@ class Host:
             raise ValueError("empty argv")
         return [
             "ip", "netns", "exec", self.netns,
-            "unshare", "--uts", "sh", "-c", _SET_HOSTNAME, self.name,
+            "unshare", "--uts", "--mount", "--propagation", "slave",
+            "sh", "-c", _ENTER_HOST, self.name, str(self._hosts_file),
             *argv,
         ]  # fmt: skip
 
@@ -147,7 +156,8 @@ class Host:
         stderr: Any = None,
         **kw: Any,
     ) -> subprocess.Popen[Any]:
-        """Start ``argv`` inside the host (its netns, its own UTS ns named after the host).
+        """Start ``argv`` inside the host (its netns, its own UTS ns named after the host, its
+        own mount ns with the LAN's ``/etc/hosts``).
 
         Defaults: ``env=self.env()``, stdin from /dev/null, a new session (terminal signals do
         not reach the host's processes; the LAN's owner stops them). The process is tracked.
@@ -286,6 +296,8 @@ class VirtualLan:
         self.prefix = namespace_prefix() + secrets.token_hex(2) + (f"-{name}" if name else "")
         self.bridge_ns = f"{self.prefix}-sw"
         self.base_dir = Path(base_dir)
+        self.hosts_file = self.base_dir / f".{self.prefix}.hosts"
+        """The LAN's ``/etc/hosts``, bind-mounted over ``/etc/hosts`` in every host."""
         self.hosts: list[Host] = []
         self._n_hosts = n_hosts
         # 169.254.0.x and 169.254.255.x are reserved (RFC 3927 §2.1).
@@ -312,6 +324,9 @@ class VirtualLan:
             self._started = True
             _register(self)
             try:
+                self.base_dir.mkdir(parents=True, exist_ok=True)
+                self.hosts_file.write_text(_HOSTS_HEADER)
+                os.chmod(self.hosts_file, 0o644)
                 _ip("netns", "add", self.bridge_ns)
                 _ip("netns", "exec", self.bridge_ns, *_IPV6_OFF)
                 _ip_batch(
@@ -354,6 +369,8 @@ class VirtualLan:
             _delete_netns([h.netns for h in self.hosts] + [self.bridge_ns])
         finally:
             _unregister(self)
+            with contextlib.suppress(OSError):
+                self.hosts_file.unlink()
         left = [n for n in [h.netns for h in self.hosts] + [self.bridge_ns] if _netns_exists(n)]
         if survivors or left:
             raise VlanError(f"{self.prefix}: survivors {survivors}, namespaces left {left}")
@@ -376,6 +393,9 @@ class VirtualLan:
         address = f"169.254.{self._octet3 + (index - 1) // 254}.{(index - 1) % 254 + 1}"
         host = Host(self, index, address, self.base_dir / f"h{index}")
         self.hosts.append(host)  # before creation, so close() cleans up a half-made host
+        # Appended in place (never replaced): the running hosts' bind mounts see the new line.
+        with open(self.hosts_file, "a") as f:
+            f.write(f"{address}\t{host.name}\n")
         host._create(16)
         return host
 

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bonjourgrid.ce_backends.condor.config import KEY_NAME
+from bonjourgrid.ce_backends.condor.config import DOMAIN, KEY_NAME
 from bonjourgrid.ce_backends.condor.installation import Installation
 
 KEY_BYTES = 32
@@ -32,6 +32,9 @@ def _scratch(inst: Installation, near: Path) -> Iterator[Path]:
     """A private directory for one tool run (bound into the rootfs only for that run: the
     key directory itself may be bound by a running head, see Installation.forget_binds)."""
     tmp = Path(tempfile.mkdtemp(prefix=".bjg-", dir=near))
+    # Without a config of their own the tools read Debian's and resolve the host name first,
+    # which hangs on a LAN with no DNS (a virtual-LAN host, a link-local lab).
+    (tmp / "condor_config").write_text(f"NO_DNS = True\nDEFAULT_DOMAIN_NAME = {DOMAIN}\n")
     try:
         yield tmp
     finally:
@@ -50,7 +53,7 @@ def make_signing_key(inst: Installation, key_dir: Path) -> Path:
     with _scratch(inst, key_dir) as tmp:
         inst.run(
             ["condor_store_cred", "add", "-c", "-f", str(tmp / KEY_NAME), "-i", "-"],
-            env={},
+            env={"CONDOR_CONFIG": str(tmp / "condor_config")},
             binds=[tmp],
             input=secret,
         )
@@ -86,6 +89,7 @@ def mint_token(
                 str(out),
             ],
             env={
+                "CONDOR_CONFIG": str(tmp / "condor_config"),
                 "_CONDOR_SEC_TOKEN_POOL_SIGNING_KEY_FILE": str(tmp / KEY_NAME),
                 "_CONDOR_SEC_PASSWORD_DIRECTORY": str(tmp),
                 "_CONDOR_TRUST_DOMAIN": trust_domain,

@@ -1,0 +1,518 @@
+"""The HTCondor CE, coordinator side: a pool's head for one app, its tasks as HTCondor jobs.
+
+::
+
+    start()            fresh signing key, tokens for the head and the submitter; head config;
+                       condor_master -> collector (CE port), negotiator, schedd
+    prepare(worker) ── mint <node>@workers.D, send CondorJoin ─► worker starts a startd
+                    ◄─ CondorJoined(ok, machine)
+    launch(task, attempt, None, inputs)
+                       stage app files + predecessors' outputs in the job dir; submit
+    poller             follows the jobs; each finished one -> TaskResult -> on_result(result)
+    cancel(attempt)    condor_rm the job (no result is reported for it)
+    stop()             stop the daemons, remove every file of the CE
+
+HTCondor places the tasks (``places_tasks``): the core launches every ready task with
+``worker=None`` and no slot accounting. Retries stay with the core (``max_retries = 0``): every
+attempt is then journaled and committed once by (task, attempt) like on every backend, the
+retry budget and failure semantics (a non-zero exit or a missing output counts as a failure)
+are the core's, and a replica that takes over knows exactly which attempts existed.
+
+Job layout (``jobs/<task>.<attempt>/``, owned by the job user, seen at the same path by the
+schedd): ``in/`` holds the app's files and the predecessors' outputs and is transferred as
+the scratch directory's contents; the command runs under a tiny ``/bin/sh`` wrapper that
+packs the declared outputs present into ``.bjg-outputs.tgz`` (the one declared
+``transfer_output_files``: always produced, so HTCondor never holds a job for a missing
+output, nested paths keep their folders, and a failed task still comes back with its exit
+code); ``stdout``/``stderr`` come back beside it. The result tar is laid out like the
+embedded worker's (``stdout``, ``stderr``, and on exit 0 the declared outputs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from bonjourgrid.app.bundle import BundleError, pack_files, sha256_hex, unpack_files
+from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerHandle
+from bonjourgrid.ce_backends.condor import config, security
+from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
+from bonjourgrid.ce_backends.condor.installation import Installation, require
+from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
+from bonjourgrid.ce_backends.embedded.coordinator import task_argv
+from bonjourgrid.control.messages import TaskResult
+
+if TYPE_CHECKING:
+    from bonjourgrid.app.spec import TaskSpec
+    from bonjourgrid.states.tasktable import Attempt
+
+log = logging.getLogger(__name__)
+
+HEAD_DAEMONS = ("MASTER", "COLLECTOR", "NEGOTIATOR", "SCHEDD")
+POLL_S = 0.25
+"""Seconds between two looks at the queue: small next to a job's ~1 s submit-to-done."""
+JOIN_TIMEOUT_S = 30.0
+"""A worker's startd is ready in ~0.05 s; a loaded machine and a chroot take longer."""
+OUTPUTS_TAR = ".bjg-outputs.tgz"
+INPUT_DIR = "in"
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_MEMORY_MB = 64
+"""HTCondor's request_memory for a task that names none (the slot's memory is the cap)."""
+
+
+# --- proposed control messages (to move to bonjourgrid/control/messages.py) ---------------------
+
+
+@dataclass(frozen=True)
+class CondorJoin:
+    """Coordinator -> recruited worker: join this CE's HTCondor pool (start a startd).
+
+    ``token`` is the worker's IDTOKEN (identity ``<node>@workers.<ce_id>.bjgrid``), signed by
+    the CE's own key; it only ever travels over the authenticated control channel.
+    """
+
+    app: str
+    term: int
+    ce_id: str
+    collector_host: str
+    collector_port: int
+    token: str
+
+
+@dataclass(frozen=True)
+class CondorJoined:
+    """Worker -> coordinator: its startd runs (``machine``: its HTCondor Machine name), or
+    why it could not join."""
+
+    app: str
+    ok: bool
+    error: str
+    machine: str
+
+
+# --- the backend ---------------------------------------------------------------------------------
+
+ResultSink = Callable[[TaskResult], Awaitable[None]]
+
+
+class AppView(Protocol):
+    """What this backend reads of the app coordinator."""
+
+    app_id: str
+    term: int
+    bundle: bytes
+
+
+@dataclass
+class _Job:
+    task: TaskSpec
+    attempt: int
+    dir: Path
+    cluster: int
+    submitted: float
+    running_since: float | None = None
+    cancelled: bool = False
+    result: TaskResult | None = None
+
+
+def ce_id_for(app_id: str) -> str:
+    """A fresh CE id for ``app_id`` (a DNS-label-like string; new for every head)."""
+    label = re.sub(r"[^a-z0-9-]", "-", app_id.lower())[:24].strip("-") or "app"
+    return f"{label}-{secrets.token_hex(3)}"
+
+
+def machine_name(address: str) -> str:
+    """HTCondor's Machine name for a host at ``address`` (NO_DNS: made from the address)."""
+    return f"{address.replace('.', '-')}.{config.DOMAIN}"
+
+
+def wrapper_argv(task: TaskSpec) -> tuple[str, ...]:
+    """The job's command line: the task's argv under a /bin/sh wrapper that sets HOME/TMPDIR
+    to the scratch directory (unless the task's env does) and packs the declared outputs."""
+    script = ': "${HOME:=$PWD}" "${TMPDIR:=$PWD}"; export HOME TMPDIR; "$@"; rc=$?'
+    if task.outputs:
+        names = " ".join(shlex.quote(o) for o in task.outputs)
+        script += f"; tar czf {OUTPUTS_TAR} --ignore-failed-read -- {names} 2>/dev/null"
+    script += "; exit $rc"
+    return ("/bin/sh", "-c", script, "sh", *task_argv(task))
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((address, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class CondorCoordinator(CoordinatorBackend):
+    """One CE's HTCondor head on the coordinator; HTCondor places the tasks.
+
+    ``address`` is the coordinator's LAN (link-local) address, ``root`` a directory of its
+    own (removed by :meth:`stop`). ``on_result`` receives each finished attempt's
+    :class:`TaskResult`; a job's files are removed only once it returned (an exception keeps
+    the result, delivered again at the next poll). ``spawn`` runs condor_master (tests pass
+    a virtual-LAN host's ``popen``). Threading: everything runs on the event loop; the
+    blocking bindings and tools run in worker threads.
+    """
+
+    name = "condor"
+    places_tasks = True
+
+    def __init__(
+        self,
+        app: AppView,
+        *,
+        address: str,
+        root: Path,
+        on_result: ResultSink | None = None,
+        inst: Installation | None = None,
+        port: int | None = None,
+        spawn: Spawn | None = None,
+        poll_interval: float = POLL_S,
+    ) -> None:
+        self.app = app
+        self.address = address
+        self.root = Path(root)
+        self.on_result = on_result
+        self.inst = inst
+        self.port = port
+        self.names = config.CeNames(ce_id_for(app.app_id))
+        self.members: dict[str, str] = {}
+        """Worker node id -> its HTCondor Machine name (from CondorJoined)."""
+        self.ran_on: dict[tuple[str, int], str] = {}
+        """(task, attempt) -> node id of the worker whose startd ran it (when known)."""
+        self.client: CondorClient | None = None
+        self._spawn = spawn
+        self._poll_interval = poll_interval
+        self._head: CondorDaemons | None = None
+        self._key: Path | None = None
+        self._jobs: dict[int, _Job] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    # --- CoordinatorBackend ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._head is not None:
+            return
+        if self.on_result is None:
+            raise RuntimeError("CondorCoordinator needs on_result before start()")
+        await asyncio.to_thread(self._start_head)
+        self._poller = asyncio.create_task(self._poll_loop(), name=f"condor {self.app.app_id}")
+
+    def _start_head(self) -> None:
+        inst = self.inst = self.inst or require()
+        names = self.names
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(exist_ok=True)
+        os.chmod(self.jobs_dir, 0o755)
+        key = self._key = security.make_signing_key(inst, self.keys_dir)
+        head_dir = self.root / "head"
+        td = names.trust_domain
+        mint = security.mint_token
+        security.install_token(
+            head_dir / "tokens", "head", mint(inst, key, trust_domain=td, identity=names.head)
+        )
+        client_tokens = self.root / "client-tokens"
+        security.install_token(
+            client_tokens, names.ce_id, mint(inst, key, trust_domain=td, identity=names.submitter)
+        )
+        self.port = self.port or _free_port(self.address)
+        text = config.head_config(
+            names,
+            address=self.address,
+            port=self.port,
+            local_dir=head_dir / "local",
+            key_file=key,
+            token_dir=head_dir / "tokens",
+        )
+        self._head = CondorDaemons(
+            inst,
+            head_dir,
+            text,
+            daemons=HEAD_DAEMONS,
+            binds=[self.keys_dir, self.jobs_dir],
+            spawn=self._spawn,
+        )
+        self._head.start()
+        self._head.wait_ready()
+        self.client = CondorClient(
+            config.client_params(
+                names, head_address=self.address, head_port=self.port, token_dir=client_tokens
+            )
+        )
+
+    async def prepare(self, worker: WorkerHandle) -> None:
+        if self._head is None or self._key is None or self.inst is None:
+            raise RuntimeError("the CE's head is not running")
+        token = await asyncio.to_thread(
+            security.mint_token,
+            self.inst,
+            self._key,
+            trust_domain=self.names.trust_domain,
+            identity=self.names.worker(worker.node),
+        )
+        assert self.port is not None
+        await worker.send(
+            CondorJoin(
+                self.app.app_id, self.app.term, self.names.ce_id, self.address, self.port, token
+            )
+        )
+        reply = await worker.expect(CondorJoined, JOIN_TIMEOUT_S)
+        assert isinstance(reply, CondorJoined)
+        if not reply.ok:
+            raise RuntimeError(f"could not join the HTCondor pool: {reply.error}")
+        self.members[worker.node] = reply.machine
+
+    async def launch(
+        self, task: TaskSpec, attempt: Attempt, worker: WorkerHandle | None, inputs: bytes
+    ) -> None:
+        client = self.client
+        if client is None or self._stopped:
+            raise RuntimeError("the CE's head is not running")
+        job_dir = self.jobs_dir / f"{task.id}.{attempt.attempt}"
+        spec = await asyncio.to_thread(self._stage, task, attempt.attempt, job_dir, inputs)
+        cluster = await asyncio.to_thread(client.submit, spec)
+        self._jobs[cluster] = _Job(task, attempt.attempt, job_dir, cluster, time.monotonic())
+        log.debug("app %s: %s#%d is job %d", self.app.app_id, task.id, attempt.attempt, cluster)
+
+    def _stage(self, task: TaskSpec, attempt: int, job_dir: Path, inputs: bytes) -> JobSpec:
+        assert self.inst is not None
+        shutil.rmtree(job_dir, ignore_errors=True)
+        staged = job_dir / INPUT_DIR
+        staged.mkdir(parents=True)
+        if self.app.bundle:
+            unpack_files(self.app.bundle, staged)
+        if inputs:
+            unpack_files(inputs, staged)
+        owner = self.inst.user_id(config.JOB_USER)
+        if owner is not None:  # the shadow writes the job's files as the job user
+            for d, dirs, files in os.walk(job_dir):
+                for name in [d, *(os.path.join(d, n) for n in dirs + files)]:
+                    os.chown(name, *owner)
+        env = {
+            "PATH": SAFE_PATH,
+            "LANG": "C.UTF-8",
+            **task.env_dict(),
+            "BJGRID_APP": self.app.app_id,
+            "BJGRID_TASK": task.id,
+            "BJGRID_ATTEMPT": str(attempt),
+        }
+        return JobSpec(
+            name=f"{task.id}.{attempt}",
+            argv=wrapper_argv(task),
+            job_dir=job_dir,
+            # "in/" (trailing slash): HTCondor transfers the folder's contents.
+            inputs=[f"{INPUT_DIR}/"] if any(staged.iterdir()) else [],
+            outputs=[OUTPUTS_TAR] if task.outputs else [],
+            env=env,
+            max_retries=0,
+            cpus=task.requirements.cpus,
+            memory_mb=task.requirements.memory_mb or DEFAULT_MEMORY_MB,
+        )
+
+    async def cancel(self, attempt: Attempt, worker: WorkerHandle | None) -> None:
+        job = self._find(attempt.task, attempt.attempt)
+        if job is None or job.cancelled:
+            return
+        job.cancelled = True
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.client.remove, [job.cluster])
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poller
+        await asyncio.to_thread(self._stop_files)
+
+    def _stop_files(self) -> None:
+        if self._head is not None:
+            self._head.stop()
+        if self.inst is not None:
+            self.inst.forget_binds([self.keys_dir, self.jobs_dir])
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._jobs.clear()
+
+    # --- views -----------------------------------------------------------------------------
+
+    async def machines(self) -> list[str]:
+        """The machines with a startd in the CE's pool, as the collector lists them."""
+        if self.client is None:
+            return []
+        return await asyncio.to_thread(self.client.machines)
+
+    def running(self) -> list[tuple[str, int]]:
+        """(task, attempt) of every job still followed."""
+        return [(j.task.id, j.attempt) for j in self._jobs.values() if not j.cancelled]
+
+    def _find(self, task: str, attempt: int) -> _Job | None:
+        for job in self._jobs.values():
+            if job.task.id == task and job.attempt == attempt:
+                return job
+        return None
+
+    # --- following the jobs ------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self._poll_interval)
+            if not self._jobs or self.client is None:
+                continue
+            try:
+                infos = await asyncio.to_thread(self.client.jobs, list(self._jobs))
+            except Exception as e:  # the schedd is busy or restarting: try again
+                log.warning("app %s: cannot query HTCondor: %s", self.app.app_id, e)
+                continue
+            for cluster, job in list(self._jobs.items()):
+                info = infos.get(cluster)
+                if info is not None or job.result is not None:
+                    await self._follow(job, info)
+
+    async def _follow(self, job: _Job, info: JobInfo | None) -> None:
+        now = time.monotonic()
+        key = (job.task.id, job.attempt)
+        if info is not None and info.remote_host:
+            node = self._node_of(info.remote_host)
+            if node is not None:
+                self.ran_on[key] = node
+        if job.result is None and info is not None:
+            if job.cancelled:
+                if info.status in (JobStatus.REMOVED, JobStatus.COMPLETED, JobStatus.HELD):
+                    self._forget(job)
+                return
+            if job.running_since is None and info.status is JobStatus.RUNNING:
+                job.running_since = now
+            timeout = job.task.timeout
+            if info.status is JobStatus.COMPLETED:
+                job.result = await self._collect(job, info.exit_code, info.seconds, "")
+            elif info.status is JobStatus.HELD:
+                await self._remove(job)
+                why = f"held by HTCondor: {info.hold_reason}"
+                job.result = await self._collect(job, None, info.seconds, why)
+            elif info.status is JobStatus.REMOVED:
+                job.result = await self._collect(job, None, info.seconds, "removed from HTCondor")
+            elif job.running_since is not None and timeout and now - job.running_since > timeout:
+                await self._remove(job)
+                seconds = now - job.running_since
+                job.result = await self._collect(
+                    job, None, seconds, f"timed out after {timeout:g} s"
+                )
+        if job.result is None or self.on_result is None:
+            return
+        try:
+            await self.on_result(job.result)
+        except Exception as e:  # kept; delivered again at the next poll
+            log.warning("app %s: result of %s#%d not taken: %s", self.app.app_id, *key, e)
+            return
+        self._forget(job)
+
+    async def _remove(self, job: _Job) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.client.remove, [job.cluster])
+
+    def _forget(self, job: _Job) -> None:
+        self._jobs.pop(job.cluster, None)
+        shutil.rmtree(job.dir, ignore_errors=True)
+
+    def _node_of(self, remote_host: str) -> str | None:
+        machine = remote_host.rsplit("@", 1)[-1]
+        for node, m in self.members.items():
+            if m == machine:
+                return node
+        return None
+
+    async def _collect(
+        self, job: _Job, exit_code: int | None, seconds: float, error: str
+    ) -> TaskResult:
+        return await asyncio.to_thread(self._collect_sync, job, exit_code, seconds, error)
+
+    def _collect_sync(
+        self, job: _Job, exit_code: int | None, seconds: float, error: str
+    ) -> TaskResult:
+        """The attempt's TaskResult: stdout, stderr, and on exit 0 its declared outputs."""
+        res = job.dir / ".result"
+        shutil.rmtree(res, ignore_errors=True)
+        res.mkdir()
+        present: list[str] = []
+        if exit_code == 0 and not error and job.task.outputs:
+            present, error = _unpack_outputs(job.dir / OUTPUTS_TAR, res, job.task.outputs)
+        for name in ("stdout", "stderr"):
+            src = job.dir / name
+            if src.is_file():
+                shutil.copyfile(src, res / name)
+            else:
+                (res / name).touch()
+        if error:
+            with open(res / "stderr", "a") as f:
+                f.write(f"\n[bjgrid] {error}\n")
+        blob = pack_files(res, ["stdout", "stderr", *present])
+        return TaskResult(
+            app=self.app.app_id,
+            task=job.task.id,
+            attempt=job.attempt,
+            exit_code=exit_code,
+            seconds=float(seconds),
+            error=error,
+            outputs=blob,
+            outputs_sha256=sha256_hex(blob),
+        )
+
+
+def _unpack_outputs(tar: Path, dest: Path, outputs: tuple[str, ...]) -> tuple[list[str], str]:
+    """Unpack the job's outputs archive into ``dest``: (outputs present, error or '')."""
+    try:
+        blob = tar.read_bytes()
+    except OSError:
+        return [], "the job's outputs did not come back"
+    try:
+        unpack_files(blob, dest / ".outputs")
+    except BundleError as e:
+        shutil.rmtree(dest / ".outputs", ignore_errors=True)
+        return [], f"output refused: {e}"
+    present, error = [], ""
+    for rel in outputs:
+        src = dest / ".outputs" / rel
+        if os.path.lexists(src):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest / rel)
+            present.append(rel)
+        else:
+            error = error or f"declared output {rel!r} was not produced"
+    shutil.rmtree(dest / ".outputs", ignore_errors=True)
+    return present, error
+
+
+__all__ = [
+    "CondorCoordinator",
+    "CondorJoin",
+    "CondorJoined",
+    "ce_id_for",
+    "machine_name",
+    "wrapper_argv",
+]

@@ -1,0 +1,137 @@
+"""The HTCondor CE, volunteer side: run one startd in the pool of the app we serve.
+
+::
+
+    coordinator                                   this volunteer
+    CondorJoin(ce_id, collector, token) ────────► write the token, execute config,
+                                                   condor_master -> startd
+                                        ◄──────── CondorJoined(ok, machine)
+    (HTCondor's own claims, file transfer and jobs between the schedd and the startd)
+    Release / AppEnded ─────────────────────────► close(): stop the startd, remove files
+
+Tasks never come as RunTask here: HTCondor moves them. A volunteer advertises ``condor``
+among its backends only when :func:`usable` says daemons can run on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.condor import config, security
+from bonjourgrid.ce_backends.condor.coordinator import CondorJoin, CondorJoined, machine_name
+from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
+from bonjourgrid.ce_backends.condor.installation import Installation, find
+
+if TYPE_CHECKING:
+    from bonjourgrid.control.messages import RunTask
+
+EXECUTE_DAEMONS = ("MASTER", "STARTD")
+DEFAULT_MEMORY_MB = 1024
+
+
+def usable(configured: str | Path | None = None) -> bool:
+    """Whether HTCondor daemons can run here (advertise ``condor`` only then). Cheap."""
+    return find(configured) is not None
+
+
+class CondorWorker(WorkerBackend):
+    """One app's execute node on this volunteer.
+
+    ``address`` is the volunteer's LAN (link-local) address, ``cpus`` its slots for the app
+    (one partitionable slot of that many CPUs), ``root`` a directory of its own, removed by
+    :meth:`close`. ``spawn`` runs condor_master (tests pass a virtual-LAN host's ``popen``).
+    """
+
+    name = "condor"
+
+    def __init__(
+        self,
+        app: str,
+        root: Path,
+        *,
+        address: str,
+        cpus: int,
+        memory_mb: int = DEFAULT_MEMORY_MB,
+        inst: Installation | None = None,
+        spawn: Spawn | None = None,
+    ) -> None:
+        self.app = app
+        self.root = Path(root)
+        self.address = address
+        self.cpus = cpus
+        self.memory_mb = memory_mb
+        self.inst = inst
+        self._spawn = spawn
+        self._daemons: CondorDaemons | None = None
+        self._joined: tuple[str, str, int] | None = None
+
+    @property
+    def machine(self) -> str:
+        return machine_name(self.address)
+
+    async def join(self, msg: CondorJoin) -> CondorJoined:
+        """Start (or restart, for a new head) the startd of ``msg``'s pool; never raises."""
+        if msg.app != self.app:
+            return CondorJoined(msg.app, False, f"this volunteer serves {self.app}", "")
+        want = (msg.ce_id, msg.collector_host, msg.collector_port)
+        if self._joined == want and self._daemons is not None:
+            return CondorJoined(self.app, True, "", self.machine)
+        try:
+            await asyncio.to_thread(self._start, msg)
+        except Exception as e:
+            await asyncio.to_thread(self._stop)
+            return CondorJoined(self.app, False, f"{type(e).__name__}: {e}", "")
+        self._joined = want
+        return CondorJoined(self.app, True, "", self.machine)
+
+    def _start(self, msg: CondorJoin) -> None:
+        self._stop()  # a new head (coordinator failover): leave the old pool first
+        inst = self.inst = self.inst or find()
+        if inst is None:
+            raise RuntimeError("no usable HTCondor on this volunteer")
+        role_dir = self.root / "startd"
+        token_dir = role_dir / "tokens"
+        security.install_token(token_dir, "ce", msg.token)
+        text = config.execute_config(
+            config.CeNames(msg.ce_id),
+            address=self.address,
+            head_address=msg.collector_host,
+            head_port=msg.collector_port,
+            local_dir=role_dir / "local",
+            token_dir=token_dir,
+            cpus=self.cpus,
+            memory_mb=self.memory_mb,
+        )
+        self._daemons = CondorDaemons(
+            inst, role_dir, text, daemons=EXECUTE_DAEMONS, spawn=self._spawn
+        )
+        self._daemons.start()
+        self._daemons.wait_ready()
+
+    def _stop(self) -> None:
+        daemons, self._daemons, self._joined = self._daemons, None, None
+        if daemons is not None:
+            daemons.stop()
+
+    # --- WorkerBackend ---------------------------------------------------------------------
+
+    async def stage(self, bundle: bytes, sha256: str) -> None:
+        """Nothing to stage: HTCondor transfers each job's files."""
+
+    def start(self, msg: RunTask) -> None:
+        raise RuntimeError("a condor CE runs its tasks through HTCondor, not RunTask")
+
+    async def cancel(self, task: str, attempt: int) -> None:
+        """Nothing to do: the coordinator removes the job from its schedd."""
+
+    async def close(self) -> None:
+        """Stop the startd (and any job it runs) and remove every file."""
+        await asyncio.to_thread(self._stop)
+        await asyncio.to_thread(shutil.rmtree, self.root, True)
+
+
+__all__ = ["CondorWorker", "usable"]
