@@ -628,7 +628,9 @@ class AppCoordinator:
             log.warning(
                 "app %s: term %d coordinates it elsewhere; stepping down", self.app_id, term
             )
-            self.journal.update_app(self.app_id, term=term, role=self.role.role.value)
+            self.journal.update_app(
+                self.app_id, term=term, role=self.role.role.value, ended=time.time()
+            )
             self._wake.set()
 
     # --- events from workers -----------------------------------------------------------------

@@ -683,14 +683,17 @@ class NodeDaemon:
         app = self._app(app_id)
         if app is None:
             return Error(f"no app {app_id} here")
+        # The table first, then the files: files are in place before the table says a task
+        # is done, so this order never reports a task whose files the tar would miss.
+        complete, outcome, results = app.complete, app.outcome, app.results()
         outputs = await asyncio.to_thread(app.store.export)
         return AppResults(
             app=app.app_id,
             name=app.spec.name,
             term=app.term,
-            complete=app.complete,
-            outcome=app.outcome if app.complete else "",
-            results=app.results(),
+            complete=complete,
+            outcome=outcome if complete else "",
+            results=results,
             outputs=outputs,
         )
 
