@@ -158,6 +158,7 @@ class AppCoordinator:
         self._wake = asyncio.Event()
         self._watchers: set[asyncio.Queue[Progress]] = set()
         self._on_change = on_change
+        self._abandoned = False
         self.ended_at: float | None = None
         self.done = asyncio.Event()
 
@@ -233,8 +234,6 @@ class AppCoordinator:
         (a replica takes over, or this daemon resumes the app when it starts again)."""
         self._abandoned = True
         self._wake.set()
-
-    _abandoned = False
 
     async def run(self) -> None:
         """Coordinate the app to its end. Never raises for the app's own failures."""
@@ -780,18 +779,23 @@ class AppCoordinator:
         self._on_change(self)
 
 
-async def query_app(peer: Peer, app: str, me: Identity, timeout: float) -> AppState | None:
-    """Ask ``peer`` what it knows of ``app`` over the authenticated channel; None if silent."""
+async def ask(peer: Peer, msg: object, me: Identity, timeout: float) -> object | None:
+    """One request to ``peer`` over a fresh authenticated channel; None if it is silent."""
     for address in peer.addresses:
         try:
             ch = await connect(address, peer.port, key=me.key, node_id=me.node, timeout=timeout)
         except Exception:
             continue
         try:
-            reply = await ch.request(AppQuery(app), timeout=timeout)
-            return reply if isinstance(reply, AppState) else None
+            return await ch.request(msg, timeout=timeout)
         except Exception:
             return None
         finally:
             await ch.close()
     return None
+
+
+async def query_app(peer: Peer, app: str, me: Identity, timeout: float) -> AppState | None:
+    """Ask ``peer`` what it knows of ``app``; None if silent."""
+    reply = await ask(peer, AppQuery(app), me, timeout)
+    return reply if isinstance(reply, AppState) else None

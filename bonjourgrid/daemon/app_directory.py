@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from bonjourgrid.control.channel import connect
 from bonjourgrid.control.messages import AppResults, AppState, CancelApp, Error, FetchApp
-from bonjourgrid.coordinator.app_coordinator import Identity, Peer, query_app
+from bonjourgrid.coordinator.app_coordinator import Identity, Peer, ask, query_app
 
 if TYPE_CHECKING:
     from bonjourgrid.discovery import Discovery
@@ -52,29 +51,14 @@ async def find_holder(
     return None
 
 
-async def _ask(peer: Peer, msg: object, me: Identity, timeout: float) -> object | None:
-    for address in peer.addresses:
-        try:
-            ch = await connect(address, peer.port, key=me.key, node_id=me.node, timeout=timeout)
-        except Exception:
-            continue
-        try:
-            return await ch.request(msg, timeout=timeout)
-        except Exception:
-            return None
-        finally:
-            await ch.close()
-    return None
-
-
 async def fetch(peer: Peer, app: str, me: Identity, timeout: float) -> AppResults | None:
-    reply = await _ask(peer, FetchApp(app), me, timeout)
+    reply = await ask(peer, FetchApp(app), me, timeout)
     return reply if isinstance(reply, AppResults) else None
 
 
 async def cancel(peer: Peer, app: str, me: Identity, timeout: float, reason: str) -> str:
     """'' when the coordinator cancelled the app; otherwise why not."""
-    reply = await _ask(peer, CancelApp(app, reason), me, timeout)
+    reply = await ask(peer, CancelApp(app, reason), me, timeout)
     if isinstance(reply, AppState):
         return ""
     if isinstance(reply, Error):
