@@ -23,12 +23,16 @@ the backend from its middleware's records) so durability and exactly-once commit
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
-    from bonjourgrid.control.messages import RunTask
+    from bonjourgrid.control.messages import RunTask, TaskResult
     from bonjourgrid.states.tasktable import Attempt
+
+ResultSink = Callable[["TaskResult"], Awaitable[None]]
+"""Where a worker backend sends each finished attempt's result (the coordinator's link)."""
 
 
 class WorkerHandle(ABC):
@@ -73,7 +77,17 @@ class CoordinatorBackend(ABC):
 
 
 class WorkerBackend(ABC):
+    """One app's worker side on a volunteer, made when the volunteer accepts a reservation
+    for that backend (ce_backends/registry.py) and closed when it is released.
+
+    Backends whose middleware moves the tasks (condor, boinc) never get ``RunTask``; they say
+    which of their own control messages they answer in ``handles`` and reply from ``handle``.
+    The result methods default to "nothing here" for them.
+    """
+
     name: ClassVar[str]
+    handles: ClassVar[tuple[type, ...]] = ()
+    """Backend-specific control messages (e.g. CondorJoin) this worker answers."""
 
     @abstractmethod
     async def stage(self, bundle: bytes, sha256: str) -> None: ...
@@ -86,3 +100,31 @@ class WorkerBackend(ABC):
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    async def handle(self, msg: object) -> object | None:
+        """Answer one of ``handles``; the reply (if any) goes back to the coordinator."""
+        raise TypeError(f"{type(self).__name__} does not handle {type(msg).__name__}")
+
+    def attach(self, sink: ResultSink | None) -> list[TaskResult]:
+        """Send future results to ``sink``; returns the results not yet acknowledged."""
+        return []
+
+    def running(self) -> list[str]:
+        """``task#attempt`` of every attempt running here (for HeartbeatAck)."""
+        return []
+
+    def has(self, task: str, attempt: int) -> bool:
+        """Whether (task, attempt) runs here or its result waits for an ack."""
+        return False
+
+    def acknowledged(self, task: str, attempt: int) -> None:
+        """The coordinator committed (task, attempt): drop its result."""
+        return None
+
+    def suspend(self) -> None:
+        """The owner is back: pause every running task (SIGSTOP its process group)."""
+        return None
+
+    def resume(self) -> None:
+        """The owner left again: continue the paused tasks."""
+        return None

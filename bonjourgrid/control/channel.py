@@ -177,6 +177,10 @@ class Channel(_FrameChannel):
         self.peer_node = peer_node
         self.peer_grid = peer_grid
         self.peer_address = _peer_address(writer)
+        local = writer.get_extra_info("sockname")
+        self.local_address = str(local[0]) if isinstance(local, tuple) and local else ""
+        """This end's IP address: the address the peer reached us at (a backend that must
+        name this host to the peer, e.g. an HTCondor startd, uses it)."""
 
     def _seal(self, payload: bytes) -> bytes:
         return self._session.sealer.seal(payload)

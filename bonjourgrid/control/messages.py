@@ -6,7 +6,7 @@ table with each message's meaning is in docs/protocol.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from bonjourgrid.control.codec import Registry
@@ -43,6 +43,13 @@ class Kind(IntEnum):
     APP_RESULTS = 23
     CANCEL_APP = 24
     FENCED = 25
+    CONDOR_JOIN = 26
+    CONDOR_JOINED = 27
+    VOTE_REQUEST = 28
+    VOTE = 29
+    BOINC_ATTACH = 30
+    BOINC_ATTACHED = 31
+    GIVE_BACK = 32
 
 
 CONTROL = Registry("control")
@@ -80,6 +87,15 @@ class Reserve:
     term: int
     lease: float
     backend: str
+    user: str = ""
+    """The submitting user (as in the app's signature); "" when the app is unsigned."""
+    signature: str = ""
+    """``AppSignature.encode()`` of the app (app/signing.py), checked by the volunteer against
+    its ``trusted_users`` before it accepts, whatever the backend; "" when unsigned."""
+    bundle_sha256: str = ""
+    """SHA-256 of the app bundle the signature covers (StageApp must carry the same)."""
+    spec: dict[str, object] = field(default_factory=dict)
+    """The app's task list (``AppSpec.to_json()``), part of what is signed."""
 
 
 @CONTROL.register(Kind.RESERVE_REPLY)
@@ -153,6 +169,10 @@ class RunTask:
     outputs: tuple[str, ...]
     inputs: bytes
     inputs_sha256: str
+    memory_mb: int = 0
+    """The task's memory cap (its requirements.memory_mb); 0: the volunteer's default cap."""
+    network: bool = False
+    """Whether the task asked for the network (requirements.network); isolated otherwise."""
 
 
 @CONTROL.register(Kind.TASK_RESULT)
@@ -322,3 +342,102 @@ class Fenced:
 
     app: str
     term: int
+
+
+# --- backends with their own middleware (issues 5 and 6) -----------------------------------
+
+
+@CONTROL.register(Kind.CONDOR_JOIN)
+@dataclass(frozen=True)
+class CondorJoin:
+    """Coordinator -> recruited worker: join this CE's HTCondor pool (start a startd).
+
+    ``token`` is the worker's IDTOKEN (identity ``<node>@workers.<ce_id>.bjgrid``), signed by
+    the CE's own key; it only ever travels over the authenticated control channel.
+    """
+
+    app: str
+    term: int
+    ce_id: str
+    collector_host: str
+    collector_port: int
+    token: str
+
+
+@CONTROL.register(Kind.CONDOR_JOINED)
+@dataclass(frozen=True)
+class CondorJoined:
+    """Worker -> coordinator: its startd runs (``machine``: its HTCondor Machine name), or
+    why it could not join."""
+
+    app: str
+    ok: bool
+    error: str
+    machine: str
+
+
+@CONTROL.register(Kind.BOINC_ATTACH)
+@dataclass(frozen=True)
+class BoincAttach:
+    """Coordinator -> recruited worker: attach your BOINC client to the app's project
+    (``master_url``, with the account ``authenticator`` made for this worker)."""
+
+    app: str
+    term: int
+    master_url: str
+    authenticator: str
+    project_name: str
+
+
+@CONTROL.register(Kind.BOINC_ATTACHED)
+@dataclass(frozen=True)
+class BoincAttached:
+    """Worker -> coordinator: the client is attached (``client``: how the project knows it),
+    or why it could not attach."""
+
+    app: str
+    ok: bool
+    error: str
+    client: str
+
+
+# --- election (issue 4) --------------------------------------------------------------------
+
+
+@CONTROL.register(Kind.VOTE_REQUEST)
+@dataclass(frozen=True)
+class VoteRequest:
+    """Replica -> the other replicas of ``app``: make me coordinator of ``term`` (my journal
+    ends at ``seq``, last written in ``last_term``)."""
+
+    app: str
+    term: int
+    candidate: str
+    seq: int
+    last_term: int
+
+
+@CONTROL.register(Kind.VOTE)
+@dataclass(frozen=True)
+class Vote:
+    """The answer to ``VoteRequest``: granted or not (and why), with the voter's term."""
+
+    app: str
+    term: int
+    granted: bool
+    reason: str
+
+
+# --- owner policy (issue 7) ----------------------------------------------------------------
+
+
+@CONTROL.register(Kind.GIVE_BACK)
+@dataclass(frozen=True)
+class GiveBack:
+    """Worker -> coordinator: the owner needs the machine; attempt (task, attempt) was
+    stopped and will not finish here. Requeued without counting against the task's retries."""
+
+    app: str
+    task: str
+    attempt: int
+    reason: str

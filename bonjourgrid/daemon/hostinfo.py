@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from bonjourgrid.ce_backends.registry import available_backends
+
 
 @dataclass(frozen=True)
 class HostInfo:
@@ -48,5 +50,5 @@ def detect(node_id: str, *, slots: int | None = None) -> HostInfo:
         mem_mb=psutil.virtual_memory().total // (1024 * 1024),
         os=platform.system().lower(),
         arch=platform.machine(),
-        backends=("embedded",),
+        backends=available_backends(),
     )

@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
+from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed
 from bonjourgrid.control.messages import (
@@ -67,7 +68,7 @@ class VolunteerAgent:
         self.offering = offering
         """False for a private daemon (a `submit`/`status` with no `join`): refuses reservations."""
         self.machine = v.Volunteer()
-        self.worker: EmbeddedWorker | None = None
+        self.worker: WorkerBackend | None = None
         self._link: Channel | None = None
         self._on_state_change = on_state_change
         self._on_replica = on_replica
@@ -126,6 +127,10 @@ class VolunteerAgent:
             await ch.send(ReserveReply(first.app, False, "not volunteering", 0))
             return
         was_idle = self.machine.state is v.VolunteerState.IDLE
+        if was_idle and first.backend not in self.host.backends:
+            why = f"backend {first.backend!r} is not available here"
+            await ch.send(ReserveReply(first.app, False, why, 0))
+            return
         lease_until = time.monotonic() + first.lease
         outcome = self.machine.handle(
             v.Reserve(first.app, first.coordinator, first.term, lease_until)
@@ -139,7 +144,14 @@ class VolunteerAgent:
         if not was_idle:
             self._on_rehomed(first.app, first.term)
         if was_idle:
-            self.worker = EmbeddedWorker(first.app, self.work_dir / first.app)
+            ctx = WorkerContext(
+                app=first.app,
+                root=self.work_dir / first.app,
+                address=ch.local_address,
+                slots=self.host.slots,
+                node=self.host.node_id,
+            )
+            self.worker = make_worker(first.backend, ctx)
             self._log("reserved", first.app, first.coordinator, first.term)
             await self._on_state_change()
         await ch.send(ReserveReply(first.app, True, "", self.host.slots))
@@ -226,6 +238,10 @@ class VolunteerAgent:
                 reply = await self._on_replica(msg)
                 if reply is not None:
                     await ch.send(reply)
+        elif worker.handles and isinstance(msg, worker.handles):
+            reply = await worker.handle(msg)
+            if reply is not None:
+                await ch.send(reply)
         elif isinstance(msg, Release):
             out = m.handle(v.Release(msg.app, msg.term))
             if isinstance(out, v.Refused):

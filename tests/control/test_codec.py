@@ -19,11 +19,16 @@ from bonjourgrid.control.messages import (
     AppQuery,
     AppResults,
     AppState,
+    BoincAttach,
+    BoincAttached,
     CancelApp,
     CancelTask,
+    CondorJoin,
+    CondorJoined,
     Error,
     Fenced,
     FetchApp,
+    GiveBack,
     Heartbeat,
     HeartbeatAck,
     JournalAck,
@@ -41,6 +46,8 @@ from bonjourgrid.control.messages import (
     StageAck,
     StageApp,
     TaskResult,
+    Vote,
+    VoteRequest,
 )
 
 EXAMPLES: list[object] = [
@@ -88,6 +95,15 @@ EXAMPLES: list[object] = [
     AppResults("app-1", "name", 2, True, "finished", {"app": "app-1"}, b"tar"),
     CancelApp("app-1", "cancelled by the user"),
     Fenced("app-1", 3),
+    CondorJoin("app-1", 2, "app-1-abc123", "169.254.1.2", 9618, "eyJ0b2tlbiI"),
+    CondorJoined("app-1", True, "", "169-254-1-3.bjgrid"),
+    BoincAttach("app-1", 2, "http://169.254.1.2:8080/app-1/", "0123abcd", "bjgrid app-1"),
+    BoincAttached("app-1", False, "attach refused", ""),
+    VoteRequest("app-1", 4, "n2", 17, 3),
+    Vote("app-1", 4, True, ""),
+    GiveBack("app-1", "t3", 2, "the owner is back"),
+    Reserve("app-1", "n1", "h1", 2, 8.0, "condor", "alice", "sig", "ab" * 32, {"tasks": []}),
+    RunTask("app-1", 3, "t2", 1, ("true",), {}, 5.0, 1, (), b"", "", 256, True),
 ]
 
 
@@ -115,7 +131,8 @@ def test_kind_numbers_are_the_protocol() -> None:
         "TASK_RESULT": 11, "APP_ENDED": 12, "ERROR": 13, "CANCEL_TASK": 14, "RESULT_ACK": 15,
         "REPLICA_OPEN": 16, "JOURNAL_APPEND": 17, "JOURNAL_ACK": 18, "REPLICAS": 19,
         "APP_QUERY": 20, "APP_STATE": 21, "FETCH_APP": 22, "APP_RESULTS": 23, "CANCEL_APP": 24,
-        "FENCED": 25,
+        "FENCED": 25, "CONDOR_JOIN": 26, "CONDOR_JOINED": 27, "VOTE_REQUEST": 28, "VOTE": 29,
+        "BOINC_ATTACH": 30, "BOINC_ATTACHED": 31, "GIVE_BACK": 32,
     }  # fmt: skip
     assert {k.name: k.value for k in Kind} == expected
     assert CONTROL.kind_of(Reserve) == 3
@@ -168,6 +185,10 @@ def test_wrongly_typed_field_is_refused(field: str, value: object) -> None:
         "term": 1,
         "lease": 2.5,
         "backend": "embedded",
+        "user": "",
+        "signature": "",
+        "bundle_sha256": "",
+        "spec": {},
     }
     assert CONTROL.decode(raw(Kind.RESERVE, doc)) == Reserve("a", "c", "h", 1, 2.5, "embedded")
     doc[field] = value

@@ -52,7 +52,7 @@ from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
 from bonjourgrid.ce_backends.condor.installation import Installation, require
 from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
 from bonjourgrid.ce_backends.embedded.coordinator import task_argv
-from bonjourgrid.control.messages import TaskResult
+from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
@@ -70,36 +70,6 @@ INPUT_DIR = "in"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_MEMORY_MB = 64
 """HTCondor's request_memory for a task that names none (the slot's memory is the cap)."""
-
-
-# --- proposed control messages (to move to bonjourgrid/control/messages.py) ---------------------
-
-
-@dataclass(frozen=True)
-class CondorJoin:
-    """Coordinator -> recruited worker: join this CE's HTCondor pool (start a startd).
-
-    ``token`` is the worker's IDTOKEN (identity ``<node>@workers.<ce_id>.bjgrid``), signed by
-    the CE's own key; it only ever travels over the authenticated control channel.
-    """
-
-    app: str
-    term: int
-    ce_id: str
-    collector_host: str
-    collector_port: int
-    token: str
-
-
-@dataclass(frozen=True)
-class CondorJoined:
-    """Worker -> coordinator: its startd runs (``machine``: its HTCondor Machine name), or
-    why it could not join."""
-
-    app: str
-    ok: bool
-    error: str
-    machine: str
 
 
 # --- the backend ---------------------------------------------------------------------------------

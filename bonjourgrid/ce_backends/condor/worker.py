@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 from bonjourgrid.ce_backends.base import WorkerBackend
 from bonjourgrid.ce_backends.condor import config, security
-from bonjourgrid.ce_backends.condor.coordinator import CondorJoin, CondorJoined, machine_name
+from bonjourgrid.ce_backends.condor.coordinator import machine_name
 from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
 from bonjourgrid.ce_backends.condor.installation import Installation, find
+from bonjourgrid.control.messages import CondorJoin, CondorJoined
 
 if TYPE_CHECKING:
     from bonjourgrid.control.messages import RunTask
@@ -47,6 +48,7 @@ class CondorWorker(WorkerBackend):
     """
 
     name = "condor"
+    handles = (CondorJoin,)
 
     def __init__(
         self,
@@ -118,6 +120,10 @@ class CondorWorker(WorkerBackend):
             daemons.stop()
 
     # --- WorkerBackend ---------------------------------------------------------------------
+
+    async def handle(self, msg: object) -> object | None:
+        assert isinstance(msg, CondorJoin)
+        return await self.join(msg)
 
     async def stage(self, bundle: bytes, sha256: str) -> None:
         """Nothing to stage: HTCondor transfers each job's files."""

@@ -23,11 +23,11 @@ from bonjourgrid.app.bundle import build_bundle, unpack_files
 from bonjourgrid.app.load import parse_app
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import WorkerHandle
-from bonjourgrid.ce_backends.condor.coordinator import CondorCoordinator, CondorJoin, CondorJoined
+from bonjourgrid.ce_backends.condor.coordinator import CondorCoordinator
 from bonjourgrid.ce_backends.condor.installation import Installation, require
 from bonjourgrid.ce_backends.condor.worker import CondorWorker
 from bonjourgrid.control.codec import Registry
-from bonjourgrid.control.messages import TaskResult
+from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 from bonjourgrid.coordinator.result_store import ResultStore
 from bonjourgrid.states.tasktable import TaskTable
 from bonjourgrid.testbed.vlan import Host
