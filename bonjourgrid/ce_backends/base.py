@@ -75,6 +75,21 @@ class CoordinatorBackend(ABC):
     async def stop(self) -> None:
         """Tear the CE's head down; idempotent."""
 
+    def worker_lost(self, node: str) -> None:
+        """The core lost worker ``node`` (its link failed or its lease ran out). A
+        ``places_tasks`` backend makes its middleware give up on that machine (BOINC: reissue
+        its results); the core requeues nothing itself for such backends."""
+        return None
+
+    def saved_state(self) -> dict[str, str]:
+        """Small strings the backend needs again after a takeover (journaled and replicated
+        by the core; handed back as ``CoordinatorContext.saved``). Called after start()."""
+        return {}
+
+    def running(self) -> list[tuple[str, int]]:
+        """(task, attempt) of every attempt the middleware still runs or queues."""
+        return []
+
 
 class WorkerBackend(ABC):
     """One app's worker side on a volunteer, made when the volunteer accepts a reservation

@@ -8,10 +8,51 @@ recruit for ``--backend X`` only machines that advertise X (coordinator/matchmak
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerBackend
+
+if TYPE_CHECKING:
+    from bonjourgrid.app.spec import AppSpec
+    from bonjourgrid.control.messages import TaskResult
+
+
+class AppView(Protocol):
+    """What a coordinator backend reads of its app coordinator (``term`` changes on takeover:
+    read it when sending, never cache it)."""
+
+    app_id: str
+    spec: AppSpec
+    bundle: bytes
+    bundle_sha: str
+
+    @property
+    def term(self) -> int: ...
+
+
+BackendResult = Callable[["TaskResult", "str | None"], Awaitable[None]]
+"""How a ``places_tasks`` backend hands a finished attempt to the core: the result, and the
+node id of the worker that ran it (None when the middleware does not say). The core commits
+it exactly once by (task, attempt); an exception means "not committed, deliver it again"."""
+
+
+@dataclass(frozen=True)
+class CoordinatorContext:
+    """What the core gives a coordinator backend."""
+
+    app: AppView
+    address: str
+    """This coordinator's address on the LAN (the one its workers reach it at)."""
+    root: Path
+    """A directory of the CE's own on the coordinator; the backend removes it in stop()."""
+    on_result: BackendResult
+    saved: dict[str, str] = field(default_factory=dict)
+    """What the backend's ``saved_state()`` returned under an earlier term of this app
+    (journaled and replicated by the core: e.g. BOINC's per-app code-signing key); empty for
+    a new app."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +81,26 @@ def available_backends() -> tuple[str, ...]:
     return tuple(found)
 
 
+def make_coordinator(backend: str, ctx: CoordinatorContext) -> CoordinatorBackend:
+    """The coordinator side of ``backend`` for one app; ValueError for an unknown one."""
+    made: CoordinatorBackend
+    if backend == "embedded":
+        from bonjourgrid.ce_backends.embedded.coordinator import EmbeddedCoordinator
+
+        made = EmbeddedCoordinator(ctx.app)  # type: ignore[arg-type]
+    elif backend == "condor":
+        from bonjourgrid.ce_backends.condor.coordinator import CondorCoordinator
+
+        made = CondorCoordinator.from_context(ctx)
+    elif backend == "boinc":
+        from bonjourgrid.ce_backends.boinc.coordinator import BoincCoordinator
+
+        made = BoincCoordinator(ctx)
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    return made
+
+
 def make_worker(backend: str, ctx: WorkerContext) -> WorkerBackend:
     """The worker side of ``backend`` for one reservation; ValueError for an unknown one."""
     if backend == "embedded":
@@ -58,4 +119,12 @@ def make_worker(backend: str, ctx: WorkerContext) -> WorkerBackend:
     raise ValueError(f"unknown backend {backend!r}")
 
 
-__all__ = ["WorkerContext", "available_backends", "make_worker"]
+__all__ = [
+    "AppView",
+    "BackendResult",
+    "CoordinatorContext",
+    "WorkerContext",
+    "available_backends",
+    "make_coordinator",
+    "make_worker",
+]

@@ -43,7 +43,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from bonjourgrid.app.bundle import BundleError, pack_files, sha256_hex, unpack_files
 from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerHandle
@@ -56,6 +56,7 @@ from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
+    from bonjourgrid.ce_backends.registry import AppView, CoordinatorContext
     from bonjourgrid.states.tasktable import Attempt
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ DEFAULT_MEMORY_MB = 64
 # --- the backend ---------------------------------------------------------------------------------
 
 ResultSink = Callable[[TaskResult], Awaitable[None]]
-
-
-class AppView(Protocol):
-    """What this backend reads of the app coordinator."""
-
-    app_id: str
-    term: int
-    bundle: bytes
 
 
 @dataclass
@@ -171,6 +164,17 @@ class CondorCoordinator(CoordinatorBackend):
         self._jobs: dict[int, _Job] = {}
         self._poller: asyncio.Task[None] | None = None
         self._stopped = False
+
+    @classmethod
+    def from_context(cls, ctx: CoordinatorContext) -> CondorCoordinator:
+        """The backend as the core makes it (ce_backends/registry.py)."""
+        made = cls(ctx.app, address=ctx.address, root=ctx.root)
+
+        async def deliver(result: TaskResult) -> None:
+            await ctx.on_result(result, made.ran_on.get((result.task, result.attempt)))
+
+        made.on_result = deliver
+        return made
 
     @property
     def keys_dir(self) -> Path:
