@@ -45,7 +45,6 @@ from .daemon_client import DaemonSession, daemon_session
 from .local_workers import local_workers
 from .progress import ProgressView
 
-IMPLEMENTED_BACKENDS = ("embedded",)
 
 _HELP = f"""Run the application described by APP_JSON on the grid.
 
@@ -71,7 +70,11 @@ The app.json format (JSON Schema):
     "--workers", type=click.IntRange(min=1), help="Machines to recruit (overrides app.json)."
 )
 @click.option(
-    "--backend", type=click.Choice(BACKENDS), help="Computing-element backend (overrides app.json)."
+    "--backend",
+    type=click.Choice(BACKENDS),
+    help="Computing-element backend (overrides app.json): embedded (the default task farm), "
+    "condor (an HTCondor pool made for this app) or boinc (a BOINC project served for it). "
+    "Only volunteers that advertise it are recruited.",
 )
 @click.option(
     "--replicas", type=click.IntRange(min=0), help="Coordinator replicas (overrides app.json)."
@@ -123,10 +126,10 @@ def submit(
         backend=backend or spec.backend,
         replicas=replicas if replicas is not None else spec.replicas,
     )
-    if spec.backend not in IMPLEMENTED_BACKENDS:
+    if local and spec.backend != "embedded":
         raise Abort(
-            f"{app_json}: backend: {spec.backend!r} is not available in this version "
-            f"(available: {', '.join(IMPLEMENTED_BACKENDS)})",
+            f"--local runs the embedded backend only (backend {spec.backend!r} needs volunteers "
+            "on the LAN: `bjgrid join` on each, then submit without --local)",
             EXIT_BAD_INPUT,
         )
     if detach and local:

@@ -33,7 +33,7 @@ from pathlib import Path
 from bonjourgrid.app.bundle import sha256_hex
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import CoordinatorBackend
-from bonjourgrid.ce_backends.embedded.coordinator import EmbeddedCoordinator
+from bonjourgrid.ce_backends.registry import CoordinatorContext, make_coordinator
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import connect
 from bonjourgrid.control.messages import (
@@ -120,6 +120,7 @@ class AppCoordinator:
         replicas: Sequence[str] = (),
         rivals: Callable[[], list[Peer]] = lambda: [],
         on_change: Callable[[AppCoordinator], None] = lambda c: None,
+        address: Callable[[], str] = lambda: "127.0.0.1",
     ) -> None:
         self.app_id = app_id
         self.spec = spec
@@ -135,12 +136,15 @@ class AppCoordinator:
         self.table = TaskTable(spec.tasks)
         self.worker_hosts: dict[str, str] = dict(hosts or {})
         """Node id -> host name of every worker that ran something."""
+        self.backend_name = spec.backend
+        self._backend_saved: dict[str, str] = {}
+        self._address = address
         for text in entries:
             self._replay(je.decode(text))
         self.seq = len(entries)
         self.journal = journal
         self.store = ResultStore(store_root)
-        self.backend: CoordinatorBackend = EmbeddedCoordinator(self)
+        self.backend: CoordinatorBackend = self._make_backend()
         self.links: dict[str, WorkerLink] = {}
         self.coordinator = coordinator or (me.node, me.host)
         """(node, host) of whoever coordinates the app (this daemon unless a replica)."""
@@ -235,14 +239,37 @@ class AppCoordinator:
         self._abandoned = True
         self._wake.set()
 
+    def _make_backend(self) -> CoordinatorBackend:
+        ctx = CoordinatorContext(
+            app=self,
+            address=self._address(),
+            root=self.store.root / "ce",
+            on_result=self._on_backend_result,
+            saved=dict(self._backend_saved),
+        )
+        return make_coordinator(self.backend_name, ctx)
+
     async def run(self) -> None:
         """Coordinate the app to its end. Never raises for the app's own failures."""
-        await self.backend.start()
-        recruiter = asyncio.create_task(self._recruit_loop(), name=f"recruit {self.app_id}")
+        recruiter: asyncio.Task[None] | None = None
         try:
+            self.backend = self._make_backend()  # this machine's address and saved state now
+            await self.backend.start()
+            saved = self.backend.saved_state()
+            if saved and saved != self._backend_saved:
+                self._backend_saved = dict(saved)
+                self._record(je.BackendState(self.backend_name, dict(saved)))
+            recruiter = asyncio.create_task(self._recruit_loop(), name=f"recruit {self.app_id}")
             if self.role.role is Role.TAKING_OVER:
                 running = self.table.running()
-                self._unconfirmed = {(a.task, a.attempt): a.worker for a in running}
+                if self.backend.places_tasks:
+                    # The old head (HTCondor's schedd, BOINC's project) left with the old
+                    # coordinator: its queue is gone, so every unfinished attempt runs again here.
+                    for a in running:
+                        why = "its CE head moved to the new coordinator"
+                        self._record(je.Abandoned(a.task, a.attempt, why, False))
+                else:
+                    self._unconfirmed = {(a.task, a.attempt): a.worker for a in running}
                 self._spawn(self._rehome())
             await self._schedule_loop()
         except Exception as e:
@@ -251,9 +278,10 @@ class AppCoordinator:
                 self.role.handle(GridFailed(f"coordinator error: {e}"))
                 self._record(je.Cancelled(self.role.reason))
         finally:
-            recruiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recruiter
+            if recruiter is not None:
+                recruiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recruiter
             await self._end()
 
     # --- the journal ------------------------------------------------------------------------
@@ -273,8 +301,10 @@ class AppCoordinator:
 
     def _replay(self, entry: je.Entry) -> None:
         je.apply(self.table, entry)
-        if isinstance(entry, je.Started):
+        if isinstance(entry, (je.Started, je.Finished)) and entry.worker:
             self.worker_hosts[entry.worker] = entry.host
+        elif isinstance(entry, je.BackendState):
+            self._backend_saved = dict(entry.data)
 
     def replicate(self, msg: JournalAppend) -> bool:
         """A replica takes entry ``msg.seq`` from its coordinator: files first, then the
@@ -356,13 +386,16 @@ class AppCoordinator:
                 await asyncio.wait_for(self._wake.wait(), self.config.recruit_retry)
 
     def _place_ready_tasks(self) -> None:
+        if self.backend.places_tasks:
+            self._hand_ready_tasks_to_backend()
+            return
         if not any(k.ready and k.free > 0 for k in self.links.values()):
             return
         ready = [self.spec.task(t) for t in self.table.ready()]
         slots = [
             scheduling.WorkerSlots(k.node, k.free, k.offer, k.ready) for k in self.links.values()
         ]
-        for task_id, node in scheduling.place(ready, slots, "embedded"):
+        for task_id, node in scheduling.place(ready, slots, self.backend_name):
             link = self.links[node]
             task = self.spec.task(task_id)
             attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, node)
@@ -375,13 +408,27 @@ class AppCoordinator:
             self._running[(task_id, attempt.attempt)] = (link, task.requirements.cpus)
             self._spawn(self._launch(task_id, attempt, link))
 
-    async def _launch(self, task_id: str, attempt: Attempt, link: WorkerLink) -> None:
+    def _hand_ready_tasks_to_backend(self) -> None:
+        """A backend whose middleware places tasks (HTCondor, BOINC) gets every ready task at
+        once, with no worker: its own scheduler matches them to the recruited machines."""
+        for task_id in self.table.ready():
+            attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, "")
+            self._record(je.Started(task_id, attempt.attempt, "", "", time.monotonic()))
+            self._spawn(self._launch(task_id, attempt, None))
+
+    async def _launch(self, task_id: str, attempt: Attempt, link: WorkerLink | None) -> None:
         task = self.spec.task(task_id)
         inputs = await asyncio.to_thread(self.store.inputs_for, task, self.spec)
         try:
             await self.backend.launch(task, attempt, link, inputs)
-        except Exception as e:  # the link is gone; its loss handler requeues the attempt
-            log.info("app %s: launch of %s on %s failed: %s", self.app_id, task_id, link.host, e)
+        except Exception as e:
+            where = link.host if link is not None else f"the {self.backend_name} CE"
+            log.warning("app %s: launch of %s on %s failed: %s", self.app_id, task_id, where, e)
+            if link is None and self.table.accepts(task_id, attempt.attempt, None):
+                # No link loss will requeue it: do it here (bounded by the task's max losses).
+                self._record(je.Abandoned(task_id, attempt.attempt, f"launch failed: {e}", False))
+                self._wake.set()
+            # With a link, the link is gone: its loss handler requeues the attempt.
 
     def _give_up_unplaceable(self) -> None:
         """Fail READY tasks that no worker and no idle volunteer has fitted for a while."""
@@ -390,7 +437,7 @@ class AppCoordinator:
         offers += [o for o in self._offers() if o.state == "idle"]
         for task_id in self.table.ready():
             req = self.spec.task(task_id).requirements
-            if any(fits(o, req, "embedded") for o in offers):
+            if any(fits(o, req, self.backend_name) for o in offers):
                 self._unfit_since.pop(task_id, None)
                 continue
             since = self._unfit_since.setdefault(task_id, now)
@@ -402,14 +449,20 @@ class AppCoordinator:
 
     def _wanted_workers(self) -> int:
         limit = self.spec.workers if self.spec.workers is not None else len(self.spec.tasks)
+        unplaced = len(self.table.ready())
+        if self.backend.places_tasks:  # queued in the middleware: not covered by a slot yet
+            slots = sum(k.slots for k in self.links.values())
+            unplaced = max(0, unplaced + len(self.table.running()) - slots)
         return scheduling.wanted_workers(
-            unplaced=len(self.table.ready()),
+            unplaced=unplaced,
             recruiting=len(self._recruiting),
             linked=len(self.links),
             limit=limit,
         )
 
     def _release_useless(self) -> None:
+        if self.backend.places_tasks:
+            return  # the middleware knows which machine is idle, we do not: keep all to the end
         idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
         ready = len(self.table.ready())
         for node in scheduling.releasable(
@@ -454,7 +507,12 @@ class AppCoordinator:
                     if r.state not in TERMINAL_STATES
                 ]
                 batch = scheduling.to_ask(
-                    self.app_id, self._offers(), needs, "embedded", exclude=busy, wanted=wanted
+                    self.app_id,
+                    self._offers(),
+                    needs,
+                    self.backend_name,
+                    exclude=busy,
+                    wanted=wanted,
                 )
                 if batch:
                     await asyncio.gather(*(self._recruit(o) for o in batch))
@@ -506,7 +564,7 @@ class AppCoordinator:
                     self.me.host,
                     self.term,
                     cfg.reserve_lease,
-                    "embedded",
+                    self.backend_name,
                 )
                 reply = await ch.request(ask, timeout=cfg.connect_timeout)
             except Exception as e:
@@ -683,16 +741,38 @@ class AppCoordinator:
                 held[0].used -= held[1]
                 self._wake.set()
 
-    async def _verified_commit(self, r: TaskResult, host: str) -> int:
+    async def _on_backend_result(self, r: TaskResult, node: str | None) -> None:
+        """A finished attempt from a backend whose middleware ran it (HTCondor, BOINC).
+        Returns once it is committed (and durable on the replicas); raises if it was not, so
+        the backend keeps it and delivers it again."""
+        if r.app != self.app_id or r.task not in self.spec.task_ids:
+            log.warning("app %s: dropped a backend result for %s/%s", self.app_id, r.app, r.task)
+            return
+        if not self._acting():
+            raise RuntimeError(f"app {self.app_id} is not coordinated here any more")
+        key = (r.task, r.attempt)
+        self._results_in_flight.add(key)
+        try:
+            host = self.worker_hosts.get(node or "", "")
+            if node and not host and node in self.links:
+                host = self.links[node].host
+            seq = await asyncio.shield(self._verified_commit(r, host, node or ""))
+            if seq:
+                await self.replication.durable(seq)
+                self._wake.set()
+        finally:
+            self._results_in_flight.discard(key)
+
+    async def _verified_commit(self, r: TaskResult, host: str, worker: str = "") -> int:
         if sha256_hex(r.outputs) != r.outputs_sha256:
             if not self.table.accepts(r.task, r.attempt, None):
                 return 0
             return self._record(
                 je.Abandoned(r.task, r.attempt, "outputs corrupted in transit", True)
             )
-        return await self._commit(r, host)
+        return await self._commit(r, host, worker)
 
-    async def _commit(self, r: TaskResult, host: str) -> int:
+    async def _commit(self, r: TaskResult, host: str, worker: str = "") -> int:
         """Record an attempt exactly once; its files are in place before the journal says so."""
         done = r.exit_code is not None and (r.exit_code != 0 or not r.error)
         if not self.table.accepts(r.task, r.attempt, r.exit_code if done else None):
@@ -713,8 +793,17 @@ class AppCoordinator:
         if done:
             assert r.exit_code is not None
             entry = je.Finished(
-                r.task, r.attempt, r.exit_code, r.seconds, time.monotonic(), self.term
+                r.task,
+                r.attempt,
+                r.exit_code,
+                r.seconds,
+                time.monotonic(),
+                self.term,
+                worker=worker,
+                host=host if worker else "",
             )
+            if worker:
+                self.worker_hosts[worker] = host
         else:  # timed out, killed, or exit 0 without its declared outputs
             entry = je.Abandoned(r.task, r.attempt, r.error or "no exit status", True, r.seconds)
         return self._record(entry, outputs=r.outputs, host=host)
@@ -724,6 +813,7 @@ class AppCoordinator:
             return  # released on purpose, or replaced by a newer link
         del self.links[link.node]
         self.replication.drop(link.node)
+        self.backend.worker_lost(link.node)
         lost: list[Attempt] = []
         for a in self.table.running_on(link.node):
             key = (a.task, a.attempt)

@@ -436,7 +436,13 @@ class NodeDaemon:
             coordinator=coordinator,
             replicas=replicas,
             rivals=lambda: self._rivals(app_id),
+            address=self._lan_address,
         )
+
+    def _lan_address(self) -> str:
+        """The address this machine's workers reach it at (a CE's head listens there)."""
+        bound = self.discovery.addresses if self.discovery is not None else []
+        return bound[0] if bound else "127.0.0.1"
 
     def _start_app(self, app: AppCoordinator) -> None:
         """Coordinate ``app`` from now on (a new app, a resumed one, or an elected replica)."""

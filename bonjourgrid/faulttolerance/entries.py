@@ -39,6 +39,10 @@ class Finished:
     at: float
     term: int = 0
     """The coordinator's term that committed it (each result is committed by one term)."""
+    worker: str = ""
+    """Who ran it, when the attempt started with no worker (the backend's middleware placed
+    it: HTCondor, BOINC); "" when ``Started`` named the worker."""
+    host: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,22 @@ class GaveUp:
 
 
 @dataclass(frozen=True)
+class BackendState:
+    """What the app's backend must find again after a takeover (e.g. BOINC's per-app
+    code-signing key): journaled and replicated like the table's changes; the table ignores it."""
+
+    backend: str
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Cancelled:
     """Every unfinished task fails with ``reason`` (user cancel, grid failure)."""
 
     reason: str
 
 
-Entry = Started | Finished | Abandoned | GaveUp | Cancelled
+Entry = Started | Finished | Abandoned | GaveUp | Cancelled | BackendState
 
 _KINDS: dict[str, type[Entry]] = {
     "start": Started,
@@ -75,6 +88,7 @@ _KINDS: dict[str, type[Entry]] = {
     "abandon": Abandoned,
     "give_up": GaveUp,
     "cancel": Cancelled,
+    "backend_state": BackendState,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -84,7 +98,10 @@ class BadEntry(ValueError):
 
 
 def apply(table: TaskTable, entry: Entry) -> bool:
-    """Apply one entry; True if it changed the table (False: a harmless duplicate)."""
+    """Apply one entry; True if it changed the table (False: a harmless duplicate) or is
+    worth keeping without touching it (``BackendState``)."""
+    if isinstance(entry, BackendState):
+        return True
     if isinstance(entry, Started):
         try:
             next_attempt = table.record(entry.task).attempts + 1
@@ -103,6 +120,7 @@ def apply(table: TaskTable, entry: Entry) -> bool:
             exit_code=entry.exit_code,
             now=entry.at,
             seconds=entry.seconds,
+            worker=entry.worker,
         )
     if isinstance(entry, Abandoned):
         return table.abandon(

@@ -230,11 +230,13 @@ class TaskTable:
         exit_code: int,
         now: float,
         seconds: float | None = None,
+        worker: str = "",
     ) -> bool:
         """Record attempt `attempt`'s exit; True if accepted (see the theory of operation).
 
         `seconds` is the attempt's run time as the worker measured it; by default
-        `now` minus the attempt's start.
+        `now` minus the attempt's start. `worker`, when given, is who ran it (a backend whose
+        middleware places tasks learns it only at the end).
         """
         e = self._entry(task_id)
         if attempt != e.attempts or attempt < 1:
@@ -242,6 +244,8 @@ class TaskTable:
         late = e.state is TaskState.READY
         if not (e.state is TaskState.RUNNING or (late and exit_code == 0)):
             return False
+        if worker:
+            e.worker = worker
         e.exit_code = exit_code
         if seconds is None and e.started_at is not None:
             seconds = now - e.started_at

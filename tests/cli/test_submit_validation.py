@@ -145,10 +145,9 @@ def test_submit_help_shows_the_json_schema() -> None:
     assert {"name", "tasks", "sweeps", "files"} <= set(schema["properties"])
 
 
-def test_backend_that_is_not_built_yet_is_refused_clearly(tmp_path: Path) -> None:
+def test_local_workers_with_a_middleware_backend_are_refused_clearly(tmp_path: Path) -> None:
     app_json = write_app(tmp_path, base(), None)
-    result = invoke("submit", str(app_json), "--backend", "condor")
+    result = invoke("submit", str(app_json), "--backend", "condor", "--local", "2")
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    assert "backend" in result.stderr and "condor" in result.stderr
-    assert "not available in this version" in result.stderr
+    assert "--local runs the embedded backend only" in result.stderr
