@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 PROFILE_ENV = "BJGRID_PROFILE"
 
 
 @dataclass(frozen=True)
 class Config:
+    profile: str = "lan"
+    """The profile's name: ``lan`` or ``fast`` (the owner policy's defaults follow it)."""
+
     # --- liveness (DESIGN.md: mDNS is for presence, heartbeats for liveness) ---
     heartbeat_interval: float = 0.5
     """Coordinator <-> worker heartbeat period on the control channel."""
@@ -66,6 +77,7 @@ class Config:
         """Short timings for tests on a virtual LAN (still tolerant of a busy 2-core box)."""
         return dataclasses.replace(
             cls(),
+            profile="fast",
             heartbeat_interval=0.25,
             suspect_after=1.5,
             reserve_lease=8.0,
@@ -86,3 +98,79 @@ class Config:
         if name == "lan":
             return cls.lan()
         raise ValueError(f"{PROFILE_ENV}={name!r}: expected 'lan' or 'fast'")
+
+
+# --- the volunteer's own settings (``volunteer.toml`` in the config dir) ------------------
+
+VOLUNTEER_KEYS = ("trusted_users", "owner_activity", "policy", "sandbox", "attributes")
+
+
+class VolunteerFileError(ValueError):
+    """The volunteer's config file cannot be read or has a wrong entry; the message says which."""
+
+
+@dataclass(frozen=True)
+class VolunteerFile:
+    """What ``volunteer.toml`` says, checked for shape only (the policy and sandbox tables are
+    checked by ``PolicyConfig.replace`` and the sandbox's settings when the daemon starts)::
+
+        trusted_users = ["bjgrid-user-pub-v1 alice 3f...", "9a1c...(fingerprint)"]
+        owner_activity = "/run/bjgrid-owner"   # a file saying busy/idle, instead of psutil
+        [policy]
+        max_suspension = 600
+        [sandbox]
+        memory_mb = 2048
+        [attributes]                           # matched by app.json requirements.attributes
+        site = "lab2"
+    """
+
+    trusted_users: tuple[str, ...] | None = None
+    """None: the key is absent (any app of the grid is accepted)."""
+    owner_activity: str | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """Custom attributes advertised in the TXT record (checked by txt.clean_attributes)."""
+
+
+def parse_volunteer_file(text: str, source: str = "volunteer.toml") -> VolunteerFile:
+    """Parse the volunteer's config file; VolunteerFileError names a wrong entry."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise VolunteerFileError(f"{source}: {e}") from None
+    unknown = sorted(set(doc) - set(VOLUNTEER_KEYS))
+    if unknown:
+        raise VolunteerFileError(f"{source}: unknown setting {unknown[0]!r}")
+    trusted = doc.get("trusted_users")
+    if trusted is not None and (
+        not isinstance(trusted, list) or not all(isinstance(t, str) for t in trusted)
+    ):
+        raise VolunteerFileError(f"{source}: trusted_users must be a list of strings")
+    activity = doc.get("owner_activity")
+    if activity is not None and not isinstance(activity, str):
+        raise VolunteerFileError(f"{source}: owner_activity must be a file path")
+    tables: dict[str, dict[str, Any]] = {}
+    for name in ("policy", "sandbox", "attributes"):
+        table = doc.get(name, {})
+        if not isinstance(table, dict):
+            raise VolunteerFileError(f"{source}: [{name}] must be a table")
+        tables[name] = table
+    return VolunteerFile(
+        trusted_users=None if trusted is None else tuple(trusted),
+        owner_activity=activity,
+        policy=tables["policy"],
+        sandbox=tables["sandbox"],
+        attributes=tables["attributes"],
+    )
+
+
+def read_volunteer_file(path: Path) -> VolunteerFile:
+    """The volunteer's config file at ``path``; an absent file means every default."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return VolunteerFile()
+    except OSError as e:
+        raise VolunteerFileError(f"{path}: {e.strerror}") from None
+    return parse_volunteer_file(text, str(path))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from pathlib import Path
 
 import click
 
+from bonjourgrid.config import VolunteerFileError, read_volunteer_file
 from bonjourgrid.daemon.hostinfo import detect, load_node_id
 from bonjourgrid.daemon.lock import DaemonRunning
 from bonjourgrid.daemon.node import NodeDaemon
 from bonjourgrid.discovery import DiscoveryError
+from bonjourgrid.policy.volunteer import OWNER_ACTIVITY_FILE, settings_from
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
 
@@ -53,6 +56,33 @@ from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
     hidden=True,
     help="Write the control port here once listening.",
 )
+@click.option(
+    "--owner-activity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BJGRID_OWNER_ACTIVITY",
+    help="Read the owner's presence from this file (`busy` or `idle`) instead of the "
+    "machine's load and keyboard (labs, tests, a manual switch).",
+)
+@click.option(
+    "--max-cpus",
+    type=click.IntRange(min=1),
+    help="Use at most this many CPUs for tasks (caps --slots).",
+)
+@click.option(
+    "--max-memory",
+    "max_memory",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Memory offered to tasks, in MB: advertised, and the cap of a task that declares none.",
+)
+@click.option(
+    "--trust",
+    "trust",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Run only apps signed by this user's key (a user.pub file; repeatable; adds to "
+    "trusted_users in volunteer.toml).",
+)
 @pass_ctx
 def join(
     ctx: Ctx,
@@ -63,6 +93,10 @@ def join(
     listen: str,
     port: int,
     port_file: Path | None,
+    owner_activity: Path | None,
+    max_cpus: int | None,
+    max_memory: int | None,
+    trust: tuple[Path, ...],
 ) -> None:
     """Volunteer this machine to the grid until SIGINT/SIGTERM.
 
@@ -70,11 +104,34 @@ def join(
     coordinator recruits it, and runs tasks at the lowest CPU priority. On SIGINT/SIGTERM it
     withdraws its records with mDNS goodbyes before it exits. Other bjgrid commands on this
     machine (status, submit, ...) go through this daemon.
+
+    The owner comes first (docs/owner-policy.md): when they use the machine its tasks are
+    stopped at once, continued when they leave, and given back to their coordinator if the
+    owner stays too long. Settings: [policy], [sandbox], trusted_users and owner_activity in
+    volunteer.toml in the config dir; the options here win.
     """
     setup_logging(max(ctx.verbose, 1), log_file=ctx.paths.log_dir / "daemon.log")
     key = ctx.key()
     paths = ctx.paths.ensure()
+    if owner_activity is None and no_mdns:
+        # --local workers are the submitting user's own processes: no owner to watch.
+        owner_activity = paths.state_dir / OWNER_ACTIVITY_FILE
+    try:
+        settings = settings_from(
+            read_volunteer_file(paths.config_file),
+            fast=ctx.config.profile == "fast",
+            state_dir=paths.state_dir,
+            owner_activity=owner_activity,
+            max_cpus=max_cpus,
+            max_memory_mb=max_memory,
+            trust=trust,
+        )
+    except VolunteerFileError as e:
+        raise Abort(str(e)) from None
     host = detect(load_node_id(paths.node_id_file), slots=slots)
+    host = dataclasses.replace(
+        host, slots=settings.slots(host.slots), mem_mb=settings.memory_mb(host.mem_mb)
+    )
     daemon = NodeDaemon(
         paths=paths,
         config=ctx.config,
@@ -85,6 +142,7 @@ def join(
         interfaces=interfaces,
         listen=listen,
         port=port,
+        settings=settings,
     )
     if workdir is not None:
         daemon.agent.work_dir = workdir

@@ -24,10 +24,11 @@ def _n(p: AppProgress, state: str) -> int:
 
 def describe(p: AppProgress) -> str:
     waiting = _n(p, "pending") + _n(p, "ready")
-    return (
+    line = (
         f"{p.role:<10} pending {waiting}  running {_n(p, 'running')}  done {_n(p, 'done')}  "
         f"failed {_n(p, 'failed')}  workers {p.workers}"
     )
+    return f"{line}  waiting: {p.waiting}" if p.waiting else line
 
 
 class ProgressView:

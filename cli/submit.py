@@ -17,8 +17,9 @@ from pathlib import Path
 
 import click
 
-from bonjourgrid.app.bundle import build_bundle, unpack_files
+from bonjourgrid.app.bundle import build_bundle, sha256_hex, unpack_files
 from bonjourgrid.app.load import AppError, load_app, schema_text
+from bonjourgrid.app.signing import SigningError, load_user_key, sign_app, user_key_path
 from bonjourgrid.app.spec import BACKENDS, AppSpec
 from bonjourgrid.daemon.local_messages import (
     CancelApp,
@@ -44,7 +45,6 @@ from .context import (
 from .daemon_client import DaemonSession, daemon_session
 from .local_workers import local_workers
 from .progress import ProgressView
-
 
 _HELP = f"""Run the application described by APP_JSON on the grid.
 
@@ -102,6 +102,14 @@ The app.json format (JSON Schema):
     "--detach", is_flag=True, help="Return once the app is accepted; fetch with `bjgrid results`."
 )
 @click.option("--fresh", is_flag=True, help="Start over even if this app.json is already running.")
+@click.option(
+    "--sign-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BJGRID_USER_KEY",
+    help="Sign the app with this user key (default: user.key from `bjgrid keygen --user`, "
+    "if it exists; without one the app goes unsigned and only volunteers with no "
+    "trusted_users run it).",
+)
 @pass_ctx
 def submit(
     ctx: Ctx,
@@ -114,6 +122,7 @@ def submit(
     local: int | None,
     detach: bool,
     fresh: bool,
+    sign_key: Path | None,
 ) -> None:
     setup_logging(ctx.verbose)
     try:
@@ -145,6 +154,7 @@ def submit(
     ).hexdigest()
     out_dir = output or Path(f"{spec.name}-results")
     job = _Job(ctx, spec, bundle, digest, fresh, out_dir, as_json, detach)
+    job.signature, job.signer = _signature(ctx, spec, bundle, sign_key)
     try:
         with _local_grid(ctx, local) as peers:
             code = asyncio.run(job.run(peers))
@@ -152,6 +162,24 @@ def submit(
         click.echo("bjgrid: interrupted", err=True)
         code = EXIT_INTERRUPTED
     sys.exit(code)
+
+
+def _signature(ctx: Ctx, spec: AppSpec, bundle: bytes, key_file: Path | None) -> tuple[str, str]:
+    """(encoded signature, signer) of the app by the user's key; ("", "") with a one-line
+    notice when the user has no key and named none."""
+    path = key_file or user_key_path(ctx.paths.config_dir)
+    if key_file is None and not path.exists():
+        click.echo(
+            "bjgrid: no signing key (`bjgrid keygen --user` makes one): app submitted unsigned; "
+            "volunteers with trusted_users will refuse it",
+            err=True,
+        )
+        return "", ""
+    try:
+        key = load_user_key(path)
+    except SigningError as e:
+        raise Abort(str(e), EXIT_BAD_INPUT) from None
+    return sign_app(key, sha256_hex(bundle), spec).encode(), key.user
 
 
 @contextlib.contextmanager
@@ -182,6 +210,7 @@ class _Job:
         self.ctx, self.spec, self.bundle, self.digest = ctx, spec, bundle, digest
         self.fresh, self.out_dir, self.as_json, self.detach = fresh, out_dir, as_json, detach
         self.interrupts = 0
+        self.signature, self.signer = "", ""
 
     async def run(self, peers: list[tuple[str, int]] | None) -> int:
         kw = {} if peers is None else {"mdns": False, "static_peers": peers}
@@ -194,7 +223,13 @@ class _Job:
                 )
             reply = await session.call(
                 Submit(
-                    self.spec.to_json(), self.bundle, self.digest, self.fresh, getpass.getuser()
+                    self.spec.to_json(),
+                    self.bundle,
+                    self.digest,
+                    self.fresh,
+                    getpass.getuser(),
+                    signature=self.signature,
+                    signer=self.signer,
                 ),
                 timeout=60,
             )
@@ -235,6 +270,9 @@ class _Job:
                     msg = await ch.recv()
                     if not isinstance(msg, Progress):
                         break
+                    quiet = view.enabled or view.plain  # else no bar: say a new wait once
+                    if msg.waiting and not quiet and (last is None or last.waiting != msg.waiting):
+                        click.echo(f"bjgrid: app {app_id} waiting: {msg.waiting}", err=True)
                     last = msg
                     view.update(msg)
                     if msg.ended:

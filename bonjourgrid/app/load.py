@@ -24,9 +24,11 @@ from typing import Any
 
 from bonjourgrid.app.bundle import BundleError, check_relpath, check_tree
 from bonjourgrid.app.spec import (
+    ATTRIBUTE_NAME_PATTERN,
     BACKENDS,
     DEFAULT_RETRIES,
     FORMAT_VERSION,
+    MAX_WEIGHT,
     AppSpec,
     Requirements,
     TaskSpec,
@@ -54,11 +56,13 @@ APP_KEYS = (
     "replicas",
     "backend",
     "requirements",
+    "weight",
 )
 TASK_KEYS = ("id", "command", "outputs", "after", "retries", "timeout", "env", "requirements")
 SWEEP_KEYS = ("template", "params")
-REQUIREMENT_KEYS = ("cpus", "memory_mb", "os", "arch")
+REQUIREMENT_KEYS = ("cpus", "memory_mb", "os", "arch", "network", "attributes")
 _GLOB_CHARS = frozenset("*?[")
+ATTRIBUTE_NAME = re.compile(ATTRIBUTE_NAME_PATTERN)
 
 
 class AppError(Exception):
@@ -249,6 +253,9 @@ class _Parser:
             raise self.fail(
                 "backend", f"unknown backend {backend!r} (expected one of: {', '.join(BACKENDS)})"
             )
+        weight = self.integer(top.get("weight", 1), "weight", 1)
+        if weight > MAX_WEIGHT:
+            raise self.fail("weight", f"{weight} is above {MAX_WEIGHT}")
         defaults = Requirements(**self.requirements(top.get("requirements", {}), "requirements"))
         tasks = [
             self.task(t, f"tasks[{i}]")
@@ -267,6 +274,7 @@ class _Parser:
             backend=backend,
             requirements=defaults,
             version=version,
+            weight=weight,
         )
 
     def files(self, value: object) -> tuple[str, ...]:
@@ -309,7 +317,24 @@ class _Parser:
         for key in ("os", "arch"):
             if key in d:
                 out[key] = None if d[key] is None else self.string(d[key], _join(path, key))
+        if "network" in d:
+            if not isinstance(d["network"], bool):
+                raise self.fail(_join(path, "network"), "expected true or false")
+            out["network"] = d["network"]
+        if "attributes" in d:
+            out["attributes"] = self.attributes(d["attributes"], _join(path, "attributes"))
         return out
+
+    def attributes(self, value: object, path: str) -> tuple[tuple[str, str], ...]:
+        """Custom attributes a volunteer must declare: names as in its TXT record, string values."""
+        d = self.obj(value, path, None)
+        for k, v in d.items():
+            if not ATTRIBUTE_NAME.fullmatch(k):
+                raise self.fail(
+                    _join(path, k), "attribute names are a-z, 0-9 and '_' (at most 16 characters)"
+                )
+            self.string(v, _join(path, k))
+        return tuple(sorted((k, str(v)) for k, v in d.items()))
 
     # --- tasks and sweeps ------------------------------------------------------------------
 

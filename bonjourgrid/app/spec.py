@@ -22,18 +22,44 @@ BACKENDS = ("embedded", "condor", "boinc")
 DEFAULT_RETRIES = 2
 """A task is retried twice after a failed attempt unless it says otherwise."""
 
+ATTRIBUTE_NAME_PATTERN = r"[a-z0-9][a-z0-9_]{0,15}"
+"""A custom attribute's name, as a volunteer's TXT record carries it (discovery/txt.py)."""
+MAX_WEIGHT = 1000
+"""Largest fair-share weight an app may claim (TXT ``wt``)."""
+
 
 @dataclass(frozen=True)
 class Requirements:
-    """What a machine must offer to run a task. `os`/`arch` None means "any"."""
+    """What a machine must offer to run a task (and what the sandbox gives it: `memory_mb`
+    is its memory cap, `network` its access to the network). `os`/`arch` None means "any"."""
 
     cpus: int = 1
     memory_mb: int = 0
     os: str | None = None
     arch: str | None = None
+    network: bool = False
+    """The task needs the network; without it, a volunteer runs it with none (loopback only)."""
+    attributes: tuple[tuple[str, str], ...] = ()
+    """Custom attributes a volunteer must declare with exactly these values (sorted by name).
+    A mapping is accepted too (the loader merges ``to_json`` dicts) and stored sorted."""
+
+    def __post_init__(self) -> None:
+        attrs: object = self.attributes
+        if isinstance(attrs, Mapping):
+            object.__setattr__(self, "attributes", tuple(sorted(attrs.items())))
 
     def to_json(self) -> dict[str, Any]:
-        return {"cpus": self.cpus, "memory_mb": self.memory_mb, "os": self.os, "arch": self.arch}
+        out: dict[str, Any] = {
+            "cpus": self.cpus,
+            "memory_mb": self.memory_mb,
+            "os": self.os,
+            "arch": self.arch,
+            # Always written: a task's false must override an app-level true on reload.
+            "network": self.network,
+        }
+        if self.attributes:  # absent when empty
+            out["attributes"] = dict(self.attributes)
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,9 @@ class AppSpec:
     backend: str = "embedded"
     requirements: Requirements = field(default_factory=Requirements)
     version: int = FORMAT_VERSION
+    weight: int = 1
+    """Fair-share weight against rival apps (coordinator/fairshare.py): 2 claims twice as many
+    machines as 1 when users compete for too few."""
 
     def task(self, id: str) -> TaskSpec:
         """The task named `id`; KeyError if there is none."""
@@ -119,6 +148,8 @@ class AppSpec:
         out["replicas"] = self.replicas
         out["backend"] = self.backend
         out["requirements"] = self.requirements.to_json()
+        if self.weight != 1:  # absent when default: specs journaled and signed before stay the same
+            out["weight"] = self.weight
         return out
 
     @classmethod

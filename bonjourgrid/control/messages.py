@@ -248,6 +248,11 @@ class ReplicaOpen:
     seq: int
     entries: str
     outputs: bytes
+    signature: str = ""
+    """The app's signature (``AppSignature.encode()``), so a replica that takes over can
+    still recruit volunteers with a ``trusted_users`` list; "" when unsigned."""
+    signer: str = ""
+    """The user name in the signature."""
 
 
 @CONTROL.register(Kind.JOURNAL_APPEND)

@@ -41,6 +41,7 @@ from bonjourgrid.control.messages import (
     AppQuery,
     AppState,
     Fenced,
+    GiveBack,
     HeartbeatAck,
     JournalAck,
     JournalAppend,
@@ -51,8 +52,8 @@ from bonjourgrid.control.messages import (
     ResultAck,
     TaskResult,
 )
-from bonjourgrid.coordinator import scheduling
-from bonjourgrid.coordinator.matchmaking import Offer, fits
+from bonjourgrid.coordinator import fairshare, scheduling
+from bonjourgrid.coordinator.matchmaking import Offer, fits, unmet
 from bonjourgrid.coordinator.replication import Replication
 from bonjourgrid.coordinator.result_store import ResultStore, results_document
 from bonjourgrid.coordinator.worker_link import WorkerLink
@@ -119,10 +120,20 @@ class AppCoordinator:
         coordinator: tuple[str, str] | None = None,
         replicas: Sequence[str] = (),
         rivals: Callable[[], list[Peer]] = lambda: [],
+        claims: Callable[[], list[fairshare.Claim]] = lambda: [],
         on_change: Callable[[AppCoordinator], None] = lambda c: None,
         address: Callable[[], str] = lambda: "127.0.0.1",
+        signature: str = "",
+        signer: str = "",
     ) -> None:
         self.app_id = app_id
+        self.signature = signature
+        """The submitting user's signature of the app (``AppSignature.encode()``), sent in
+        every Reserve so volunteers with ``trusted_users`` can check it; "" unsigned."""
+        self.signer = signer
+        self._last_refusal = ""
+        """The latest volunteer's refusal (host: reason), told when the app fails for want
+        of volunteers."""
         self.spec = spec
         self.bundle = bundle
         self.bundle_sha = sha256_hex(bundle)
@@ -132,6 +143,12 @@ class AppCoordinator:
         self.config = config
         self._offers = offers
         self._rivals = rivals
+        self._claims = claims
+        """Other apps' fair-share claims, from their ``_bjg-coord`` records (fairshare.py)."""
+        self._hungry_since: dict[str, float] = {}
+        """Rival app -> since when no volunteer serves it (a record a dead coordinator left)."""
+        self._waiting = ""
+        """Why ready tasks wait: the requirement no volunteer meets ("" when none)."""
         self.role = role or CoordinatorRole(app_id)
         self.table = TaskTable(spec.tasks)
         self.worker_hosts: dict[str, str] = dict(hosts or {})
@@ -193,6 +210,7 @@ class AppCoordinator:
             ended=self.role.ended,
             outcome=self.outcome,
             reason=self.role.reason,
+            waiting="" if self.role.ended else self._waiting,
         )
 
     def state(self) -> AppState:
@@ -344,6 +362,8 @@ class AppCoordinator:
             seq=self.seq,
             entries="\n".join(self.journal.entries(self.app_id)),
             outputs=self.store.export(),
+            signature=self.signature,
+            signer=self.signer,
         )
 
     # --- scheduling -----------------------------------------------------------------------
@@ -359,6 +379,7 @@ class AppCoordinator:
                 self.role.handle(AllTasksTerminal())
                 self._save_role()
                 break
+            self._release_useless()  # first: a worker between tasks may be owed to a rival
             self._place_ready_tasks()
             now = time.monotonic()
             if now - last_fit_check >= self.config.recruit_retry:
@@ -373,6 +394,10 @@ class AppCoordinator:
                 no_worker_since = now
             elif now - no_worker_since > self.config.recruit_timeout:
                 reason = f"no suitable volunteer answered within {self.config.recruit_timeout:g} s"
+                if self._waiting:
+                    reason = f"no volunteer meets the app's requirements: {self._waiting}"
+                elif self._last_refusal:
+                    reason += f" (last refusal: {self._last_refusal})"
                 self.role.handle(GridFailed(reason))
                 self._record(je.Cancelled(reason))
                 self._save_role()
@@ -431,24 +456,46 @@ class AppCoordinator:
             # With a link, the link is gone: its loss handler requeues the attempt.
 
     def _give_up_unplaceable(self) -> None:
-        """Fail READY tasks that no worker and no idle volunteer has fitted for a while."""
+        """Fail READY tasks that no worker and no idle volunteer has fitted for a while;
+        meanwhile say (``_waiting``, in the progress) which requirement no volunteer meets."""
         now = time.monotonic()
         offers = [link.offer for link in self.links.values() if link.offer is not None]
-        offers += [o for o in self._offers() if o.state == "idle"]
+        seen = {o.node: o for o in self._offers()}
+        offers += [o for o in seen.values() if o.state == "idle"]
+        seen.update({o.node: o for o in offers})
+        unmatched: list[tuple[str, str]] = []
         for task_id in self.table.ready():
             req = self.spec.task(task_id).requirements
             if any(fits(o, req, self.backend_name) for o in offers):
                 self._unfit_since.pop(task_id, None)
                 continue
+            why = unmet(list(seen.values()), req, self.backend_name)
+            if why is not None:
+                unmatched.append((task_id, why))
             since = self._unfit_since.setdefault(task_id, now)
             if self.links and now - since > self.config.recruit_timeout:
                 wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
                 reason = f"no volunteer satisfies its requirements ({wants})"
+                if why is not None:
+                    reason += f": {why}"
                 log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
                 self._record(je.GaveUp(task_id, reason))
+        waiting = ""
+        if unmatched:
+            task_id, why = unmatched[0]
+            more = f" and {len(unmatched) - 1} more" if len(unmatched) > 1 else ""
+            waiting = f"{why}, for task {task_id}{more}"
+        if waiting != self._waiting:
+            if waiting:
+                log.info("app %s: waiting: %s", self.app_id, waiting)
+            self._waiting = waiting
 
-    def _wanted_workers(self) -> int:
+    def _wanted_workers(self, *, fair: bool = True) -> int:
+        """More volunteers to ask for now; with ``fair``, no further than this app's fair
+        share while rivals want machines too (fairshare.recruit_cap)."""
         limit = self.spec.workers if self.spec.workers is not None else len(self.spec.tasks)
+        if fair and (rivals := self._rival_claims()):
+            limit = min(limit, fairshare.recruit_cap(self.claim(), rivals, self._machines()[0]))
         unplaced = len(self.table.ready())
         if self.backend.places_tasks:  # queued in the middleware: not covered by a slot yet
             slots = sum(k.slots for k in self.links.values())
@@ -472,6 +519,61 @@ class AppCoordinator:
                 continue
             link = self.links.pop(node)
             self._spawn(self._release(link, "no task left for this worker"))
+        self._release_above_share()
+
+    # --- fair share between rival coordinators (coordinator/fairshare.py) -----------------
+
+    def claim(self) -> fairshare.Claim:
+        """This app's claim, as published in its coordinator record (TXT ``w``/``d``/``wt``):
+        workers held, more it could use now (at most the machines seen), its weight."""
+        more = self._wanted_workers(fair=False) + len(self._recruiting)
+        return fairshare.Claim(
+            self.app_id, len(self.links), min(more, self._machines()[0]), self.spec.weight
+        )
+
+    def _machines(self) -> tuple[int, int]:
+        """Volunteers seen (idle or serving someone), and how many of them are idle."""
+        states = [o.state for o in self._offers()]
+        return sum(s in ("idle", "worker") for s in states), states.count("idle")
+
+    def _rival_claims(self) -> list[fairshare.Claim]:
+        """The other apps' claims, each with the workers the volunteers themselves say serve
+        it (their TXT is current, a coordinator's ``w`` lags). A rival that no volunteer has
+        served for twice ``recruit_timeout`` is a record left by a dead coordinator (a live
+        one fails its app by then): ignored."""
+        now = time.monotonic()
+        held: dict[str, int] = {}
+        for o in self._offers():
+            if o.state == "worker" and o.app is not None:
+                held[o.app] = held.get(o.app, 0) + 1
+        out: list[fairshare.Claim] = []
+        for c in self._claims():
+            if c.app == self.app_id:
+                continue
+            n = held.get(c.app, 0)
+            if n:
+                self._hungry_since.pop(c.app, None)
+            elif now - self._hungry_since.setdefault(c.app, now) > 2 * self.config.recruit_timeout:
+                continue
+            out.append(fairshare.Claim(c.app, n, c.demand, c.weight))
+        return out
+
+    def _release_above_share(self) -> None:
+        """Let idle workers go (between tasks, never a running one) while this app holds more
+        than its fair share and a rival below its own share wants more."""
+        rivals = self._rival_claims()
+        if not rivals:
+            return
+        machines, idle_machines = self._machines()
+        count = fairshare.release_count(self.claim(), rivals, machines, idle_machines)
+        if count <= 0:
+            return
+        idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
+        keep = set(self.replication.ranks) | set(self._unconfirmed.values())
+        for node in fairshare.choose_release(idle, count, keep):
+            link = self.links.pop(node)
+            self._refused[node] = time.monotonic()  # do not ask it back at once
+            self._spawn(self._release(link, "fair share: a rival coordinator needs machines"))
 
     async def _release(self, link: WorkerLink, reason: str, outcome: str | None = None) -> None:
         if self.links.get(link.node) is link:
@@ -565,6 +667,10 @@ class AppCoordinator:
                     self.term,
                     cfg.reserve_lease,
                     self.backend_name,
+                    user=self.signer,
+                    signature=self.signature,
+                    bundle_sha256=self.bundle_sha,
+                    spec=self.spec.to_json(),
                 )
                 reply = await ch.request(ask, timeout=cfg.connect_timeout)
             except Exception as e:
@@ -578,6 +684,7 @@ class AppCoordinator:
             if not isinstance(reply, ReserveReply) or not reply.accepted:
                 why = reply.reason if isinstance(reply, ReserveReply) else type(reply).__name__
                 log.info("app %s: %s refused: %s", self.app_id, offer.host, why)
+                self._last_refusal = f"{offer.host}: {why}"
                 await ch.close()
                 return None
             if not self._acting():
@@ -699,6 +806,8 @@ class AppCoordinator:
             # Not awaited here: waiting for a replica's ack must not block this link's reader
             # (the replica may be this very worker).
             self._spawn(self._on_result(link, msg))
+        elif isinstance(msg, GiveBack):
+            self._on_give_back(link, msg)
         elif isinstance(msg, HeartbeatAck):
             if msg.term > self.term:
                 self._step_down(msg.term)
@@ -807,6 +916,25 @@ class AppCoordinator:
         else:  # timed out, killed, or exit 0 without its declared outputs
             entry = je.Abandoned(r.task, r.attempt, r.error or "no exit status", True, r.seconds)
         return self._record(entry, outputs=r.outputs, host=host)
+
+    def _on_give_back(self, link: WorkerLink, msg: GiveBack) -> None:
+        """The worker's owner needs the machine: requeue the attempt without counting it
+        against the task's retries, free its slot, and let the worker go once it runs
+        nothing more of ours."""
+        key = (msg.task, msg.attempt)
+        if msg.task in self.spec.task_ids and key not in self._results_in_flight:
+            why = f"given back by {link.host}: {msg.reason}"
+            self._record(je.Abandoned(msg.task, msg.attempt, why, False))
+        held = self._running.pop(key, None)
+        if held is not None:
+            held[0].used -= held[1]
+        self._unconfirmed.pop(key, None)
+        log.info("app %s: %s gave back %s#%d", self.app_id, link.host, msg.task, msg.attempt)
+        if self.links.get(link.node) is link and not self.table.running_on(link.node):
+            del self.links[link.node]
+            self._refused[link.node] = time.monotonic()
+            self._spawn(self._release(link, "its owner needs the machine"))
+        self._wake.set()
 
     async def _on_lost(self, link: WorkerLink, reason: str) -> None:
         if self.links.get(link.node) is not link:

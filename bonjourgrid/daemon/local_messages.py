@@ -41,6 +41,10 @@ class Submit:
     """Identity of this submission (app.json path + content): a resubmission re-attaches."""
     fresh: bool
     user: str
+    signature: str = ""
+    """``AppSignature.encode()`` by the user's signing key (app/signing.py); "" unsigned."""
+    signer: str = ""
+    """The user name in the signature ("" unsigned)."""
 
 
 @LOCAL.register(LocalKind.SUBMITTED)
@@ -67,6 +71,9 @@ class Progress:
     ended: bool
     outcome: str
     reason: str
+    waiting: str = ""
+    """While tasks wait for a volunteer nobody can match: which requirement nobody meets,
+    e.g. ``no volunteer has memory_mb>=64000 (6 seen)``; "" otherwise."""
 
 
 @LOCAL.register(LocalKind.FETCH_RESULTS)

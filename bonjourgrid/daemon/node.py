@@ -40,6 +40,7 @@ from bonjourgrid.control.messages import (
     Reserve,
 )
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator, Identity, Peer
+from bonjourgrid.coordinator.fairshare import Claim
 from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
@@ -48,10 +49,13 @@ from bonjourgrid.daemon.lock import DaemonLock
 from bonjourgrid.daemon.status import machine_rows, ping
 from bonjourgrid.daemon.volunteer_agent import VolunteerAgent
 from bonjourgrid.discovery import CoordTxt, Discovery, NodeTxt
+from bonjourgrid.discovery.txt import clean_attributes
 from bonjourgrid.faulttolerance.election import Election
 from bonjourgrid.faulttolerance.journal import AppRow, Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
+from bonjourgrid.policy import Action, PolicyDriver, PolicyState
+from bonjourgrid.policy.volunteer import VolunteerSettings
 from bonjourgrid.states.coordinator import COORDINATING_ROLES, CoordinatorRole, Role, TermSeen
 from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 
@@ -77,8 +81,18 @@ class NodeDaemon:
         listen: str = "0.0.0.0",
         port: int = 0,
         static_peers: Sequence[tuple[str, int]] = (),
+        settings: VolunteerSettings | None = None,
     ) -> None:
         self.paths = paths
+        self.settings = settings or VolunteerSettings()
+        """Owner policy, sandbox and trust (``volunteer.toml`` and join's options)."""
+        self.policy: PolicyDriver | None = None
+        self.attributes, dropped = clean_attributes(self.settings.attributes)
+        """Custom attributes advertised for matchmaking (``[attributes]`` in volunteer.toml)."""
+        for why in dropped:
+            log.warning("attribute left out of the TXT record: %s", why)
+        self._published_claims: dict[str, tuple[int, int, int]] = {}
+        """App -> (term, workers, demand) last published in its ``_bjg-coord`` record."""
         self.config = config
         self.key = key
         self.host = host
@@ -113,6 +127,8 @@ class NodeDaemon:
             on_replica=self._on_replica,
             execution_log=paths.log_dir / "executions.jsonl",
             on_rehomed=self._on_rehomed,
+            trusted=self.settings.trusted,
+            sandbox=self.settings.sandbox,
         )
         self.election = Election(
             me=self.me,
@@ -160,6 +176,8 @@ class NodeDaemon:
             await self.stop()
             raise
         self.started_at = time.monotonic()
+        if self.volunteer:
+            self._start_policy()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
         self._tasks.append(asyncio.create_task(self._load_journal(), name="resume apps"))
         log.info(
@@ -208,6 +226,7 @@ class NodeDaemon:
                 await self.agent.tick()
                 self.election.check([a for a in self.apps.values() if a.role.role is Role.STANDBY])
                 await self._forget_old_apps()
+                await self._publish_claims()
                 if self.static_peers:
                     await self._refresh_static()
             except Exception:
@@ -229,6 +248,33 @@ class NodeDaemon:
             self.journal.forget(app.app_id)
         shutil.rmtree(app.store.root, True)
 
+    # --- the owner policy (docs/owner-policy.md) ---------------------------------------------
+
+    def _start_policy(self) -> None:
+        """Watch the owner: suspend tasks when they come back, resume or give back later."""
+        s = self.settings
+        self.policy = PolicyDriver(
+            s.activity_source(os.getpid()),
+            s.policy,
+            on_action=self._on_policy_action,
+            on_state=self._on_policy_state,
+            has_tasks=self.agent.has_tasks,
+        )
+        self._tasks.append(asyncio.create_task(self.policy.run(), name="owner policy"))
+
+    async def _on_policy_action(self, action: Action) -> None:
+        if action is Action.SUSPEND:
+            self.agent.suspend()
+        elif action is Action.RESUME:
+            self.agent.resume()
+        elif action is Action.GIVE_BACK:
+            limit = self.settings.policy.max_suspension
+            await self.agent.give_back(f"the owner needed the machine for over {limit:g} s")
+
+    async def _on_policy_state(self, state: PolicyState) -> None:
+        self.agent.owner_busy = state is PolicyState.BUSY
+        await self._advertise()
+
     # --- advertising -----------------------------------------------------------------------
 
     async def _advertise(self) -> None:
@@ -247,8 +293,10 @@ class NodeDaemon:
                 os=h.os,
                 arch=h.arch,
                 backends=h.backends,
+                policy=PolicyState.BUSY.value if self.agent.owner_busy else PolicyState.OK.value,
                 app=self.agent.app,
                 coordinator=self.agent.coordinator,
+                attributes=self.attributes,
             )
         )
 
@@ -271,8 +319,11 @@ class NodeDaemon:
                 backends=m.txt.backends,
                 load=m.txt.load,
                 app=m.txt.app,
+                attributes=m.txt.attributes,
             )
             for m in self.discovery.machines()
+            # An idle machine whose owner is at it refuses reservations: not worth asking.
+            if not (m.state == "idle" and m.txt.policy == PolicyState.BUSY.value)
         ]
 
     async def _refresh_static(self) -> None:
@@ -380,11 +431,25 @@ class NodeDaemon:
                         await ch.send(lm.Submitted(resumed.app_id, resumed=True))
                         return
         spec = AppSpec.from_json(req.spec)
-        app = self.submit(spec, req.bundle, digest=req.digest, user=req.user)
+        app = self.submit(
+            spec,
+            req.bundle,
+            digest=req.digest,
+            user=req.user,
+            signature=req.signature,
+            signer=req.signer,
+        )
         await ch.send(lm.Submitted(app.app_id, resumed=False))
 
     def submit(
-        self, spec: AppSpec, bundle: bytes, *, digest: str, user: str | None = None
+        self,
+        spec: AppSpec,
+        bundle: bytes,
+        *,
+        digest: str,
+        user: str | None = None,
+        signature: str = "",
+        signer: str = "",
     ) -> AppCoordinator:
         assert self.journal is not None, "the daemon is not started"
         app_id = secrets.token_hex(4)
@@ -399,9 +464,18 @@ class NodeDaemon:
             role=Role.RECRUITING.value,
             coordinator=self.host.node_id,
             coordinator_host=self.host.hostname,
+            signature=signature,
+            signer=signer,
         )
         app = self._app_object(
-            app_id=app_id, spec=spec, bundle=bundle, digest=digest, user=user, role=None
+            app_id=app_id,
+            spec=spec,
+            bundle=bundle,
+            digest=digest,
+            user=user,
+            role=None,
+            signature=signature,
+            signer=signer,
         )
         self._start_app(app)
         return app
@@ -418,6 +492,8 @@ class NodeDaemon:
         entries: list[str] | None = None,
         coordinator: tuple[str, str] | None = None,
         replicas: tuple[str, ...] = (),
+        signature: str = "",
+        signer: str = "",
     ) -> AppCoordinator:
         assert self.journal is not None
         return AppCoordinator(
@@ -436,7 +512,10 @@ class NodeDaemon:
             coordinator=coordinator,
             replicas=replicas,
             rivals=lambda: self._rivals(app_id),
+            claims=self._claims,
             address=self._lan_address,
+            signature=signature,
+            signer=signer,
         )
 
     def _lan_address(self) -> str:
@@ -461,23 +540,54 @@ class NodeDaemon:
             if c.app == app_id and c.node != self.host.node_id
         ]
 
+    def _claims(self) -> list[Claim]:
+        """Every app's fair-share claim from the ``_bjg-coord`` records seen (ours included;
+        the highest term's record when an app has two)."""
+        if self.discovery is None:
+            return []
+        best: dict[str, CoordTxt] = {}
+        for c in self.discovery.coordinators():
+            if c.app not in best or c.txt.term >= best[c.app].term:
+                best[c.app] = c.txt
+        return [Claim(t.app, t.workers, t.demand, t.weight) for t in best.values()]
+
+    def _coord_txt(self, app: AppCoordinator) -> CoordTxt:
+        claim = app.claim()
+        self._published_claims[app.app_id] = (app.term, claim.held, claim.demand)
+        return CoordTxt(
+            grid=self.key.grid_id,
+            node=self.host.node_id,
+            host=self.host.hostname,
+            app=app.app_id,
+            name=app.spec.name,
+            user=app.user,
+            term=app.term,
+            workers=claim.held,
+            demand=claim.demand,
+            weight=app.spec.weight,
+        )
+
+    async def _publish_claims(self) -> None:
+        """Update the coordinator records whose fair-share claim changed (a housekeeping
+        tick apart at most, so a busy app does not announce every task)."""
+        d = self.discovery
+        if d is None:
+            return
+        for app in list(self.apps.values()):
+            if app.app_id not in self._published_claims or not app.role.coordinating:
+                continue
+            claim = app.claim()
+            if self._published_claims[app.app_id] != (app.term, claim.held, claim.demand):
+                await d.publish_coordinator(self._coord_txt(app))
+
     async def _run_app(self, app: AppCoordinator) -> None:
         d = self.discovery
         if d is not None:
-            await d.publish_coordinator(
-                CoordTxt(
-                    grid=self.key.grid_id,
-                    node=self.host.node_id,
-                    host=self.host.hostname,
-                    app=app.app_id,
-                    name=app.spec.name,
-                    user=app.user,
-                    term=app.term,
-                )
-            )
+            await d.publish_coordinator(self._coord_txt(app))
         try:
             await app.run()
         finally:
+            self._published_claims.pop(app.app_id, None)
             if d is not None:
                 with contextlib.suppress(Exception):
                     await d.withdraw_coordinator(app.app_id)
@@ -530,6 +640,8 @@ class NodeDaemon:
             entries=self.journal.entries(row.app),
             coordinator=(row.coordinator, row.coordinator_host),
             replicas=row.replicas,
+            signature=row.signature,
+            signer=row.signer,
         )
 
     async def _resume(self, row: AppRow) -> AppCoordinator | None:
@@ -620,6 +732,8 @@ class NodeDaemon:
             coordinator_host=msg.coordinator_host,
             replicas=msg.replicas,
             entries=entries,
+            signature=msg.signature,
+            signer=msg.signer,
         )
         store = self.paths.apps_dir / msg.app
         await asyncio.to_thread(shutil.rmtree, store, True)
@@ -636,6 +750,8 @@ class NodeDaemon:
             entries=entries,
             coordinator=(msg.coordinator, msg.coordinator_host),
             replicas=msg.replicas,
+            signature=msg.signature,
+            signer=msg.signer,
         )
         self.apps[msg.app] = app
         self._kick.set()

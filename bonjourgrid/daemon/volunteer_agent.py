@@ -8,6 +8,7 @@ log (``reservations.jsonl``), which is how tests prove no machine served two app
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,7 +16,16 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bonjourgrid.app.signing import (
+    AppSignature,
+    SignatureRefused,
+    SigningError,
+    TrustList,
+    verify_app,
+)
 from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
+from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
 from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed
@@ -23,6 +33,7 @@ from bonjourgrid.control.messages import (
     AppEnded,
     CancelTask,
     Fenced,
+    GiveBack,
     Heartbeat,
     HeartbeatAck,
     JournalAppend,
@@ -60,6 +71,8 @@ class VolunteerAgent:
         on_replica: ReplicaHandler | None = None,
         execution_log: Path | None = None,
         on_rehomed: Callable[[str, int], None] = lambda app, term: None,
+        trusted: TrustList | None = None,
+        sandbox: SandboxConfig = DEFAULT_SANDBOX,
     ) -> None:
         self.host = host
         self.config = config
@@ -76,7 +89,19 @@ class VolunteerAgent:
         self.execution_log = execution_log
         """Where every task start is appended (how tests count executions per task)."""
         self.last_heard = 0.0
+        self._answers: set[asyncio.Task[None]] = set()
+        """Backend messages being answered (a startd starting) while the link goes on."""
         """Monotonic time of the last message from the coordinator we serve."""
+        self.trusted = trusted
+        """Whose apps this volunteer runs (``trusted_users``); None: any app of the grid."""
+        self.sandbox = sandbox
+        self.owner_busy = False
+        """The owner policy says the owner uses the machine: reservations are refused."""
+        self._suspended = False
+        self._given_back = False
+        """Tasks were given back in this busy period: new ones go back at once."""
+        self._signed_sha: str | None = None
+        """The bundle checksum the accepted app's signature covers (StageApp must match)."""
 
     # --- what the daemon asks --------------------------------------------------------------
 
@@ -131,6 +156,16 @@ class VolunteerAgent:
             why = f"backend {first.backend!r} is not available here"
             await ch.send(ReserveReply(first.app, False, why, 0))
             return
+        if was_idle and self.owner_busy:
+            await ch.send(ReserveReply(first.app, False, "the owner is using this machine", 0))
+            return
+        if was_idle:
+            why = self._untrusted(first)
+            if why:
+                log.warning("refused app %s of %s: %s", first.app, first.coordinator_host, why)
+                self._log("refused", first.app, first.coordinator, first.term, reason=why)
+                await ch.send(ReserveReply(first.app, False, why, 0))
+                return
         lease_until = time.monotonic() + first.lease
         outcome = self.machine.handle(
             v.Reserve(first.app, first.coordinator, first.term, lease_until)
@@ -152,6 +187,9 @@ class VolunteerAgent:
                 node=self.host.node_id,
             )
             self.worker = make_worker(first.backend, ctx)
+            if isinstance(self.worker, EmbeddedWorker):
+                self.worker.sandbox = self.sandbox
+            self._signed_sha = first.bundle_sha256 if first.signature else None
             self._log("reserved", first.app, first.coordinator, first.term)
             await self._on_state_change()
         await ch.send(ReserveReply(first.app, True, "", self.host.slots))
@@ -209,6 +247,8 @@ class VolunteerAgent:
             await ch.send(HeartbeatAck(msg.app, msg.term, tuple(worker.running())))
         elif isinstance(msg, StageApp):
             try:
+                if self._signed_sha is not None and msg.sha256 != self._signed_sha:
+                    raise ValueError("the bundle is not the one the app's signature covers")
                 await worker.stage(msg.bundle, msg.sha256)
                 out = m.handle(v.Activate(msg.app, msg.term))
                 error = out.reason if isinstance(out, v.Refused) else ""
@@ -221,6 +261,9 @@ class VolunteerAgent:
             a = m.assignment
             if a is None or msg.term < a.term or m.state is not v.VolunteerState.WORKER:
                 log.warning("refused task %s: stale or unstaged", msg.task)
+                return True
+            if self._given_back and not worker.has(msg.task, msg.attempt):
+                await ch.send(GiveBack(msg.app, msg.task, msg.attempt, "the owner is back"))
                 return True
             if not worker.has(msg.task, msg.attempt):
                 self._log_execution(msg)
@@ -239,9 +282,10 @@ class VolunteerAgent:
                 if reply is not None:
                     await ch.send(reply)
         elif worker.handles and isinstance(msg, worker.handles):
-            reply = await worker.handle(msg)
-            if reply is not None:
-                await ch.send(reply)
+            # A backend may take seconds to answer (a startd starts): keep heartbeats flowing.
+            t = asyncio.create_task(self._answer(ch, worker, msg))
+            self._answers.add(t)
+            t.add_done_callback(self._answers.discard)
         elif isinstance(msg, Release):
             out = m.handle(v.Release(msg.app, msg.term))
             if isinstance(out, v.Refused):
@@ -252,6 +296,60 @@ class VolunteerAgent:
         else:
             log.warning("unexpected %s on a coordinator link: dropped", type(msg).__name__)
         return True
+
+    # --- the owner policy (bonjourgrid/policy) ---------------------------------------------
+
+    def _untrusted(self, first: Reserve) -> str:
+        """Why this volunteer's trust policy refuses the app ("" when it accepts it)."""
+        try:
+            sig = AppSignature.decode(first.signature) if first.signature else None
+            verify_app(sig, first.bundle_sha256, first.spec, self.trusted)
+        except SignatureRefused as e:
+            return f"signature refused: {e.reason}"
+        except SigningError as e:
+            return f"signature refused: {e}"
+        return ""
+
+    def has_tasks(self) -> bool:
+        return self.worker is not None and bool(self.worker.running())
+
+    def suspend(self) -> None:
+        """The owner is back: stop every task (tasks started later are stopped at once)."""
+        self._suspended = True
+        if self.worker is not None:
+            self.worker.suspend()
+
+    def resume(self) -> None:
+        """The owner left: continue the stopped tasks."""
+        self._suspended, self._given_back = False, False
+        if self.worker is not None:
+            self.worker.resume()
+
+    async def give_back(self, reason: str) -> list[str]:
+        """Hand every running attempt back to its coordinator (``GiveBack``) and kill it;
+        the coordinator runs it elsewhere. Returns the attempts given back."""
+        self._given_back = True
+        worker, link = self.worker, self._link
+        if worker is None:
+            return []
+        given = worker.running()
+        for name in given:
+            task, _, attempt = name.rpartition("#")
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    await link.send(GiveBack(self.app or "", task, int(attempt), reason))
+            await worker.cancel(task, int(attempt))
+        if given:
+            log.warning("gave back %s: %s", ", ".join(given), reason)
+        return given
+
+    async def _answer(self, ch: Channel, worker: WorkerBackend, msg: object) -> None:
+        try:
+            reply = await worker.handle(msg)
+            if reply is not None:
+                await ch.send(reply)
+        except Exception as e:
+            log.warning("%s for app %s failed: %s", type(msg).__name__, self.app, e)
 
     async def _back_to_idle(self, app: str, reason: str) -> None:
         worker, self.worker = self.worker, None

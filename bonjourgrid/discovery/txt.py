@@ -17,10 +17,20 @@ Volunteer record (``_bjg-idle``/``_bjg-worker``)::
 
     v=1 g=<grid> n=<node> h=<host> c=<cpus> s=<slots> m=<mem MB> o=<os> a=<arch>
     b=<backend,backend> p=<policy> l=<load 0..3> [ap=<app> co=<coordinator node>]
+    [x-<name>=<value> ...]
+
+``x-<name>`` keys carry the volunteer's custom attributes (its config's ``attributes`` table):
+names match ATTRIBUTE_NAME, values are 1..MAX_ATTRIBUTE_VALUE bytes without control characters,
+at most MAX_ATTRIBUTE_BYTES together. ``clean_attributes`` keeps those that fit and says why the
+others were dropped; a decoder skips an ``x-`` key it cannot read rather than the record.
 
 Coordinator record (``_bjg-coord``)::
 
     v=1 g=<grid> n=<node> h=<host> ap=<app> nm=<app name> u=<user> t=<term>
+    [w=<workers held> d=<more workers wanted> wt=<fair-share weight>]
+
+``w``/``d``/``wt`` feed fair share between rival coordinators (coordinator/fairshare.py);
+absent, they read as 0, 0 and 1.
 """
 
 from __future__ import annotations
@@ -34,6 +44,15 @@ MAX_TXT_BYTES = 400
 """Upper bound on the encoded TXT rdata (DESIGN.md: <= 400 bytes; RFC 6763 6.2 prefers 200)."""
 
 MAX_LOAD = 3
+ATTRIBUTE_PREFIX = "x-"
+ATTRIBUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,15}")
+"""A custom attribute's name: lower-case letters, digits and '_', at most 16."""
+MAX_ATTRIBUTE_VALUE = 32
+"""Bytes (UTF-8) of one attribute value."""
+MAX_ATTRIBUTE_BYTES = 120
+"""TXT bytes all attributes may take together, so a record stays well under MAX_TXT_BYTES."""
+MAX_WEIGHT = 1000
+"""Largest fair-share weight an app may claim."""
 REVISION_KEY = "r"
 _MAX_INT_DIGITS = 12
 _DIGITS = re.compile(r"[0-9]+")
@@ -60,6 +79,8 @@ class NodeTxt:
     load: int = 0
     app: str | None = None
     coordinator: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+    """Custom attributes, sorted by name (see ``clean_attributes``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +94,12 @@ class CoordTxt:
     name: str
     user: str
     term: int
+    workers: int = 0
+    """Workers the app holds now (fair share; informative)."""
+    demand: int = 0
+    """More workers the app could use now."""
+    weight: int = 1
+    """The app's fair-share weight (app.json ``weight``)."""
 
 
 # --- size -------------------------------------------------------------------------------
@@ -144,7 +171,50 @@ def encode_node(t: NodeTxt) -> dict[str, str]:
         props["ap"] = _text("ap", t.app)
     if t.coordinator is not None:
         props["co"] = _text("co", t.coordinator)
+    kept, dropped = clean_attributes(dict(t.attributes))
+    if dropped:
+        raise TxtError(f"attributes: {'; '.join(dropped)}")
+    props.update({ATTRIBUTE_PREFIX + k: v for k, v in kept})
     return _checked(props)
+
+
+def _attribute_problem(name: object, value: object) -> str | None:
+    if not isinstance(name, str) or not ATTRIBUTE_NAME.fullmatch(name):
+        return f"{name!r}: a name is a-z, 0-9 and '_' (at most 16, not starting with '_')"
+    if not isinstance(value, str) or not value:
+        return f"{name}: the value must be a non-empty string, not {value!r}"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"{name}: the value contains control characters"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"{name}: the value is not encodable as UTF-8"
+    if size > MAX_ATTRIBUTE_VALUE:
+        return f"{name}: the value is longer than {MAX_ATTRIBUTE_VALUE} bytes"
+    return None
+
+
+def clean_attributes(
+    attrs: Mapping[str, object],
+) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """The attributes that can travel in a TXT record (sorted by name) and, for each one left
+    out, why: a bad name or value, or beyond MAX_ATTRIBUTE_BYTES together."""
+    kept: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    used = 0
+    for name, value in sorted(attrs.items()):
+        problem = _attribute_problem(name, value)
+        if problem is not None:
+            dropped.append(problem)
+            continue
+        assert isinstance(name, str) and isinstance(value, str)
+        size = txt_size({ATTRIBUTE_PREFIX + name: value})
+        if used + size > MAX_ATTRIBUTE_BYTES:
+            dropped.append(f"{name}: beyond the {MAX_ATTRIBUTE_BYTES}-byte budget of attributes")
+            continue
+        used += size
+        kept.append((name, value))
+    return tuple(kept), dropped
 
 
 def encode_coord(t: CoordTxt) -> dict[str, str]:
@@ -159,6 +229,12 @@ def encode_coord(t: CoordTxt) -> dict[str, str]:
         "u": _text("u", t.user),
         "t": _int("t", t.term),
     }
+    if t.workers or t.demand or t.weight != 1:
+        props["w"] = _int("w", t.workers)
+        props["d"] = _int("d", t.demand)
+        props["wt"] = _int("wt", t.weight, MAX_WEIGHT)
+        if t.weight < 1:
+            raise TxtError(f"wt: {t.weight} is below 1")
     return _checked(props)
 
 
@@ -240,7 +316,19 @@ def decode_node(props: Mapping[bytes, bytes | None]) -> NodeTxt:
         load=_get_int(d, "l", MAX_LOAD),
         app=app,
         coordinator=coordinator,
+        attributes=_read_attributes(d),
     )
+
+
+def _read_attributes(d: Mapping[str, str | None]) -> tuple[tuple[str, str], ...]:
+    """The ``x-`` keys that read as attributes; unreadable ones are skipped, not fatal."""
+    n = len(ATTRIBUTE_PREFIX)
+    found = {k[n:]: v for k, v in d.items() if k.startswith(ATTRIBUTE_PREFIX) and v is not None}
+    return tuple((k, v) for k, v in sorted(found.items()) if _attribute_problem(k, v) is None)
+
+
+def _get_count(d: Mapping[str, str | None], key: str, default: int) -> int:
+    return default if key not in d else _get_int(d, key)
 
 
 def decode_coord(props: Mapping[bytes, bytes | None]) -> CoordTxt:
@@ -254,4 +342,7 @@ def decode_coord(props: Mapping[bytes, bytes | None]) -> CoordTxt:
         name=_get_text(d, "nm"),
         user=_get_text(d, "u"),
         term=_get_int(d, "t"),
+        workers=_get_count(d, "w", 0),
+        demand=_get_count(d, "d", 0),
+        weight=min(max(_get_count(d, "wt", 1), 1), MAX_WEIGHT),
     )

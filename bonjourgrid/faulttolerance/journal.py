@@ -67,6 +67,10 @@ class AppRow:
     created: float
     ended: float | None
     """Wall-clock time the app ended (results are kept ``results_keep`` after it)."""
+    signature: str = ""
+    """The app's signature (``AppSignature.encode()``); "" when unsigned."""
+    signer: str = ""
+    """The user name in the signature."""
 
 
 class Journal:
@@ -77,6 +81,17 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._add_columns(
+            apps=(("signature", "TEXT NOT NULL DEFAULT ''"), ("signer", "TEXT NOT NULL DEFAULT ''"))
+        )
+
+    def _add_columns(self, **tables: tuple[tuple[str, str], ...]) -> None:
+        """Columns added after the first release, to journals written before them."""
+        for table, columns in tables.items():
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, decl in columns:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
 
     def close(self) -> None:
         self._db.close()
@@ -98,14 +113,16 @@ class Journal:
         replicas: tuple[str, ...] = (),
         hosts: dict[str, str] | None = None,
         entries: list[str] | None = None,
+        signature: str = "",
+        signer: str = "",
     ) -> None:
         """Insert (or replace, with its entries) an app; ``entries`` numbered from 1."""
         with self._tx():
             self._db.execute("DELETE FROM entries WHERE app = ?", (app,))
             self._db.execute(
                 "INSERT OR REPLACE INTO apps (app, spec, bundle, digest, user, term, role,"
-                " coordinator, coordinator_host, replicas, hosts, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " coordinator, coordinator_host, replicas, hosts, created, signature, signer)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     app,
                     json.dumps(spec),
@@ -119,6 +136,8 @@ class Journal:
                     json.dumps(list(replicas)),
                     json.dumps(hosts or {}),
                     time.time(),
+                    signature,
+                    signer,
                 ),
             )
             self._db.executemany(
@@ -153,7 +172,8 @@ class Journal:
     def apps(self) -> list[AppRow]:
         rows = self._db.execute(
             "SELECT app, spec, bundle, digest, user, term, role, reason, coordinator,"
-            " coordinator_host, replicas, hosts, created, ended FROM apps ORDER BY created"
+            " coordinator_host, replicas, hosts, created, ended, signature, signer"
+            " FROM apps ORDER BY created"
         ).fetchall()
         return [
             AppRow(
@@ -171,6 +191,8 @@ class Journal:
                 hosts=dict(json.loads(r[11])),
                 created=r[12],
                 ended=r[13],
+                signature=r[14],
+                signer=r[15],
             )
             for r in rows
         ]

@@ -13,7 +13,9 @@ import pytest
 
 from bonjourgrid.app import AppError, AppSpec, Requirements, TaskSpec, load_app
 
-KEYS = "$schema, version, name, files, tasks, sweeps, workers, replicas, backend, requirements"
+KEYS = (
+    "$schema, version, name, files, tasks, sweeps, workers, replicas, backend, requirements, weight"
+)
 TASK_KEYS = "id, command, outputs, after, retries, timeout, env, requirements"
 NAME_RULE = (
     "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64 characters"
@@ -215,7 +217,8 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown-requirement",
         _set(["requirements", "gpus"], 1),
-        "requirements.gpus: unknown key (expected one of: cpus, memory_mb, os, arch)",
+        "requirements.gpus: unknown key "
+        "(expected one of: cpus, memory_mb, os, arch, network, attributes)",
     ),
     ("bad-name", _set(["name"], "my app"), f"name: 'my app' is not a valid app name ({NAME_RULE})"),
     ("missing-name", lambda d: d.pop("name"), "missing required key 'name'"),
@@ -460,3 +463,30 @@ def test_from_json_validates_like_load(app_dir: Path) -> None:
     with pytest.raises(AppError) as info:
         AppSpec.from_json(data)
     assert str(info.value) == "<app spec>: tasks[0].after[0]: 'nope' matches no task"
+
+
+def test_a_task_asks_for_the_network_per_task_or_for_the_whole_app(app_dir: Path) -> None:
+    data = {
+        "name": "x",
+        "requirements": {"network": True},
+        "tasks": [
+            {"id": "a", "command": "true"},
+            {"id": "b", "command": "true", "requirements": {"network": False}},
+        ],
+    }
+    spec, _ = load_app(write(app_dir, data))
+    assert spec.task("a").requirements.network is True
+    assert spec.task("b").requirements.network is False
+    assert AppSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_no_network_is_the_default(app_dir: Path) -> None:
+    spec, _ = load_app(write(app_dir, {"name": "x", "tasks": [{"id": "t", "command": "true"}]}))
+    assert spec.task("t").requirements.network is False
+    assert spec.task("t").to_json()["requirements"]["network"] is False
+
+
+def test_network_must_be_a_boolean(app_dir: Path) -> None:
+    data = {"name": "x", "tasks": [{"id": "t", "command": "true"}], "requirements": {"network": 1}}
+    with pytest.raises(AppError, match="network"):
+        load_app(write(app_dir, data))

@@ -19,6 +19,7 @@ requirements = st.builds(
     memory_mb=st.integers(0, 10**6),
     os=st.none() | st.sampled_from(["linux", "darwin"]),
     arch=st.none() | st.sampled_from(["x86_64", "aarch64"]),
+    network=st.booleans(),
 )
 commands = st.lists(words, min_size=1, max_size=4).filter(lambda a: a[0] != "").map(
     tuple
@@ -86,7 +87,13 @@ def test_to_json_is_a_plain_app_json() -> None:
                 "retries": 2,
                 "timeout": 1.5,
                 "env": {},
-                "requirements": {"cpus": 1, "memory_mb": 0, "os": None, "arch": None},
+                "requirements": {
+                    "cpus": 1,
+                    "memory_mb": 0,
+                    "os": None,
+                    "arch": None,
+                    "network": False,
+                },
             },
             {
                 "id": "b",
@@ -95,11 +102,17 @@ def test_to_json_is_a_plain_app_json() -> None:
                 "after": ["a"],
                 "retries": 2,
                 "env": {"K": "v"},
-                "requirements": {"cpus": 1, "memory_mb": 0, "os": None, "arch": None},
+                "requirements": {
+                    "cpus": 1,
+                    "memory_mb": 0,
+                    "os": None,
+                    "arch": None,
+                    "network": False,
+                },
             },
         ],
         "replicas": 0,
         "backend": "embedded",
-        "requirements": {"cpus": 1, "memory_mb": 0, "os": None, "arch": None},
+        "requirements": {"cpus": 1, "memory_mb": 0, "os": None, "arch": None, "network": False},
     }
     assert spec.task("b").after == ("a",)

@@ -44,6 +44,7 @@ def test_fresh_browser_sees_idle_volunteer_with_its_txt_and_address(vlan, driver
         "policy": "ok",
         "app": None,
         "coordinator": None,
+        "attributes": [],
     }
 
 

@@ -64,6 +64,8 @@ class EmbeddedCoordinator(CoordinatorBackend):
                 outputs=task.outputs,
                 inputs=inputs,
                 inputs_sha256=sha256_hex(inputs),
+                memory_mb=task.requirements.memory_mb,
+                network=task.requirements.network,
             )
         )
 

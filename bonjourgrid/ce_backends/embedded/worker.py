@@ -93,9 +93,8 @@ class EmbeddedWorker(WorkerBackend):
             outputs=msg.outputs,
             inputs=msg.inputs,
             inputs_sha256=msg.inputs_sha256,
-            # Until RunTask carries them (issue 7): the task's memory cap and network wish.
-            memory_mb=getattr(msg, "memory_mb", 0),
-            network=getattr(msg, "network", False),
+            memory_mb=msg.memory_mb,
+            network=msg.network,
         )
         used = set(self._slots.values())
         self._slots[key] = min(n for n in range(len(used) + 1) if n not in used)
