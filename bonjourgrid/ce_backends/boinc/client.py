@@ -5,8 +5,11 @@ a volunteer's worker side, the tests and the benchmarks each run ``boinc --dir D
 RPC port and password of their own, and stop it by the PID they started. The data directory
 gets settings that suit a grid volunteer: compute whenever the grid asked it to (no "suspend
 while the user is active" or "CPU busy" checks: bjgrid's owner policy decides that), a tiny work
-buffer (one task per CPU, no hoarding), no GPU probing, no project-list fetching, and a network
-check URL on the LAN (the client never reaches out to boinc.berkeley.edu).
+buffer (one task per CPU, no hoarding), no GPU probing, no project-list fetching, a network
+check URL on the LAN (the client never reaches out to boinc.berkeley.edu), and
+``fetch_on_update``: an update asked through GUI RPC also asks for work even when another
+attached project ranks higher in BOINC's fair share (without it a client that also serves its
+owner's projects answers every nudge with "not highest priority project").
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _CC_CONFIG = """<cc_config>
     <no_info_fetch>1</no_info_fetch>
     <no_gpus>1</no_gpus>
     <allow_multiple_clients>1</allow_multiple_clients>
+    <fetch_on_update>1</fetch_on_update>
 {ncpus}  </options>
 </cc_config>
 """

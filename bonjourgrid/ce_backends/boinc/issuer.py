@@ -17,9 +17,12 @@ request ``handle`` does, in order:
    the host's CPUs (times ``queue_per_cpu``) not already taken by its live results.
 
 ``expire(now)`` fails live results past their deadline; ``host_lost`` fails a vanished host's
-results at once. A failed result whose job has ``retries`` left is reissued as the next attempt
-(a new result, ``Failed.reissued``); with ``retries=0`` the caller decides (the coordinator
-core retries through its task table).
+results at once. Those results, and the ones a client lost, are *lost*: the machine failed, not
+the task, so up to ``lost_reissues`` times the same attempt is issued again (a new result,
+``Failed.requeued``), without touching the job's ``retries``. A result that failed otherwise
+(or was lost once too often) is reissued as the next attempt while its job has ``retries``
+left (``Failed.reissued``); with ``retries=0`` the caller decides (the coordinator core retries
+through its task table).
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class IssuerConfig:
     """Results a client may hold per CPU. 2 lets the next task start the moment one ends,
     instead of after its report and the next RPC (~6 s here), at the cost of reissues if the
     volunteer leaves; 1 spreads a small bag over more volunteers."""
+    lost_reissues: int = 0
+    """How many times a lost result (deadline missed, host or result lost) is issued again as
+    the same attempt before it counts as a failure."""
     memory_share: float = 0.4
     """Default per-CPU memory bound, as a share of the host's RAM divided by its CPUs.
 
@@ -92,6 +98,8 @@ class Failed:
     elapsed: float = 0.0
     reissued: int | None = None
     """The new attempt number when the model reissued the task."""
+    requeued: bool = False
+    """The result was lost and the same attempt waits to be issued again: not an outcome."""
 
 
 Event = Succeeded | Failed
@@ -137,6 +145,7 @@ class Issuer:
         self._hosts: dict[int, _Host] = {}
         self._by_cpid: dict[str, int] = {}
         self._known: set[tuple[str, int]] = set()
+        self._losses: dict[tuple[str, int], int] = {}
         self._seq = 0
 
     # --- the caller's side ----------------------------------------------------------------
@@ -160,6 +169,11 @@ class Issuer:
                 return True
         return False
 
+    def attempts(self) -> list[tuple[str, int]]:
+        """(task, attempt) of every job pending or issued."""
+        live = [(x.job.task, x.job.attempt) for x in self._live.values()]
+        return [(j.task, j.attempt) for j in self._pending] + live
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -181,12 +195,13 @@ class Issuer:
     def expire(self, now: float) -> tuple[Event, ...]:
         """Fail every live result whose deadline has passed."""
         late = [live for live in self._live.values() if live.deadline <= now]
-        return tuple(self._fail(live, "missed its report deadline", "", 0.0) for live in late)
+        why = "missed its report deadline"
+        return tuple(self._fail(live, why, "", 0.0, lost=True) for live in late)
 
     def host_lost(self, host: str) -> tuple[Event, ...]:
         """Fail at once every live result of the host(s) named ``host`` (it is gone)."""
         gone = [live for live in self._live.values() if live.host == host]
-        return tuple(self._fail(live, f"host {host} was lost", "", 0.0) for live in gone)
+        return tuple(self._fail(live, f"host {host} was lost", "", 0.0, lost=True) for live in gone)
 
     # --- a scheduler request --------------------------------------------------------------
 
@@ -210,7 +225,8 @@ class Issuer:
         listed = set(req.other_results)
         aborts = tuple(sorted(n for n in listed if n not in self._live))
         for name in sorted(host.live - listed - reported):
-            events.append(self._fail(self._live[name], "the client lost the result", "", 0.0))
+            lost = self._live[name]
+            events.append(self._fail(lost, "the client lost the result", "", 0.0, lost=True))
         assignments = self._assign(req, host, now) if req.wants_work else ()
         return Dispatch(
             hostid=hostid if new_id else None,
@@ -277,9 +293,18 @@ class Issuer:
         if host is not None:
             host.live.discard(live.name)
 
-    def _fail(self, live: _Live, reason: str, stderr: str, elapsed: float) -> Failed:
+    def _fail(
+        self, live: _Live, reason: str, stderr: str, elapsed: float, *, lost: bool = False
+    ) -> Failed:
         self._drop(live)
         job = live.job
+        key = (job.task, job.attempt)
+        if lost and self._losses.get(key, 0) < self.config.lost_reissues:
+            self._losses[key] = self._losses.get(key, 0) + 1
+            self._pending.appendleft(job)
+            return Failed(
+                job.task, job.attempt, live.name, live.host, reason, stderr, elapsed, requeued=True
+            )
         reissued: int | None = None
         if job.retries > 0:
             again = replace(job, attempt=job.attempt + 1, retries=job.retries - 1)

@@ -6,6 +6,12 @@ Endpoints, all under the per-app master URL ``http://ADDR:PORT/bjg/<app>/``:
     POST .../cgi                   scheduler RPC (``scheduler.py`` codec, ``issuer.py`` model)
     GET  .../download/<name>       app-version files and job files (``Range: bytes=N-``)
     POST .../file_upload_handler   uploads (``get_file_size`` queries, offsets)
+    GET  .../work                  ``waiting N``: attempts no client holds yet (for the
+                                   volunteers' agents, which then ask their client for an RPC)
+
+Accounts: ``authenticator`` is the project's own; ``add_account(node)`` makes one per
+recruited volunteer, and that volunteer's requests are then known by its node id (results
+name it in ``Finished.host``; ``host_lost(node)`` reissues its results).
 
 Threading contract: the server runs in its own thread (``ThreadingHTTPServer``, one thread per
 connection); the issuer is guarded by one lock; ``on_result`` is called from a server thread,
@@ -90,6 +96,8 @@ class Finished:
     """'' for a task that ran to its exit; otherwise why the attempt failed."""
     host: str
     reissued: int | None = None
+    requeued: bool = False
+    """The result was lost and the same attempt waits for another client: not an outcome."""
 
 
 ResultCallback = Callable[[Finished], None]
@@ -132,6 +140,8 @@ class Project:
         self.root = root
         self.config = config or ProjectConfig()
         self.authenticator = secrets.token_hex(16)
+        self._accounts: dict[str, str] = {self.authenticator: ""}
+        """authenticator -> node id ('' for the project's own account)."""
         self._on_result = on_result
         self._clock = clock
         self._issuer = Issuer(self.config.issuer)
@@ -209,6 +219,16 @@ class Project:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def add_account(self, node: str) -> str:
+        """The authenticator of volunteer ``node`` (made on first call, then the same)."""
+        with self._lock:
+            for auth, owner in self._accounts.items():
+                if owner == node:
+                    return auth
+            auth = secrets.token_hex(16)
+            self._accounts[auth] = node
+            return auth
+
     # --- work -------------------------------------------------------------------------------
 
     def submit(
@@ -261,6 +281,11 @@ class Project:
         with self._lock:
             return self._issuer.running
 
+    def attempts(self) -> list[tuple[str, int]]:
+        """(task, attempt) of every attempt waiting for a client or held by one."""
+        with self._lock:
+            return self._issuer.attempts()
+
     # --- request handling (server threads) -------------------------------------------------
 
     def _store(self, stored: StoredFile) -> None:
@@ -286,9 +311,13 @@ class Project:
             next_rpc_delay=self.config.next_rpc_delay,
             platform=req.platforms[0] if req.platforms else "x86_64-pc-linux-gnu",
         )
-        if req.authenticator != self.authenticator:
+        with self._lock:
+            node = self._accounts.get(req.authenticator)
+        if node is None:
             log.warning("project %s: request with an unknown authenticator", self.app_id)
             return build_reply(replace(base, messages=("unknown account",))), []
+        if node:
+            req = replace(req, domain_name=node)
         with self._lock:
             self.rpcs += 1
             d = self._issuer.handle(req, self._clock())
@@ -391,6 +420,7 @@ class Project:
             ev.reason,
             ev.host,
             ev.reissued,
+            ev.requeued,
         )
 
 
@@ -468,6 +498,9 @@ class _Handler(BaseHTTPRequestHandler):
         sub = self._sub()
         if sub in ("", "index.html"):
             self._send(200, project.master_page(), "text/html")
+            return
+        if sub == "work":
+            self._send(200, f"waiting {project.waiting}\n".encode(), "text/plain")
             return
         if sub is not None and sub.startswith("download/"):
             path = project.download_path(sub[len("download/") :])

@@ -14,6 +14,7 @@ from bonjourgrid.control.messages import CancelTask, RunTask, StageAck, StageApp
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
+    from bonjourgrid.ce_backends.registry import AppView
     from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.states.tasktable import Attempt
 
@@ -28,6 +29,17 @@ def task_argv(task: TaskSpec) -> tuple[str, ...]:
     return tuple(task.command)
 
 
+async def stage_app(app: AppView, worker: WorkerHandle) -> None:
+    """Send the app's bundle to a recruit and wait for its ack: the volunteer checks it against
+    the signed checksum and turns Worker. Every backend stages first (HTCondor and BOINC
+    workers keep nothing: their middleware moves each job's files). Raises if refused."""
+    await worker.send(StageApp(app.app_id, app.term, app.bundle_sha, app.bundle))
+    ack = await worker.expect(StageAck, STAGE_TIMEOUT_BASE + len(app.bundle) / 2**20)
+    assert isinstance(ack, StageAck)
+    if not ack.ok:
+        raise RuntimeError(f"staging refused: {ack.error}")
+
+
 class EmbeddedCoordinator(CoordinatorBackend):
     name = "embedded"
     places_tasks = False
@@ -39,13 +51,7 @@ class EmbeddedCoordinator(CoordinatorBackend):
         pass
 
     async def prepare(self, worker: WorkerHandle) -> None:
-        app = self.app
-        await worker.send(StageApp(app.app_id, app.term, app.bundle_sha, app.bundle))
-        timeout = STAGE_TIMEOUT_BASE + len(app.bundle) / 2**20
-        ack = await worker.expect(StageAck, timeout)
-        assert isinstance(ack, StageAck)
-        if not ack.ok:
-            raise RuntimeError(f"staging refused: {ack.error}")
+        await stage_app(self.app, worker)
 
     async def launch(
         self, task: TaskSpec, attempt: Attempt, worker: WorkerHandle | None, inputs: bytes
@@ -77,4 +83,4 @@ class EmbeddedCoordinator(CoordinatorBackend):
         pass
 
 
-__all__ = ["EmbeddedCoordinator", "task_argv"]
+__all__ = ["EmbeddedCoordinator", "stage_app", "task_argv"]

@@ -191,3 +191,23 @@ def test_queue_per_cpu_lets_a_client_hold_the_next_task() -> None:
         "--attempt 1",
     ]
     assert iss.pending == 1
+
+
+def test_a_lost_result_is_issued_again_as_the_same_attempt_then_fails() -> None:
+    iss = issuer(job("a"), lost_reissues=1, deadline=10.0)
+    (first,) = iss.handle(req(ncpus=1), T0).assignments
+    (ev,) = iss.host_lost("h2")
+    assert isinstance(ev, Failed) and ev.requeued and ev.reissued is None
+    assert iss.attempts() == [("a", 1)]
+    (second,) = iss.handle(req(hostid=2, cpid="c2", name="h3", ncpus=1), T0).assignments
+    assert second.result != first.result and second.command_line == "--attempt 1"
+    (ev,) = iss.expire(T0 + 10)  # lost again: the one reissue is used up
+    assert isinstance(ev, Failed) and not ev.requeued and "deadline" in ev.reason
+    assert iss.attempts() == []
+
+
+def test_a_failed_report_is_not_a_loss() -> None:
+    iss = issuer(job("a"), lost_reissues=3)
+    (a,) = iss.handle(req(ncpus=1), T0).assignments
+    (ev,) = iss.handle(req(ncpus=1, work=False, reported=(bad(a.result),)), T0).events
+    assert isinstance(ev, Failed) and not ev.requeued and iss.attempts() == []

@@ -105,3 +105,17 @@ def test_uploads_accepted_only_for_live_results(project: Project) -> None:
     assert b"<status>0</status>" in upload(project, "bjg1_t_1_out", b"yz", offset=3)
     assert (project.root / "upload" / "bjg1_t_1_out").read_bytes() == b"xxxyz"
     assert b"<status>1</status>" in upload(project, "bjg1_t_1_out", b"", offset=10)
+
+
+def test_each_worker_has_its_own_account_and_requests_name_its_node(project: Project) -> None:
+    auth = project.add_account("node-7")
+    assert project.add_account("node-7") == auth != project.add_account("node-8")
+    assert auth != project.authenticator
+    project.submit(task="t", attempt=1, command="true")
+    assert call(project, "GET", "work") == (200, b"waiting 1\n")
+    _, body = call(project, "POST", "cgi", request(project, auth))
+    assert b"<result>" in body
+    assert call(project, "GET", "work") == (200, b"waiting 0\n")
+    assert project.attempts() == [("t", 1)]
+    project.host_lost("node-7")  # known by its node id, not its host name (h9)
+    assert project.attempts() == []

@@ -1,0 +1,232 @@
+"""The BOINC CE, volunteer side: attach this machine's boinc client to the app's project.
+
+::
+
+    BoincAttach(master URL, authenticator) ──► handle(): a client of our own (boinc --dir
+                                                ctx.root/client, a free GUI RPC port on
+                                                loopback) unless one is configured; detach
+                                                older projects of this app; project_attach
+                                           ◄── BoincAttached(ok, client, error)
+    every nudge_interval                       project_update when the client has results
+                                                to report, or room while the project has
+                                                work waiting (GET <master>/work)
+    close()                                    project_detach (other projects untouched),
+                                                stop our client, remove ctx.root
+
+BOINC moves the tasks: ``stage`` keeps nothing, ``start`` refuses ``RunTask``. A volunteer
+whose owner already runs boinc-client can point bjgrid at it: ``BJGRID_BOINC_DIR`` (its data
+directory, for ``gui_rpc_auth.cfg``) and ``BJGRID_BOINC_PORT`` (its GUI RPC port, default
+31416); that client is only attached and detached, never started or stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.boinc.client import BoincClient, Launcher
+from bonjourgrid.ce_backends.boinc.guirpc import DEFAULT_PORT, GuiRpcClient, GuiRpcError
+from bonjourgrid.ce_backends.boinc.timing import BoincTimings
+from bonjourgrid.control.messages import BoincAttach, BoincAttached, RunTask
+
+if TYPE_CHECKING:
+    from bonjourgrid.ce_backends.registry import WorkerContext
+
+log = logging.getLogger(__name__)
+
+DIR_ENV = "BJGRID_BOINC_DIR"
+PORT_ENV = "BJGRID_BOINC_PORT"
+WORK_QUERY_TIMEOUT = 2.0
+"""Seconds for the project's ``work`` answer (a LAN round trip; a miss only skips a nudge)."""
+
+SocketFactory = Callable[[], socket.socket]
+
+
+def _plain_socket() -> socket.socket:
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+
+class BoincWorker(WorkerBackend):
+    """One app's BOINC side on a volunteer.
+
+    ``launcher`` starts our own client (tests: a LAN host's ``popen``); ``socket_factory``
+    makes the TCP sockets that reach it and the project (tests: sockets in that host's
+    network namespace).
+    """
+
+    name = "boinc"
+    handles = (BoincAttach,)
+
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        *,
+        timings: BoincTimings | None = None,
+        launcher: Launcher | None = None,
+        socket_factory: SocketFactory | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.timings = timings or BoincTimings.from_env()
+        self._launcher: Launcher = launcher or functools.partial(
+            subprocess.Popen, start_new_session=True
+        )
+        self._sockets = socket_factory or _plain_socket
+        self.client: BoincClient | None = None
+        """The client we started (None while none, or when a configured one is used)."""
+        self.rpc: GuiRpcClient | None = None
+        self.url: str | None = None
+        """The project this app's client is attached to."""
+        self._nudger: asyncio.Task[None] | None = None
+        self.nudges = 0
+        """``project_update`` calls made (for tests and measurements)."""
+
+    # --- WorkerBackend -------------------------------------------------------------------
+
+    async def stage(self, bundle: bytes, sha256: str) -> None:
+        return None  # the project serves the app's files to the client, signed
+
+    def start(self, msg: RunTask) -> None:
+        raise RuntimeError("a BOINC worker runs no RunTask: its client fetches the work")
+
+    async def cancel(self, task: str, attempt: int) -> None:
+        return None  # the project aborts the result on the client's next RPC
+
+    async def handle(self, msg: object) -> object | None:
+        if not isinstance(msg, BoincAttach):
+            return await super().handle(msg)
+        try:
+            await asyncio.to_thread(self._attach, msg)
+        except Exception as e:
+            log.warning("app %s: BOINC attach failed: %s", self.ctx.app, e)
+            return BoincAttached(msg.app, False, str(e) or type(e).__name__, "")
+        if self._nudger is None:
+            self._nudger = asyncio.create_task(self._nudge_loop(), name=f"boinc {self.ctx.app}")
+        return BoincAttached(msg.app, True, "", socket.gethostname())
+
+    async def close(self) -> None:
+        if self._nudger is not None:
+            self._nudger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._nudger
+            self._nudger = None
+        await asyncio.to_thread(self._close)
+
+    # --- the client (blocking; run in threads) --------------------------------------------
+
+    def _attach(self, msg: BoincAttach) -> None:
+        rpc = self._client(msg.master_url)
+        mine = f"/bjg/{msg.app}/"
+        urls = [p.master_url for p in rpc.projects()]
+        for url in urls:  # this app's project under an earlier term (another address)
+            if mine in url and url != msg.master_url:
+                rpc.project_detach(url)
+        if msg.master_url not in urls:
+            rpc.project_attach(msg.master_url, msg.authenticator, msg.project_name)
+        if msg.master_url not in [p.master_url for p in rpc.projects()]:
+            raise RuntimeError(f"the client does not list {msg.master_url} after attaching")
+        self.url = msg.master_url
+
+    def _client(self, master_url: str) -> GuiRpcClient:
+        """The GUI RPC connection to the client, starting ours the first time."""
+        if self.rpc is not None:
+            return self.rpc
+        configured = os.environ.get(DIR_ENV)
+        if configured:
+            password = (Path(configured) / "gui_rpc_auth.cfg").read_text().strip()
+            port = int(os.environ.get(PORT_ENV) or DEFAULT_PORT)
+            self.rpc = GuiRpcClient(
+                "127.0.0.1", port, password=password, socket_factory=self._sockets
+            ).connect()
+            return self.rpc
+        client = BoincClient(
+            self.ctx.root / "client",
+            gui_rpc_port=self._free_port(),
+            ncpus=self.ctx.slots,
+            network_test_url=master_url,
+            launcher=self._launcher,
+            socket_factory=self._sockets,
+        )
+        self.ctx.root.mkdir(parents=True, exist_ok=True)
+        self.client = client.start()
+        self.rpc = client.rpc
+        return self.rpc
+
+    def _free_port(self) -> int:
+        with contextlib.closing(self._sockets()) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+
+    def _close(self) -> None:
+        rpc, url = self.rpc, self.url
+        if rpc is not None and url is not None:
+            try:
+                rpc.project_detach(url)
+            except GuiRpcError as e:
+                log.warning("app %s: could not detach from %s: %s", self.ctx.app, url, e)
+        self.url = None
+        if self.client is not None:
+            self.client.stop()
+            self.client = None
+        elif rpc is not None:
+            rpc.close()
+        self.rpc = None
+        shutil.rmtree(self.ctx.root, ignore_errors=True)
+
+    # --- keeping the client polling ---------------------------------------------------------
+
+    async def _nudge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timings.nudge_interval)
+            try:
+                await asyncio.to_thread(self._nudge)
+            except (GuiRpcError, OSError) as e:
+                log.debug("app %s: BOINC nudge failed: %s", self.ctx.app, e)
+
+    def _nudge(self) -> None:
+        """``project_update`` when results wait to be reported, or when the client has room
+        while the project has work waiting (the client would otherwise wait for its 5 s
+        scheduler poll, ``next_rpc_delay`` or a work-fetch back-off of minutes)."""
+        rpc, url = self.rpc, self.url
+        if rpc is None or url is None:
+            return
+        project = next((p for p in rpc.projects() if p.master_url == url), None)
+        if project is None or project.scheduler_rpc_in_progress:
+            return
+        held = [r for r in rpc.results() if r.project_url == url]
+        ready = any(r.ready_to_report for r in held)
+        room = len(held) < self.ctx.slots * self.timings.queue_per_cpu
+        if ready or (room and self._work_waiting(url)):
+            rpc.project_update(url)
+            self.nudges += 1
+
+    def _work_waiting(self, url: str) -> bool:
+        """Whether the project has attempts no client holds yet (``GET <master>/work``)."""
+        parts = urlsplit(url)
+        try:
+            with contextlib.closing(self._sockets()) as s:
+                s.settimeout(WORK_QUERY_TIMEOUT)
+                s.connect((parts.hostname or "", parts.port or 80))
+                s.sendall(f"GET {parts.path}work HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+        except OSError:
+            return False
+        _, _, body = data.partition(b"\r\n\r\n")
+        words = body.split()
+        return len(words) == 2 and words[0] == b"waiting" and words[1] != b"0"
+
+
+__all__ = ["DIR_ENV", "PORT_ENV", "BoincWorker"]
