@@ -119,6 +119,12 @@ SEC_CLIENT_AUTHENTICATION_METHODS = IDTOKENS
 SEC_TOKEN_DIRECTORY = {token_dir}
 # Tokens are only ever handed out by our coordinator, never requested over the network.
 SEC_ENABLE_TOKEN_REQUEST = False
+# No "family" session: HTCondor lets daemons started by one master skip authentication with
+# a session every process of the family inherits, and offers it to any daemon at its own
+# address. A head and a startd on one machine (a coordinator that also volunteers, a replica
+# that took over) are two families: the startd's family session is refused by the collector
+# ("Server rejected our session id") and the machine never joins. Costs a handshake or two.
+SEC_USE_FAMILY_SESSION = False
 """
 
 

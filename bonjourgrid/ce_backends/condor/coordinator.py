@@ -4,7 +4,8 @@
 
     start()            fresh signing key, tokens for the head and the submitter; head config;
                        condor_master -> collector (CE port), negotiator, schedd
-    prepare(worker) ── mint <node>@workers.D, send CondorJoin ─► worker starts a startd
+    prepare(worker) ── StageApp ─► (the volunteer turns Worker) ◄─ StageAck(ok)
+                    ── mint <node>@workers.D, send CondorJoin ─► worker starts a startd
                     ◄─ CondorJoined(ok, machine)
     launch(task, attempt, None, inputs)
                        stage app files + predecessors' outputs in the job dir; submit
@@ -40,7 +41,7 @@ import shlex
 import shutil
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,7 +52,7 @@ from bonjourgrid.ce_backends.condor import config, security
 from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
 from bonjourgrid.ce_backends.condor.installation import Installation, require
 from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
-from bonjourgrid.ce_backends.embedded.coordinator import task_argv
+from bonjourgrid.ce_backends.embedded.coordinator import stage_app, task_argv
 from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 
 if TYPE_CHECKING:
@@ -65,8 +66,11 @@ HEAD_DAEMONS = ("MASTER", "COLLECTOR", "NEGOTIATOR", "SCHEDD")
 POLL_S = 0.25
 """Seconds between two looks at the queue: small next to a job's ~1 s submit-to-done."""
 JOIN_TIMEOUT_S = 30.0
+LISTED_POLL_S = 0.1
+"""Seconds between two looks for a new member's startd in the collector (a local query)."""
 """A worker's startd is ready in ~0.05 s; a loaded machine and a chroot take longer."""
 OUTPUTS_TAR = ".bjg-outputs.tgz"
+CLIENT_CONFIG = "client.config"
 INPUT_DIR = "in"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 DEFAULT_MEMORY_MB = 64
@@ -87,6 +91,7 @@ class _Job:
     submitted: float
     running_since: float | None = None
     cancelled: bool = False
+    requeuing: bool = False
     result: TaskResult | None = None
 
 
@@ -108,6 +113,8 @@ def wrapper_argv(task: TaskSpec) -> tuple[str, ...]:
     if task.outputs:
         names = " ".join(shlex.quote(o) for o in task.outputs)
         script += f"; tar czf {OUTPUTS_TAR} --ignore-failed-read -- {names} 2>/dev/null"
+    else:  # still the declared output file: see JobSpec.outputs in _stage
+        script += f"; : > {OUTPUTS_TAR}"
     script += "; exit $rc"
     return ("/bin/sh", "-c", script, "sh", *task_argv(task))
 
@@ -163,6 +170,7 @@ class CondorCoordinator(CoordinatorBackend):
         self._key: Path | None = None
         self._jobs: dict[int, _Job] = {}
         self._poller: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
 
     @classmethod
@@ -183,6 +191,11 @@ class CondorCoordinator(CoordinatorBackend):
     @property
     def jobs_dir(self) -> Path:
         return self.root / "jobs"
+
+    @property
+    def client_config(self) -> Path:
+        """The submitter's condor_config (the CE's pool, its token): for HTCondor's tools."""
+        return self.root / CLIENT_CONFIG
 
     # --- CoordinatorBackend ----------------------------------------------------------------
 
@@ -230,15 +243,20 @@ class CondorCoordinator(CoordinatorBackend):
         )
         self._head.start()
         self._head.wait_ready()
-        self.client = CondorClient(
-            config.client_params(
-                names, head_address=self.address, head_port=self.port, token_dir=client_tokens
-            )
+        params = config.client_params(
+            names, head_address=self.address, head_port=self.port, token_dir=client_tokens
         )
+        # For people and tests: CONDOR_CONFIG=<root>/client.config condor_status, condor_q.
+        self.client_config.write_text("".join(f"{k} = {v}\n" for k, v in params.items()))
+        self.client = CondorClient(params)
 
     async def prepare(self, worker: WorkerHandle) -> None:
+        """Stage the app like the embedded backend (the volunteer turns Worker on the ack;
+        CondorWorker.stage keeps nothing: HTCondor moves each job's files), then have the
+        worker join this head's pool. Raises if either step fails (the core releases it)."""
         if self._head is None or self._key is None or self.inst is None:
             raise RuntimeError("the CE's head is not running")
+        await stage_app(self.app, worker)
         token = await asyncio.to_thread(
             security.mint_token,
             self.inst,
@@ -257,6 +275,21 @@ class CondorCoordinator(CoordinatorBackend):
         if not reply.ok:
             raise RuntimeError(f"could not join the HTCondor pool: {reply.error}")
         self.members[worker.node] = reply.machine
+        self._background(self._match_when_listed(reply.machine))
+
+    async def _match_when_listed(self, machine: str) -> None:
+        """Once the new startd's ad reaches the collector (~1-2 s after it starts), ask for a
+        negotiation cycle instead of waiting for the next one (NEGOTIATOR_INTERVAL)."""
+        deadline = time.monotonic() + JOIN_TIMEOUT_S
+        while not self._stopped and time.monotonic() < deadline and self.client is not None:
+            try:
+                if machine in await asyncio.to_thread(self.client.machines):
+                    await asyncio.to_thread(self.client.reschedule)
+                    return
+            except Exception as e:  # the next regular cycle will do
+                log.debug("app %s: reschedule for %s: %s", self.app.app_id, machine, e)
+                return
+            await asyncio.sleep(LISTED_POLL_S)
 
     async def launch(
         self, task: TaskSpec, attempt: Attempt, worker: WorkerHandle | None, inputs: bytes
@@ -298,7 +331,9 @@ class CondorCoordinator(CoordinatorBackend):
             job_dir=job_dir,
             # "in/" (trailing slash): HTCondor transfers the folder's contents.
             inputs=[f"{INPUT_DIR}/"] if any(staged.iterdir()) else [],
-            outputs=[OUTPUTS_TAR] if task.outputs else [],
+            # Always one declared output file: with none (even an empty list), HTCondor's
+            # starter waits ~1 s between the input transfer and the job's start (measured).
+            outputs=[OUTPUTS_TAR],
             env=env,
             max_retries=0,
             cpus=task.requirements.cpus,
@@ -314,14 +349,50 @@ class CondorCoordinator(CoordinatorBackend):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.client.remove, [job.cluster])
 
+    def worker_lost(self, node: str) -> None:
+        """The core lost ``node``: its jobs go back to the queue at once (HTCondor alone would
+        wait for the claim's lease) and run again, as the same attempts, on another slot."""
+        self.members.pop(node, None)
+        lost = [
+            job
+            for job in self._jobs.values()
+            if job.result is None
+            and not job.cancelled
+            and self.ran_on.get((job.task.id, job.attempt)) == node
+        ]
+        if not lost or self.client is None or self._stopped:
+            return
+        for job in lost:
+            job.requeuing = True
+        self._background(self._requeue(lost, node))
+
+    def _background(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _requeue(self, jobs: list[_Job], node: str) -> None:
+        assert self.client is not None
+        try:
+            await asyncio.to_thread(
+                self.client.requeue, [j.cluster for j in jobs], f"worker {node} lost"
+            )
+        except Exception as e:  # the shadow will notice the loss itself, later
+            log.warning("app %s: cannot requeue the jobs of %s: %s", self.app.app_id, node, e)
+        for job in jobs:
+            job.requeuing = False
+            job.running_since = None
+            self.ran_on.pop((job.task.id, job.attempt), None)
+
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poller
+        for t in [*self._tasks, self._poller]:
+            if t is not None:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
         await asyncio.to_thread(self._stop_files)
 
     def _stop_files(self) -> None:
@@ -378,6 +449,8 @@ class CondorCoordinator(CoordinatorBackend):
             if job.cancelled:
                 if info.status in (JobStatus.REMOVED, JobStatus.COMPLETED, JobStatus.HELD):
                     self._forget(job)
+                return
+            if job.requeuing:  # held for a moment on purpose (worker_lost)
                 return
             if job.running_since is None and info.status is JobStatus.RUNNING:
                 job.running_since = now

@@ -13,11 +13,12 @@ to the job user, because the shadow writes there as that user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -116,7 +117,8 @@ def submit_description(spec: JobSpec) -> dict[str, str]:
         "should_transfer_files": "YES",
         "when_to_transfer_output": "ON_EXIT",
         "transfer_input_files": ",".join(i for i in spec.inputs if i != spec.argv[0]),
-        # Declared even when empty: with no list HTCondor sleeps 1 s after input transfer.
+        # Declare at least one file (coordinator.py always does): with none, even an empty
+        # list, the starter waits ~1 s between the input transfer and the job's start.
         "transfer_output_files": ",".join(spec.outputs),
         "max_retries": str(spec.max_retries),
         "request_cpus": str(spec.cpus),
@@ -198,6 +200,7 @@ class CondorClient:
     def __init__(self, params: Mapping[str, str]) -> None:
         self.params = dict(params)
         self.pool = self.params["COLLECTOR_HOST"]
+        self._schedd_ad: Any = None
 
     def _configured(self) -> Any:
         if "htcondor2" not in sys.modules:
@@ -214,18 +217,30 @@ class CondorClient:
         return htcondor2
 
     def _schedd(self, htcondor2: Any) -> Any:
-        ads = htcondor2.Collector(self.pool).query(htcondor2.AdType.Schedd)
-        if not ads:
-            raise RuntimeError(f"no schedd advertised at {self.pool}")
-        return htcondor2.Schedd(ads[0])
+        """The CE's schedd; its ad is asked of the collector once (one round trip less per
+        call: ~100 tasks are submitted one by one), and again after a failed call."""
+        if self._schedd_ad is None:
+            ads = htcondor2.Collector(self.pool).query(htcondor2.AdType.Schedd)
+            if not ads:
+                raise RuntimeError(f"no schedd advertised at {self.pool}")
+            self._schedd_ad = ads[0]
+        return htcondor2.Schedd(self._schedd_ad)
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[tuple[Any, Any]]:
+        """(htcondor2, schedd) under the bindings' lock; a failure forgets the schedd's ad."""
+        with _CONFIG_LOCK:
+            htcondor2 = self._configured()
+            try:
+                yield htcondor2, self._schedd(htcondor2)
+            except Exception:
+                self._schedd_ad = None
+                raise
 
     def submit(self, spec: JobSpec) -> int:
         """Queue ``spec``; its cluster id."""
-        with _CONFIG_LOCK:
-            htcondor2 = self._configured()
-            result = self._schedd(htcondor2).submit(
-                htcondor2.Submit(submit_description(spec)), count=1
-            )
+        with self._session() as (htcondor2, schedd):
+            result = schedd.submit(htcondor2.Submit(submit_description(spec)), count=1)
             return int(result.cluster())
 
     def jobs(self, clusters: Iterable[int]) -> dict[int, JobInfo]:
@@ -235,9 +250,7 @@ class CondorClient:
             return {}
         constraint = " || ".join(f"ClusterId == {c}" for c in wanted)
         found: dict[int, JobInfo] = {}
-        with _CONFIG_LOCK:
-            htcondor2 = self._configured()
-            schedd = self._schedd(htcondor2)
+        with self._session() as (_, schedd):
             for ad in schedd.query(constraint, projection=_ATTRS):
                 info = job_info(ad)
                 found[info.cluster] = info
@@ -253,13 +266,28 @@ class CondorClient:
         wanted = sorted(set(clusters))
         if not wanted:
             return
-        with _CONFIG_LOCK:
-            htcondor2 = self._configured()
-            self._schedd(htcondor2).act(
+        with self._session() as (htcondor2, schedd):
+            schedd.act(
                 htcondor2.JobAction.Remove,
                 " || ".join(f"ClusterId == {c}" for c in wanted),
                 reason=reason,
             )
+
+    def requeue(self, clusters: Iterable[int], reason: str) -> None:
+        """Put running jobs back in the queue now (hold, then release: the schedd drops their
+        shadows without waiting for the lost startd's claim lease)."""
+        wanted = sorted(set(clusters))
+        if not wanted:
+            return
+        constraint = " || ".join(f"ClusterId == {c}" for c in wanted)
+        with self._session() as (htcondor2, schedd):
+            schedd.act(htcondor2.JobAction.Hold, constraint, reason=reason)
+            schedd.act(htcondor2.JobAction.Release, constraint, reason=reason)
+
+    def reschedule(self) -> None:
+        """Ask for a negotiation cycle now (a new machine joined: match queued jobs to it)."""
+        with self._session() as (_, schedd):
+            schedd.reschedule()
 
     def slots(self) -> list[str]:
         """Names of the startd slots the collector knows (``slot1@<host>``)."""

@@ -3,8 +3,9 @@ hostname and /etc/hosts), with the CondorWorkers' startds spawned on the other h
 
 Plays the coordinator core's part with the core's own pieces (TaskTable, ResultStore): ready
 tasks are launched with ``worker=None``, results come back through ``on_result`` and are
-committed; successors become ready only then. CondorJoin/CondorJoined travel through a
-test-local codec registry (the lead registers them in control/messages.py).
+committed; successors become ready only then. The first wave is launched before any worker
+has joined; each worker is prepared as the core does it (StageApp/StageAck, then
+CondorJoin/CondorJoined), every message through the control codec.
 
 stdin: one JSON request (see test_ce_lan.py); stdout: one JSON report.
 """
@@ -19,54 +20,47 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bonjourgrid.app.bundle import build_bundle, unpack_files
+from bonjourgrid.app.bundle import build_bundle, sha256_hex, unpack_files
 from bonjourgrid.app.load import parse_app
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import WorkerHandle
 from bonjourgrid.ce_backends.condor.coordinator import CondorCoordinator
-from bonjourgrid.ce_backends.condor.installation import Installation, require
+from bonjourgrid.ce_backends.condor.installation import require
 from bonjourgrid.ce_backends.condor.worker import CondorWorker
-from bonjourgrid.control.codec import Registry
-from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
+from bonjourgrid.control.messages import CONTROL, StageAck, StageApp, TaskResult
 from bonjourgrid.coordinator.result_store import ResultStore
 from bonjourgrid.states.tasktable import TaskTable
 from bonjourgrid.testbed.vlan import Host
 
-WIRE = Registry("condor-test")
-WIRE.register(26)(CondorJoin)
-WIRE.register(27)(CondorJoined)
 RESULT_TIMEOUT_S = 40.0
 
 
-class NoDnsTools(Installation):
-    """WORKAROUND (bugs.md, security.py): HTCondor tools run with no CONDOR_CONFIG read the
-    rootfs's /etc/condor and resolve this host's name first, which hangs on a LAN without
-    DNS; give them a config with NO_DNS, as the daemons have. Drop once security.py does."""
-
-    def run(self, argv, *, env, binds=(), timeout=30, input=None):  # type: ignore[no-untyped-def]
-        if "CONDOR_CONFIG" not in env and binds:
-            cfg = Path(binds[0]) / "condor_config"
-            cfg.write_text("NO_DNS = True\nDEFAULT_DOMAIN_NAME = bjgrid\n")
-            env = {**env, "CONDOR_CONFIG": str(cfg)}
-        return super().run(argv, env=env, binds=binds, timeout=timeout, input=input)
-
-
 class Handle(WorkerHandle):
-    """A worker as the core sees it; messages go through the codec, like on the wire."""
+    """A worker as the core sees it: messages go through the control codec, like on the wire,
+    and the worker side answers as the volunteer agent does (StageApp -> stage -> StageAck;
+    CondorJoin -> the backend's ``handle``)."""
 
     def __init__(self, node: str, host: str, worker: CondorWorker) -> None:
         self.node, self.host, self.slots = node, host, worker.cpus
         self.worker = worker
         self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+        self.staged = False
 
     async def send(self, msg: object) -> None:
-        received = WIRE.decode(WIRE.encode(msg))
-        assert isinstance(received, CondorJoin)
-        reply = await self.worker.join(received)
-        await self.replies.put(WIRE.encode(reply))
+        received = CONTROL.decode(CONTROL.encode(msg))
+        reply: object
+        if isinstance(received, StageApp):
+            await self.worker.stage(received.bundle, received.sha256)
+            self.staged = True
+            reply = StageAck(received.app, received.sha256, True, "")
+        else:
+            assert self.staged, "CondorJoin before the app was staged"
+            assert isinstance(received, self.worker.handles), received
+            reply = await self.worker.handle(received)
+        await self.replies.put(CONTROL.encode(reply))
 
     async def expect(self, kind: type, timeout: float) -> object:
-        msg = WIRE.decode(await asyncio.wait_for(self.replies.get(), timeout))
+        msg = CONTROL.decode(await asyncio.wait_for(self.replies.get(), timeout))
         assert isinstance(msg, kind)
         return msg
 
@@ -113,7 +107,10 @@ async def run(req: dict[str, Any]) -> dict[str, Any]:
     app_dir = base / "app"
     app_dir.mkdir(parents=True)
     spec = app_spec(app_dir)
-    app = SimpleNamespace(app_id="condorlan", term=1, bundle=build_bundle(spec, app_dir))
+    bundle = build_bundle(spec, app_dir)
+    app = SimpleNamespace(
+        app_id="condorlan", term=1, spec=spec, bundle=bundle, bundle_sha=sha256_hex(bundle)
+    )
     table = TaskTable(spec.tasks)
     store = ResultStore(base / "store")
     got: asyncio.Queue[TaskResult] = asyncio.Queue()
@@ -122,7 +119,7 @@ async def run(req: dict[str, Any]) -> dict[str, Any]:
         await got.put(r)
 
     t0 = time.monotonic()
-    inst = NoDnsTools(require().rootfs)
+    inst = require()
     ce = CondorCoordinator(
         app, address=str(req["address"]), root=base / "ce", on_result=on_result, inst=inst
     )
@@ -135,21 +132,28 @@ async def run(req: dict[str, Any]) -> dict[str, Any]:
     try:
         await ce.start()
         report["head_s"] = time.monotonic() - t0
-        handles = [Handle(f"node-{h.name}", h.name, w) for h, w in zip(hosts, workers, strict=True)]
-        await asyncio.gather(*(ce.prepare(h) for h in handles))
-        report["members"] = dict(ce.members)
-        want = sorted(ce.members.values())
-        while await ce.machines() != want and time.monotonic() - t0 < 30:
-            await asyncio.sleep(0.2)
-        report["pool_s"] = time.monotonic() - t0
         t_run = time.monotonic()
-        while not table.finished():
+
+        async def launch_ready() -> None:
             for tid in table.ready():
                 attempt = table.start(tid, "condor", time.monotonic())
                 task = spec.task(tid)
                 inputs = store.inputs_for(task, spec)
                 events.append(["launch", tid, time.monotonic() - t_run])
                 await ce.launch(task, attempt, None, inputs)
+
+        # As the core may: every ready task is queued before any worker has joined.
+        await launch_ready()
+        handles = [Handle(f"node-{h.name}", h.name, w) for h, w in zip(hosts, workers, strict=True)]
+        await asyncio.gather(*(ce.prepare(h) for h in handles))
+        report["members"] = dict(ce.members)
+        report["staged"] = all(h.staged for h in handles)
+        want = sorted(ce.members.values())
+        while await ce.machines() != want and time.monotonic() - t0 < 30:
+            await asyncio.sleep(0.2)
+        report["pool_s"] = time.monotonic() - t0
+        while not table.finished():
+            await launch_ready()
             r = await asyncio.wait_for(got.get(), RESULT_TIMEOUT_S)
             events.append(["result", r.task, time.monotonic() - t_run, r.exit_code, r.error])
             report["machines"].append(await ce.machines())

@@ -1,9 +1,12 @@
-"""The condor CE end to end on a virtual LAN: CondorCoordinator on h1, CondorWorkers on h2, h3.
+"""The condor CE end to end on a virtual LAN: CondorCoordinator on h1, CondorWorkers on h1 (the
+coordinator's own machine, as when a coordinator volunteers or a replica takes over), h2, h3.
 
 Six tasks (four producers with nested outputs, a fan-in over them, one failing task) run as
-real HTCondor jobs; the pool holds exactly the two recruited machines; afterwards no HTCondor
-process and no CE file remains. The coordinator side (bindings included) runs inside h1 — its
-network namespace, host name and /etc/hosts — as ``_ce_driver.py``.
+real HTCondor jobs, the first wave queued before any worker joined (each worker is prepared as
+the core does it: StageApp/StageAck, then CondorJoin); the pool holds exactly the three
+recruited machines; afterwards no HTCondor process and no CE file remains. The coordinator
+side (bindings included) runs inside h1 — its network namespace, host name and /etc/hosts —
+as ``_ce_driver.py``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, ob
     _require_condor()
     base = tmp_path_factory.mktemp("condor-ce")
     with VirtualLan(3, base_dir=base / "lan", name="condorce") as lan:
-        a, workers = lan.hosts[0], lan.hosts[1:]
+        a, workers = lan.hosts[0], lan.hosts
         req = {
             "base": str(base / "run"),
             "address": a.address,
@@ -114,14 +117,15 @@ def test_the_pool_holds_exactly_the_recruited_machines(
     run: tuple[dict[str, object], VirtualLan],
 ) -> None:
     report, lan = run
-    recruited = sorted(machine_name(h.address) for h in lan.hosts[1:])
+    recruited = sorted(machine_name(h.address) for h in lan.hosts)
+    assert report["staged"] is True, "a worker joined before the app was staged"
     assert sorted(report["members"].values()) == recruited  # type: ignore[attr-defined]
     assert report["machines"], "no sample of the pool during the run"
     for seen in report["machines"]:  # type: ignore[attr-defined]
         assert seen == recruited
     ran_on = report["ran_on"]
     assert isinstance(ran_on, dict) and len(ran_on) == 6
-    assert set(ran_on.values()) <= {"node-h2", "node-h3"}
+    assert set(ran_on.values()) <= {"node-h1", "node-h2", "node-h3"}
 
 
 def test_nothing_remains_after_stop(run: tuple[dict[str, object], VirtualLan]) -> None:

@@ -147,3 +147,9 @@ def test_a_worker_without_htcondor_says_so(tmp_path: Path, monkeypatch: pytest.M
     assert not reply.ok and "no usable HTCondor" in reply.error
     asyncio.run(w.close())
     assert not (tmp_path / "w").exists()
+
+
+def test_the_wrapper_always_leaves_the_declared_output_file(tmp_path: Path) -> None:
+    # With no output file declared, HTCondor's starter waits ~1 s before every job starts.
+    assert _run_wrapper(TaskSpec("t", "exit 4"), tmp_path) == 4
+    assert (tmp_path / OUTPUTS_TAR).is_file()

@@ -189,8 +189,14 @@ def test_startds_without_a_valid_token_are_refused(pool: Pool) -> None:
     log = pool.head.log("Collector")
     for host in pool.lan.hosts[2:]:
         assert host.address in log, f"no trace of {host.name} in the CollectorLog"
+    # The one with another CE's key: the collector rejects its token.
     denials = [line for line in log.splitlines() if "DENIED" in line or "failed" in line]
     assert any(pool.lan.hosts[3].address in line for line in denials), log[-3000:]
+    # The one with no token cannot authenticate at all: its startd never sends its update
+    # (the collector only sees a connection with no request in it).
+    no_token = pool.outsiders["no-token"].log("Start")
+    assert "Failed to start non-blocking update" in no_token, no_token[-2000:]
+    assert "security policy is invalid" in no_token, no_token[-2000:]
 
 
 def test_a_job_with_an_input_and_a_declared_output_runs_end_to_end(pool: Pool) -> None:
