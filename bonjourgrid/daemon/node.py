@@ -21,6 +21,7 @@ from typing import Any
 
 from bonjourgrid.app.bundle import unpack_files
 from bonjourgrid.app.spec import AppSpec
+from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed, LocalChannel, serve, serve_local
 from bonjourgrid.control.messages import (
@@ -38,6 +39,7 @@ from bonjourgrid.control.messages import (
     ReplicaOpen,
     Replicas,
     Reserve,
+    VoteRequest,
 )
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator, Identity, Peer
 from bonjourgrid.coordinator.fairshare import Claim
@@ -52,6 +54,7 @@ from bonjourgrid.discovery import CoordTxt, Discovery, NodeTxt
 from bonjourgrid.discovery.txt import clean_attributes
 from bonjourgrid.faulttolerance.election import Election
 from bonjourgrid.faulttolerance.journal import AppRow, Journal
+from bonjourgrid.faulttolerance.quorum import Voter
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
 from bonjourgrid.policy import Action, PolicyDriver, PolicyState
@@ -146,6 +149,8 @@ class NodeDaemon:
         self.paths.ensure()
         self._lock.acquire()
         try:
+            for top in (self.paths.apps_dir, self.paths.work_dir):
+                leftovers.reap(top)  # HTCondor/BOINC processes a crash of ours left running
             self.journal = Journal(self.paths.state_dir / "journal.sqlite")
             server = await serve(
                 self.listen,
@@ -375,6 +380,8 @@ class NodeDaemon:
             await ch.send(self.pong())
         elif isinstance(first, Reserve):
             await self.agent.serve(ch, first)
+        elif isinstance(first, VoteRequest):
+            await ch.send(self.election.vote(first, self.apps.get(first.app)))
         elif isinstance(first, AppQuery):
             app = self.apps.get(first.app)
             await ch.send(app.state() if app else AppState(first.app, 0, "", False, False))
@@ -673,18 +680,15 @@ class NodeDaemon:
         if isinstance(msg, ReplicaOpen):
             return await self._open_replica(msg)
         app = self.apps.get(getattr(msg, "app", ""))
-        if isinstance(msg, JournalAppend):
+        if isinstance(msg, (JournalAppend, Replicas)):
+            # faulttolerance/quorum.py: a lower term, or a term this replica voted for
+            # someone else in, is refused with the higher term (which fences the sender).
             if app is None or app.role.role is not Role.STANDBY:
                 return JournalAck(msg.app, app.term if app else 0, 0, False)
-            if msg.term < app.term:
-                return JournalAck(msg.app, app.term, app.seq, False)
-            ok = app.replicate(msg)
-            return JournalAck(msg.app, msg.term, app.seq, ok)
-        if isinstance(msg, Replicas) and app is not None and app.role.role is Role.STANDBY:
-            app.replica_ranks = msg.replicas
-            assert self.journal is not None
-            self.journal.update_app(msg.app, replicas=msg.replicas)
-        elif isinstance(msg, AppEnded) and app is not None and app.role.role is Role.STANDBY:
+            if isinstance(msg, Replicas):
+                return app.follow_members(msg)
+            return app.follow_append(msg)
+        if isinstance(msg, AppEnded) and app is not None and app.role.role is Role.STANDBY:
             if msg.term != app.term:
                 log.info("app %s ended under term %d; stale copy dropped", msg.app, msg.term)
                 self._forget_app(app)
@@ -718,6 +722,9 @@ class NodeDaemon:
                 return JournalAck(msg.app, old.term, 0, False)  # fences the sender
             old.role.handle(TermSeen(msg.term + 1 if old.term == msg.term else msg.term))
             old.abandon()
+        voter = old.voter if old is not None and old.role.role is Role.STANDBY else Voter()
+        if not voter.accepts(msg.term, msg.coordinator):
+            return JournalAck(msg.app, max(voter.term, old.term if old else 0), 0, False)
         assert self.journal is not None
         entries = [e for e in msg.entries.split("\n") if e]
         self.journal.add_app(
@@ -753,6 +760,8 @@ class NodeDaemon:
             signature=msg.signature,
             signer=msg.signer,
         )
+        app.voter = voter.follow(msg.term, msg.coordinator)
+        app.save_election()
         self.apps[msg.app] = app
         self._kick.set()
         log.info(

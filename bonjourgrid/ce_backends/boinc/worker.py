@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.ce_backends.base import WorkerBackend
 from bonjourgrid.ce_backends.boinc.client import BoincClient, Launcher
 from bonjourgrid.ce_backends.boinc.guirpc import DEFAULT_PORT, GuiRpcClient, GuiRpcError
@@ -159,6 +160,8 @@ class BoincWorker(WorkerBackend):
         )
         self.ctx.root.mkdir(parents=True, exist_ok=True)
         self.client = client.start()
+        if client.pid is not None:  # stopped at the daemon's next start if it crashes
+            leftovers.record(self.ctx.root, client.pid)
         self.rpc = client.rpc
         return self.rpc
 

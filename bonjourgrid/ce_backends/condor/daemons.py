@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import psutil
 
+from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.ce_backends.condor.installation import Installation
 
 # Where each daemon writes its address once it listens (relative to LOCAL_DIR; see config.py).
@@ -104,6 +105,7 @@ class CondorDaemons:
         )
         with open(self.role_dir / "master.out", "wb") as out:
             self.proc = self._spawn(argv, stdout=out, stderr=subprocess.STDOUT)
+        leftovers.record(self.role_dir, self.proc.pid)  # stopped at the next start if we crash
         return self
 
     def ready(self) -> bool:
