@@ -216,11 +216,13 @@ class CancelTask:
 @CONTROL.register(Kind.RESULT_ACK)
 @dataclass(frozen=True)
 class ResultAck:
-    """Coordinator -> worker: the result of (task, attempt) is committed; drop your copy."""
+    """Coordinator -> worker: the result of (task, attempt) is committed; drop your copy.
+    A worker ignores it when ``term`` is below the highest term it has seen for the app."""
 
     app: str
     task: str
     attempt: int
+    term: int = 0
 
 
 # --- replication and apps on the LAN (issue 4) ---------------------------------------------
@@ -271,23 +273,30 @@ class JournalAppend:
 @CONTROL.register(Kind.JOURNAL_ACK)
 @dataclass(frozen=True)
 class JournalAck:
-    """Replica -> coordinator: entries up to ``seq`` are durable here. ``ok`` False: resend
-    a snapshot (a gap, or this replica follows a higher ``term``, which fences the sender)."""
+    """Replica -> coordinator: entries up to ``seq`` and replica set version ``members`` are
+    durable here. ``ok`` False: resend a snapshot (a gap), or this replica follows a higher
+    ``term`` (it voted for another candidate), which fences the sender."""
 
     app: str
     term: int
     seq: int
     ok: bool
+    members: int = 0
 
 
 @CONTROL.register(Kind.REPLICAS)
 @dataclass(frozen=True)
 class Replicas:
-    """Coordinator -> replicas: the election ranks changed (best first)."""
+    """Coordinator -> replicas: the replica set, best-ranked first (faulttolerance/quorum.py).
+    ``version`` counts its changes; while ``joint``, ``old`` is the set before the last change
+    and quorums of both count. Answered with ``JournalAck(members=version)``."""
 
     app: str
     term: int
     replicas: tuple[str, ...]
+    version: int = 0
+    old: tuple[str, ...] = ()
+    joint: bool = False
 
 
 @CONTROL.register(Kind.APP_QUERY)
@@ -413,13 +422,14 @@ class BoincAttached:
 @dataclass(frozen=True)
 class VoteRequest:
     """Replica -> the other replicas of ``app``: make me coordinator of ``term`` (my journal
-    ends at ``seq``, last written in ``last_term``)."""
+    ends at ``seq``, received in ``last_term``, with replica set version ``members``)."""
 
     app: str
     term: int
     candidate: str
     seq: int
     last_term: int
+    members: int = 0
 
 
 @CONTROL.register(Kind.VOTE)

@@ -10,7 +10,8 @@ and withdrawing the coordinator record.
 
 Every change of the task table is a journal entry (faulttolerance/entries.py): committed to
 the daemon's SQLite journal, fed to the replicas (coordinator/replication.py), then applied.
-A result is acknowledged to its worker only once a replica holds it, so it is never lost;
+A result is acknowledged to its worker only once a write quorum of the replica set holds it
+(faulttolerance/quorum.py), so it is never lost;
 a worker keeps an unacknowledged result and sends it again to whoever coordinates next.
 
 Roles (states/coordinator.py): RECRUITING/RUNNING while coordinating; STANDBY on a replica;
@@ -47,6 +48,7 @@ from bonjourgrid.control.messages import (
     JournalAppend,
     Release,
     ReplicaOpen,
+    Replicas,
     Reserve,
     ReserveReply,
     ResultAck,
@@ -60,6 +62,7 @@ from bonjourgrid.coordinator.worker_link import WorkerLink
 from bonjourgrid.daemon.local_messages import Progress
 from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.faulttolerance.journal import Journal
+from bonjourgrid.faulttolerance.quorum import Members, Position, Voter
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.states.coordinator import (
     AllTasksTerminal,
@@ -165,9 +168,30 @@ class AppCoordinator:
         self.links: dict[str, WorkerLink] = {}
         self.coordinator = coordinator or (me.node, me.host)
         """(node, host) of whoever coordinates the app (this daemon unless a replica)."""
-        self.replica_ranks: tuple[str, ...] = tuple(replicas)
+        row = journal.app(app_id)
+        self.members = Members(
+            row.members_version if row else 0, tuple(replicas), row.members_old if row else None
+        )
+        """The replica set as the coordinator last told this replica (faulttolerance/quorum)."""
+        self.replica_ranks: tuple[str, ...] = self.members.everyone()
         """Election ranks as the coordinator last told this replica (best first)."""
-        self.replication = Replication(app_id, spec.replicas, me.node, self._snapshot)
+        self.voter = Voter(
+            self.role.term,
+            (row.leader if row else "") or self.coordinator[0],
+            row.voted if row else 0,
+        )
+        """This daemon's election state for the app (votes granted, the term it follows)."""
+        self.journal_term = (row.journal_term if row else 0) or self.role.term
+        """The term of the stream this journal came in (a vote compares it first)."""
+        self.replication = Replication(
+            app_id,
+            spec.replicas,
+            me.node,
+            self._snapshot,
+            settling=lambda: self.role.role is Role.TAKING_OVER,
+            on_members=self._save_members,
+            probe=self._probe_member,
+        )
         self._refused: dict[str, float] = {}
         self._recruiting: set[str] = set()
         self._unfit_since: dict[str, float] = {}
@@ -238,18 +262,97 @@ class AppCoordinator:
         self._save_role()
         self._wake.set()
 
-    def take_over(self) -> None:
-        """An elected replica (or a restarted coordinator) claims term + 1; ``run`` follows."""
+    def take_over(self, term: int = 0) -> None:
+        """An elected replica claims the ``term`` it won (a restarted coordinator: the next
+        term it has not voted in); ``run`` follows. The replica set is the one this node
+        knew: results are committed by its write quorums (faulttolerance/quorum.py)."""
+        term = term or max(self.term, self.voter.voted) + 1
+        if term - 1 > self.term:
+            self.role.handle(TermSeen(term - 1))
         self.role.handle(CoordinatorLost())
+        self.voter = Voter(self.term, self.me.node, max(self.term, self.voter.voted))
+        self.journal_term = self.term
         self.coordinator = (self.me.node, self.me.host)
+        self.replication.adopt(self.members)
         self.journal.update_app(
             self.app_id,
             term=self.term,
             role=self.role.role.value,
             coordinator=self.me.node,
             coordinator_host=self.me.host,
+            voted=self.voter.voted,
+            leader=self.voter.leader,
+            journal_term=self.journal_term,
         )
         log.warning("app %s: taking over as coordinator with term %d", self.app_id, self.term)
+
+    # --- the replica's side of the quorum rules ---------------------------------------------
+
+    def position(self) -> Position:
+        """How far this copy of the journal goes (compared by votes)."""
+        return Position(self.journal_term, self.seq, self.members.version)
+
+    def save_election(self) -> None:
+        """Persist this daemon's election state for the app (a vote must survive a crash)."""
+        self.journal.update_app(
+            self.app_id,
+            term=self.term,
+            voted=self.voter.voted,
+            leader=self.voter.leader,
+            journal_term=self.journal_term,
+        )
+
+    def _save_members(self, members: Members) -> None:
+        self.members = members
+        self.replica_ranks = members.everyone()
+        self.journal.update_app(
+            self.app_id,
+            replicas=members.nodes,
+            members_version=members.version,
+            members_old=members.old,
+        )
+
+    async def _probe_member(self, node: str) -> None:
+        """A member of the replica set this coordinator does not reach: ask it what it holds.
+        A higher term there: another coordinator was elected, step down. Nothing: it
+        restarted, and counts for its own removal from the set."""
+        offer = next((o for o in self._offers() if o.node == node), None)
+        if offer is None:
+            return
+        peer = Peer(node, offer.addresses, offer.port, 0)
+        st = await query_app(peer, self.app_id, self.me, self.config.ping_timeout)
+        if st is None or not self._acting():
+            return
+        if st.term > self.term:
+            self._step_down(st.term)
+        elif not st.role:
+            self.replication.holds_nothing(node)
+
+    def _fence(self) -> int:
+        return max(self.term, self.voter.term)
+
+    def follow_append(self, msg: JournalAppend) -> JournalAck:
+        """Replica side: take entry ``msg.seq`` unless the stream is refused — a lower term, or
+        the same term from another node than the one followed (the refusal carries the
+        higher term, which fences the sender), or a new term's stream that did not open
+        with a snapshot (ok False: the coordinator sends one)."""
+        if not self.voter.accepts(msg.term, self.coordinator[0]):
+            return JournalAck(self.app_id, self._fence(), self.seq, False)
+        if msg.term != self.journal_term:
+            return JournalAck(self.app_id, msg.term, self.seq, False)
+        ok = self.replicate(msg)
+        return JournalAck(self.app_id, msg.term, self.seq, ok, self.members.version)
+
+    def follow_members(self, msg: Replicas) -> JournalAck:
+        """Replica side: the coordinator's replica set (journaled like an entry)."""
+        if not self.voter.accepts(msg.term, self.coordinator[0]):
+            return JournalAck(self.app_id, self._fence(), self.seq, False)
+        if msg.term != self.journal_term:
+            return JournalAck(self.app_id, msg.term, self.seq, False)
+        if msg.version >= self.members.version:
+            old = msg.old if msg.joint else None
+            self._save_members(Members(msg.version, msg.replicas, old))
+        return JournalAck(self.app_id, msg.term, self.seq, True, self.members.version)
 
     def abandon(self) -> None:
         """The daemon stops without ending the app: stop acting, keep the journal as it is
@@ -817,8 +920,10 @@ class AppCoordinator:
         elif isinstance(msg, JournalAck):
             if msg.term > self.term:
                 self._step_down(msg.term)
+            elif msg.term < self.term:
+                pass  # an answer to an older term's stream
             elif msg.ok:
-                self.replication.acked(link.node, msg.seq)
+                self.replication.acked(link.node, msg.seq, msg.members)
             else:
                 self.replication.resync(link.node)
 
@@ -833,12 +938,13 @@ class AppCoordinator:
                 return  # not ours to commit any more; the worker keeps it for the next one
             # Shielded: releasing or losing the link must not cancel a commit half done.
             seq = await asyncio.shield(self._verified_commit(r, link.host))
-            if seq and not await self.replication.durable(seq) and self.spec.replicas:
-                log.info("app %s: %s#%d durable here only", self.app_id, r.task, r.attempt)
-            if not self._acting() and seq:
+            # Acknowledged only once a write quorum of the replica set holds it (a duplicate:
+            # once the journal is, as it may come from an earlier term's journal). Cut off
+            # from the set, or stepped down: no acknowledgement, the worker keeps it.
+            if not await self.replication.durable(seq or self.seq, self._acting):
                 return
             with contextlib.suppress(Exception):
-                await link.send(ResultAck(self.app_id, r.task, r.attempt))
+                await link.send(ResultAck(self.app_id, r.task, r.attempt, self.term))
             if seq:
                 self._wake.set()
         finally:
@@ -866,9 +972,10 @@ class AppCoordinator:
             if node and not host and node in self.links:
                 host = self.links[node].host
             seq = await asyncio.shield(self._verified_commit(r, host, node or ""))
-            if seq:
-                await self.replication.durable(seq)
-                self._wake.set()
+            # A duplicate (seq 0) is acknowledged once what the journal holds is durable.
+            if not await self.replication.durable(seq or self.seq, self._acting):
+                raise RuntimeError(f"{r.task}#{r.attempt} is not durable on the replicas")
+            self._wake.set()
         finally:
             self._results_in_flight.discard(key)
 

@@ -15,7 +15,8 @@ Rules, in one place:
 * **Asking**: idle volunteers that fit some unfinished task, least loaded and largest first;
   rival coordinators rank alike, so a per-app hash breaks ties and spreads their first asks.
 * **Replicas**: the journal is kept by the first ``k`` ready workers in a stable order (the
-  order they were staged in), replaced from the others when one is lost.
+  order they were staged in), replaced from the others when one is lost; the set moves toward
+  this choice one member at a time, as faulttolerance/quorum.py agrees (``next_members``).
 """
 
 from __future__ import annotations

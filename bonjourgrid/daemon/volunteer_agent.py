@@ -269,7 +269,10 @@ class VolunteerAgent:
                 self._log_execution(msg)
             worker.start(msg)
         elif isinstance(msg, ResultAck):
-            worker.acknowledged(msg.task, msg.attempt)
+            # A stale coordinator's acknowledgement must not make us drop a result that the
+            # higher term still needs (it did not commit it: a quorum refused that term).
+            if msg.term >= m.highest_term(msg.app):
+                worker.acknowledged(msg.task, msg.attempt)
         elif isinstance(msg, CancelTask):
             await worker.cancel(msg.task, msg.attempt)
         elif isinstance(msg, AppEnded):

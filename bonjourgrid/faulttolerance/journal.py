@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 """
 
+_ELECTION_COLUMNS = (
+    ("voted", "INTEGER NOT NULL DEFAULT 0"),
+    ("leader", "TEXT NOT NULL DEFAULT ''"),
+    ("journal_term", "INTEGER NOT NULL DEFAULT 0"),
+    ("members_version", "INTEGER NOT NULL DEFAULT 0"),
+    ("members_old", "TEXT"),
+)
+"""An app's election state (faulttolerance/quorum.py): what a vote needs after a restart."""
+
 
 @dataclass(frozen=True)
 class AppRow:
@@ -71,6 +80,16 @@ class AppRow:
     """The app's signature (``AppSignature.encode()``); "" when unsigned."""
     signer: str = ""
     """The user name in the signature."""
+    voted: int = 0
+    """The highest term this daemon voted in for the app (its own candidacy included)."""
+    leader: str = ""
+    """Whom this daemon follows in ``term`` (the coordinator, or the candidate it granted)."""
+    journal_term: int = 0
+    """The term of the stream the entries came in (the coordinator's own term for its app)."""
+    members_version: int = 0
+    members_old: tuple[str, ...] | None = None
+    """The replica set (``replicas``) has this version; ``members_old`` is the set before
+    the last change while that change is not confirmed (faulttolerance/quorum.py)."""
 
 
 class Journal:
@@ -82,7 +101,11 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._add_columns(
-            apps=(("signature", "TEXT NOT NULL DEFAULT ''"), ("signer", "TEXT NOT NULL DEFAULT ''"))
+            apps=(
+                ("signature", "TEXT NOT NULL DEFAULT ''"),
+                ("signer", "TEXT NOT NULL DEFAULT ''"),
+                *_ELECTION_COLUMNS,
+            )
         )
 
     def _add_columns(self, **tables: tuple[tuple[str, str], ...]) -> None:
@@ -147,7 +170,8 @@ class Journal:
 
     def update_app(self, app: str, **fields: Any) -> None:
         """Change some columns: term, role, reason, coordinator, coordinator_host, replicas,
-        hosts, ended."""
+        hosts, ended, and the election state: voted, leader, journal_term, members_version,
+        members_old (a tuple, or None)."""
         allowed = {
             "term",
             "role",
@@ -157,14 +181,12 @@ class Journal:
             "replicas",
             "hosts",
             "ended",
+            *(name for name, _ in _ELECTION_COLUMNS),
         }
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"not journal columns: {sorted(bad)}")
-        values = [
-            json.dumps(list(v) if k == "replicas" else v) if k in ("replicas", "hosts") else v
-            for k, v in fields.items()
-        ]
+        values = [_column(k, v) for k, v in fields.items()]
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx():
             self._db.execute(f"UPDATE apps SET {sets} WHERE app = ?", (*values, app))
@@ -172,7 +194,8 @@ class Journal:
     def apps(self) -> list[AppRow]:
         rows = self._db.execute(
             "SELECT app, spec, bundle, digest, user, term, role, reason, coordinator,"
-            " coordinator_host, replicas, hosts, created, ended, signature, signer"
+            " coordinator_host, replicas, hosts, created, ended, signature, signer,"
+            " voted, leader, journal_term, members_version, members_old"
             " FROM apps ORDER BY created"
         ).fetchall()
         return [
@@ -193,9 +216,18 @@ class Journal:
                 ended=r[13],
                 signature=r[14],
                 signer=r[15],
+                voted=r[16],
+                leader=r[17],
+                journal_term=r[18],
+                members_version=r[19],
+                members_old=None if r[20] is None else tuple(json.loads(r[20])),
             )
             for r in rows
         ]
+
+    def app(self, app: str) -> AppRow | None:
+        """One app's row, None if the journal does not hold it."""
+        return next((r for r in self.apps() if r.app == app), None)
 
     def forget(self, app: str) -> None:
         with self._tx():
@@ -221,6 +253,15 @@ class Journal:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _column(name: str, value: Any) -> Any:
+    """A value as its column stores it (lists and maps as JSON)."""
+    if name in ("replicas", "members_old"):
+        return None if value is None else json.dumps(list(value))
+    if name == "hosts":
+        return json.dumps(value)
+    return value
 
 
 class _Transaction:

@@ -8,7 +8,11 @@ glue: the message plumbing that ``AppCoordinator``/``WorkerLink`` do over TCP, h
 one ``step`` whenever something changed (finish, place, recruit, release).
 
 A result is acknowledged to its worker once its ``Finished`` entry is applied here and a
-replica has acknowledged the journal past it (at once when the app has no replica). A
+write quorum of the replica set holds it (``faulttolerance/quorum.py``: ``W`` of every set in
+force; at once when the set is empty). The set changes one member at a time, journaled with
+the entries (``JournalAppend.members``), and a change counts once ``W`` of the old and of the
+new set acknowledged it: a coordinator cut off from its set commits nothing and cannot refill
+the set from its side of a partition. A
 coordinator built by a takeover starts ``TAKING_OVER``: it reserves the known workers again
 with its higher term (a re-home), keeps the attempts they report running or holding,
 abandons the rest as lost, and then runs like any coordinator.
@@ -38,6 +42,7 @@ from bonjourgrid.faulttolerance.entries import (
     apply,
     replay,
 )
+from bonjourgrid.faulttolerance.quorum import Members, Voter, next_members
 from bonjourgrid.sim.clock import Timer
 from bonjourgrid.sim.messages import (
     AppEnded,
@@ -109,7 +114,7 @@ class CoordinatorSide:
         role: CoordinatorRole,
         journal: list[Entry] | None = None,
         known_workers: tuple[str, ...] = (),
-        replicas: tuple[str, ...] = (),
+        members: Members | None = None,
     ) -> None:
         self.node = node
         self.app = app
@@ -122,18 +127,19 @@ class CoordinatorSide:
         self.recruiting: dict[str, float] = {}
         self.refused: dict[str, float] = {}
         self.running: dict[Key, str] = {}
-        self.replicas: list[str] = [r for r in replicas if r != node.id]
-        self.rep_acked: dict[str, int] = {r: -1 for r in self.replicas}
+        self.members = members or Members()
+        """The replica set (this node too, right after a takeover, until it steps out)."""
+        self.rep_acked: dict[str, int] = {}
+        """Entries each member acknowledged in this term."""
+        self.rep_version: dict[str, int] = {}
+        """The set version each member acknowledged in this term."""
+        self.empty: set[str] = set()
+        """Members that answered they hold nothing of the app (restarted, released)."""
         self.pending: dict[Key, _Pending] = {}
+        self._declared: set[Key] = set()
+        """Results this coordinator declared committed (and acknowledged)."""
         self._missing: dict[Key, float] = {}
         """Attempts their worker did not report running, since when."""
-        self._frozen = False
-        """No replica left and too few machines hear us: commit nothing (see _holds_majority)."""
-        self._announced: set[str] = set(replicas) | set(known_workers)
-        """The replicas and workers last streamed to the replicas (a claimant's voters)."""
-        self._had_replicas = role.role is Role.TAKING_OVER and spec.replicas > 0
-        """Once a replica kept the journal, results wait for one: a coordinator that lost
-        them all may be the one cut off, with a replica already coordinating."""
         self.closed = False
         self._ending_since: float | None = None
         self._ended_acks: set[str] = set()
@@ -150,11 +156,17 @@ class CoordinatorSide:
                 self._rehome[n] = False
                 self.node.send(n, Reserve(app, node.id, role.term, self.cfg.reserve_lease))
             node.later(self.cfg.connect_timeout, self._finish_rehome)
+        self._members_step()
         node.later(0.0, self._tick)
 
     @property
     def term(self) -> int:
         return self.role.term
+
+    @property
+    def replicas(self) -> list[str]:
+        """The other members of every set in force: whom the journal is streamed to."""
+        return [n for n in self.members.everyone() if n != self.node.id]
 
     # --- the two loops -------------------------------------------------------------------------
 
@@ -176,11 +188,8 @@ class CoordinatorSide:
             if now - asked > cfg.connect_timeout:
                 del self.recruiting[n]
                 self.refused[n] = now
-        if self._had_replicas and not self.replicas:
-            for n in self._announced - {self.node.id} - set(self.links):
-                self.node.send(n, TermQuery(self.app, self.term))  # still holding the app?
-            self._choose_replicas()
-            self._check_durable()
+        self._members_step()
+        self._check_durable()
         self._stream()
         for n, t in self.node.world.directory.coordinators(self.app).items():
             if t > self.term and n != self.node.id:
@@ -220,7 +229,10 @@ class CoordinatorSide:
         unplaced = len(ready) - len(placed)
         if unplaced and now - self._last_recruit >= self.cfg.recruit_retry:
             self._recruit(unplaced, now)
-        idle = [w.node for w in self.links.values() if w.ready and w.used == 0]
+        holding = {p.worker for p in self.pending.values()}  # keep it until acknowledged
+        idle = [
+            w.node for w in self.links.values() if w.ready and w.used == 0 and w.node not in holding
+        ]
         for n in releasable(ready_tasks=unplaced, idle_workers=idle, replicas=self.replicas):
             self._release(n)
         if self.links:
@@ -283,21 +295,37 @@ class CoordinatorSide:
         for a in self.table.running_on(n):
             self._append(Abandoned(a.task, a.attempt, f"worker {n} {reason}", False))
             self.running.pop((a.task, a.attempt), None)
-        self._choose_replicas()
+        self._members_step()
         self.wake()
 
-    def _choose_replicas(self) -> None:
-        staged = [w.node for w in self.links.values() if w.ready and w.node != self.node.id]
-        live = [r for r in self.replicas if r in staged]
-        self._frozen = self._had_replicas and not live and not self._holds_majority()
-        if self._frozen:
-            self.replicas, self.rep_acked = [], {}
-            return  # maybe cut off ourselves: no new journal keepers, so no commits
-        chosen = choose_replicas(self.replicas, staged, self.spec.replicas)
-        if chosen != self.replicas:
-            self.replicas = chosen
-            self._had_replicas = self._had_replicas or bool(chosen)
-            self.rep_acked = {r: self.rep_acked.get(r, -1) for r in chosen}
+    def _members_step(self) -> None:
+        """Confirm an agreed change of the replica set, then take the next one-member step
+        toward the wanted set (``choose_replicas`` over the staged workers, never this node);
+        none while taking over (the members are not re-homed yet)."""
+        if self.closed or not self.role.coordinating or self.spec.replicas <= 0:
+            return
+        me, before = self.node.id, self.members
+        if self.members.joint:
+            versions = {**self.rep_version, me: self.members.version}
+            if not self.members.agreed(versions, self.empty):
+                return
+            self.members = self.members.confirm()
+        if self.role.role is not Role.TAKING_OVER:
+            current = [n for n in self.members.nodes if n != me]
+            staged = [
+                w.node
+                for w in self.links.values()
+                if w.ready and w.node != me and w.node not in self.empty
+            ]
+            wanted = choose_replicas(current, staged, self.spec.replicas)
+            step = next_members(self.members.nodes, wanted, self.empty)
+            if step is not None:
+                self.members = self.members.change(step)
+        if self.members != before:
+            self.node.checks.log(
+                f"{self.app} members v{self.members.version} {self.members.nodes}"
+                f"{' joint' if self.members.joint else ''}"
+            )
             self._stream()
             self._check_durable()
 
@@ -318,11 +346,18 @@ class CoordinatorSide:
                 w.ready = True
                 w.last_heard = self.node.clock.now
                 self.role.handle(WorkerStaged())
-                self._choose_replicas()
+                self._members_step()
                 self.wake()
         elif isinstance(msg, JournalAck):
-            if msg.term == self.term and src in self.rep_acked:
-                self.rep_acked[src] = max(self.rep_acked[src], msg.length)
+            if msg.term == self.term and src in self.members.everyone():
+                if msg.members < 0:  # it lost its copy: send it all again
+                    self.rep_acked[src] = 0
+                    self.rep_version.pop(src, None)
+                else:
+                    self.rep_acked[src] = max(self.rep_acked.get(src, 0), msg.length)
+                    self.rep_version[src] = max(self.rep_version.get(src, -1), msg.members)
+                    self.empty.discard(src)
+                self._members_step()
                 self._check_durable()
         elif isinstance(msg, AppEndedAck):
             self._ended_acks.add(src)
@@ -333,12 +368,18 @@ class CoordinatorSide:
         if m.term > self.term:
             self._saw_term(m.term)
         elif not m.serving:
-            self._announced.discard(src)  # holds nothing of the app: it cannot claim it
+            if src in self.members.everyone():
+                self._emptied(src)
             if src in self.links:
                 self._lose(src, "serves something else")
-            elif src in self.replicas:
-                self.replicas.remove(src)
-                self._choose_replicas()
+            self._members_step()
+
+    def _emptied(self, src: str) -> None:
+        """Member ``src`` holds nothing of the app: it can vote for no one, its acks are
+        void, and it counts as agreeing to its own removal."""
+        self.empty.add(src)
+        self.rep_acked[src] = 0
+        self.rep_version.pop(src, None)
 
     def _saw_term(self, term: int) -> None:
         if self.role.ended or term <= self.term:
@@ -432,8 +473,21 @@ class CoordinatorSide:
         for a in self.table.running():
             if (a.task, a.attempt) not in self.running:
                 self._append(Abandoned(a.task, a.attempt, "lost in the takeover", False))
+        for i, e in enumerate(self.journal, start=1):
+            # Results in the journal whose worker is gone: nobody will send them again, so
+            # they are committed here once this term's write quorum holds them.
+            if not isinstance(e, Finished):
+                continue
+            rec, key = self.table.record(e.task), (e.task, e.attempt)
+            if (
+                rec.attempts == e.attempt
+                and rec.worker not in self.links
+                and key not in self.pending
+            ):
+                done = rec.state is TaskState.DONE
+                self.pending[key] = _Pending(i, done, rec.worker or "", set())
         self.role.handle(TakeoverDone())
-        self._choose_replicas()
+        self._members_step()
         self.wake()
 
     def _result(self, src: str, r: TaskResult) -> None:
@@ -449,7 +503,7 @@ class CoordinatorSide:
             w.used -= self.spec.task(r.task).requirements.cpus
         if not self.role.coordinating:
             if self.role.role is not Role.STEPPED_DOWN:
-                self.node.send(src, ResultAck(self.app, r.task, r.attempt))
+                self.node.send(src, ResultAck(self.app, r.task, r.attempt, self.term))
             return
         now = self.node.clock.now
         rec = self.table.record(r.task)
@@ -462,48 +516,46 @@ class CoordinatorSide:
             self.pending[key] = _Pending(len(self.journal), done, src, {src})
             self._stream()
             self._check_durable()
+        elif key not in self._declared and (index := self._entry_of(key)):
+            # Its entry came with an earlier term's journal, maybe never committed there: it
+            # is, once this term's write quorum holds it.
+            rec = self.table.record(r.task)
+            done = rec.state is TaskState.DONE and rec.attempts == r.attempt
+            self.pending[key] = _Pending(index, done, src, {src})
+            self._check_durable()
         else:
-            self.node.send(src, ResultAck(self.app, r.task, r.attempt))
+            self.node.send(src, ResultAck(self.app, r.task, r.attempt, self.term))
         self.wake()
 
-    def _holds_majority(self) -> bool:
-        """Whether enough of the machines a replica would poll before claiming still hear us.
-
-        A replica claims only with a majority of pre-vote grants (replica.py); machines that
-        heard our heartbeat lately refuse, so while we hold half or more of them no replica
-        can be coordinating behind our back.
-        """
-        now = self.node.clock.now
-        quiet = self.cfg.suspect_after / 2
-        voters = self._announced - {self.node.id}
-        heard = sum(
-            1
-            for n in voters
-            if (w := self.links.get(n)) is not None and now - w.last_heard <= quiet
-        )
-        return not voters or 2 * heard >= len(voters) + 1
+    def _entry_of(self, key: Key) -> int:
+        """The number of the ``Finished`` entry of ``key`` in the journal, 0 if none."""
+        for i, e in enumerate(self.journal, start=1):
+            if isinstance(e, Finished) and (e.task, e.attempt) == key:
+                return i
+        return 0
 
     def _check_durable(self) -> None:
         if not self.pending:
             return
-        best = max(self.rep_acked.values(), default=-1)
+        acked = {**self.rep_acked, self.node.id: len(self.journal)}
         for key, p in list(self.pending.items()):
-            if self._frozen or (self.replicas and best < p.index):
-                continue  # no replica has it yet (or none is left: wait for one)
+            if not self.members.durable(acked, p.index):
+                continue  # no write quorum holds it yet: the worker keeps the result
             del self.pending[key]
+            self._declared.add(key)
             if p.done:
                 self.node.checks.committed(self.app, key, self.term, self.node.id, p.worker)
             for w in p.waiters:
-                self.node.send(w, ResultAck(self.app, key[0], key[1]))
+                self.node.send(w, ResultAck(self.app, key[0], key[1], self.term))
 
     def _stream(self) -> None:
         """Send each replica the journal from what it acknowledged (its heartbeat too)."""
-        if not self.replicas:
+        replicas = self.replicas
+        if not replicas:
             return
         workers = tuple(self.links)
-        self._announced = {*self.replicas, *workers}
-        for r in self.replicas:
-            start = max(self.rep_acked.get(r, -1), 0)
+        for r in replicas:
+            start = self.rep_acked.get(r, 0)
             self.node.send(
                 r,
                 JournalAppend(
@@ -513,7 +565,7 @@ class CoordinatorSide:
                     self.spec,
                     start,
                     tuple(self.journal[start:]),
-                    tuple(self.replicas),
+                    self.members,
                     workers,
                 ),
             )
@@ -523,7 +575,7 @@ class CoordinatorSide:
     def _end_step(self, now: float) -> None:
         """Replicas hear the end (with the whole journal) before anyone is released."""
         n = len(self.journal)
-        synced = all(self.rep_acked.get(r, -1) >= n for r in self.replicas)
+        synced = all(self.rep_acked.get(r, 0) >= n for r in self.replicas)
         waited = now - (self._ending_since or now)
         if not synced and waited < self.cfg.suspect_after:
             return
@@ -540,6 +592,7 @@ class CoordinatorSide:
 
     def _close(self) -> None:
         self.closed = True
+        self.node.remember(self.app, Voter(self.term, self.node.id, self.term))
         self.node.world.directory.withdraw_coordinator(self.app, self.node.id)
         if self.node.coords.get(self.app) is self:
             del self.node.coords[self.app]

@@ -3,7 +3,7 @@
 They mirror ``bonjourgrid.control.messages`` (Reserve -> ReserveReply, Heartbeat ->
 HeartbeatAck, StageApp -> StageAck, RunTask -> TaskResult -> ResultAck, Release, AppEnded)
 without bytes or MACs, plus what the replica protocol needs (journal streaming, the
-takeover's journal sync, and ``Stale``: "my term is higher than yours"). A task's behaviour
+votes of an election, and ``Stale``: "my term is higher than yours"). A task's behaviour
 travels in ``RunTask`` (how long it runs, how it exits) since nothing is executed.
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.faulttolerance.entries import Entry
+from bonjourgrid.faulttolerance.quorum import Members, Position
 
 Key = tuple[str, int]
 """(task id, attempt): the idempotency key of a result."""
@@ -63,9 +64,13 @@ class CancelTask:
 
 @dataclass(frozen=True)
 class ResultAck:
+    """Committed: drop your copy. A worker ignores it from a term below the one it follows
+    (a stale coordinator must not make it drop a result the new one needs)."""
+
     app: str
     task: str
     attempt: int
+    term: int
 
 
 @dataclass(frozen=True)
@@ -137,11 +142,9 @@ class Stale:
 
 @dataclass(frozen=True)
 class JournalAppend:
-    """Entries ``start..`` of the coordinator's journal; also its heartbeat to replicas.
-
-    ``replicas`` is the ranked replica list, ``workers`` the linked workers (what a taking-over
-    replica re-homes).
-    """
+    """Entries ``start..`` of the coordinator's journal and its replica set; also its
+    heartbeat to replicas. ``workers`` are the linked workers (what a new coordinator
+    re-homes)."""
 
     app: str
     term: int
@@ -149,15 +152,18 @@ class JournalAppend:
     spec: AppSpec
     start: int
     entries: tuple[Entry, ...]
-    replicas: tuple[str, ...]
+    members: Members
     workers: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class JournalAck:
+    """The replica holds ``length`` entries and set version ``members`` of ``term``."""
+
     app: str
     term: int
     length: int
+    members: int
 
 
 @dataclass(frozen=True)
@@ -167,36 +173,19 @@ class AppEndedAck:
 
 
 @dataclass(frozen=True)
-class SyncRequest:
-    """A taking-over replica asks its peers for their journals (it claims ``term``)."""
+class VoteRequest:
+    """A replica that lost its coordinator asks the members of its set for ``term``."""
 
     app: str
     term: int
+    position: Position
 
 
 @dataclass(frozen=True)
-class SyncReply:
-    app: str
-    term: int
-    journal_term: int
-    entries: tuple[Entry, ...]
-    workers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PreVote:
-    """A replica that suspects the coordinator asks: have you heard from it lately?"""
-
-    app: str
-    term: int
-
-
-@dataclass(frozen=True)
-class PreVoteReply:
+class Vote:
     app: str
     term: int
     granted: bool
-    """True: this machine has not heard from the coordinator lately either."""
 
 
 @dataclass(frozen=True)
@@ -205,24 +194,3 @@ class TermQuery:
 
     app: str
     term: int
-
-
-@dataclass(frozen=True)
-class ProbeRequest:
-    """A replica with no one to ask asks a bystander to probe the coordinator for it."""
-
-    app: str
-    term: int
-    coordinator: str
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Bystander -> coordinator: do you coordinate ``app``? (answered by ``ProbeAck``)"""
-
-    app: str
-
-
-@dataclass(frozen=True)
-class ProbeAck:
-    app: str

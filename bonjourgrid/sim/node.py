@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.faulttolerance.quorum import Voter
 from bonjourgrid.sim.clock import Timer
 from bonjourgrid.sim.messages import (
     AppEnded,
@@ -19,11 +20,6 @@ from bonjourgrid.sim.messages import (
     HeartbeatAck,
     JournalAck,
     JournalAppend,
-    PreVote,
-    PreVoteReply,
-    Probe,
-    ProbeAck,
-    ProbeRequest,
     Release,
     Reserve,
     ReserveReply,
@@ -32,10 +28,10 @@ from bonjourgrid.sim.messages import (
     StageAck,
     StageApp,
     Stale,
-    SyncReply,
-    SyncRequest,
     TaskResult,
     TermQuery,
+    Vote,
+    VoteRequest,
 )
 from bonjourgrid.sim.volunteer_node import VolunteerSide
 
@@ -54,7 +50,7 @@ _TO_COORDINATOR = (
     JournalAck,
     AppEndedAck,
 )
-_TO_REPLICA = (JournalAppend, SyncRequest, SyncReply, AppEnded, PreVoteReply)
+_TO_REPLICA = (JournalAppend, AppEnded, Vote)
 
 
 class SimNode:
@@ -69,7 +65,10 @@ class SimNode:
         self.volunteer = VolunteerSide(self)
         self.coords: dict[str, CoordinatorSide] = {}
         self.replicas: dict[str, ReplicaSide] = {}
-        self._probes_answered: set[str] = set()
+        self.known: dict[str, Voter] = {}
+        """Apps this machine held (as coordinator or replica) and let go, with its election
+        state: it is not "empty" for them (it may have voted), as a restarted machine is (the
+        product keeps an ended app's copy for ``results_keep``)."""
         world.net.attach(self.id, self.deliver)
         world.directory.advertise(offer, "idle")
 
@@ -88,9 +87,22 @@ class SimNode:
     def left_app(self, app: str) -> None:
         """The volunteer is no longer reserved by ``app``: it is no longer its replica either."""
         r = self.replicas.get(app)
-        if r is not None and not r.ended and not r.taking_over:
+        if r is not None and not r.ended:
             r.stop()
             del self.replicas[app]
+            self.remember(app, r.voter)
+
+    def remember(self, app: str, voter: Voter) -> None:
+        old = self.known.get(app)
+        if old is None or (voter.term, voter.voted) >= (old.term, old.voted):
+            self.known[app] = voter
+
+    def stale(self, app: str) -> Stale:
+        """The answer of a machine that neither coordinates nor keeps ``app``: the term it
+        remembers, or "holds nothing" (term 0, not serving)."""
+        if (v := self.known.get(app)) is not None:
+            return Stale(app, v.term, True)
+        return Stale(app, 0, False)
 
     def crash(self) -> None:
         self.up = False
@@ -117,48 +129,35 @@ class SimNode:
             if c is not None and c.role.coordinating and c.term > msg.term:
                 self.send(src, Stale(app, c.term, True))
             elif c is None and app not in self.replicas and self.volunteer.app != app:
-                self.send(src, Stale(app, 0, False))  # holds nothing of it: cannot claim it
-        elif isinstance(msg, ProbeRequest):
-            self._probe(src, msg)
-        elif isinstance(msg, Probe):
-            if (c := self.coords.get(app)) is not None and c.role.coordinating:
-                self.send(src, ProbeAck(app))
-        elif isinstance(msg, ProbeAck):
-            self._probes_answered.add(app)
-        elif isinstance(msg, PreVote):
-            self.send(src, PreVoteReply(app, msg.term, self._lost_coordinator(app)))
-
-    def _probe(self, src: str, m: ProbeRequest) -> None:
-        """Probe ``m.coordinator`` for a replica (SWIM's indirect probe); grant if silent."""
-        self._probes_answered.discard(m.app)
-        self.send(m.coordinator, Probe(m.app))
-
-        def verdict() -> None:
-            silent = m.app not in self._probes_answered
-            self.send(src, PreVoteReply(m.app, m.term, silent))
-
-        self.later(self.world.config.suspect_after / 2, verdict)
-
-    def _lost_coordinator(self, app: str) -> bool:
-        """Whether this machine, too, has not heard from ``app``'s coordinator lately."""
-        quiet = self.world.config.suspect_after / 2
-        if (c := self.coords.get(app)) is not None and c.role.coordinating:
-            return False
-        if (r := self.replicas.get(app)) is not None and not r.taking_over:
-            return self.clock.now - r.last_heard > quiet
-        if self.volunteer.app == app:
-            return self.clock.now - self.volunteer.heard_at > quiet
-        return True
+                self.send(src, self.stale(app))
+        elif isinstance(msg, VoteRequest):
+            c = self.coords.get(app)
+            if c is not None and c.role.coordinating:
+                self.send(src, Vote(app, c.term, False))  # alive: no election
+            elif (r := self.replicas.get(app)) is not None:
+                r.on_message(src, msg)
+            else:
+                self.send(src, Vote(app, self.stale(app).term, False))  # holds nothing of it
 
     def _to_replica(self, src: str, app: str, msg: object) -> None:
         from bonjourgrid.sim.replica import ReplicaSide
 
         r = self.replicas.get(app)
         if r is None and isinstance(msg, JournalAppend):
-            if self.volunteer.app != app or app in self.coords:
-                self.send(src, Stale(app, 0, False))  # not ours to keep: pick another replica
+            if (c := self.coords.get(app)) is not None:
+                self.send(src, Stale(app, c.term, True))  # a rival coordinator of the app
                 return
-            r = ReplicaSide(self, msg)
+            if self.volunteer.app != app:
+                self.send(src, self.stale(app))  # not a replica of it
+                return
+            known = self.known.get(app)
+            if known is not None and not known.accepts(msg.term, msg.coordinator):
+                self.send(src, Stale(app, known.term, True))
+                return
+            if msg.start != 0:
+                self.send(src, JournalAck(app, msg.term, 0, -1))  # lost it: send it all again
+                return
+            r = ReplicaSide(self, msg, self.known.pop(app, None))
             self.replicas[app] = r
         if r is not None:
             r.on_message(src, msg)

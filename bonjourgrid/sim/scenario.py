@@ -66,8 +66,9 @@ class Scenario:
     partition_duration: tuple[float, float] = (2.0, 6.0)
     fault_window: float = 25.0
     horizon: float = 600.0
-    prevote: bool = True
-    """Replicas ask their peers and the workers before claiming a term (see replica.py)."""
+    elections: bool = True
+    """Replicas take over only when elected (faulttolerance/quorum.py); False: the naive
+    rule, a replica silent-for-suspect_after claims at once (shows the checks can fail)."""
     crashes: tuple[Crash, ...] = ()
     partitions: tuple[Partition, ...] = ()
 
@@ -85,6 +86,8 @@ class Report:
     messages: int
     tasks_run: int
     commits: int
+    """Results committed: distinct (app, task, attempt); a later term committing the same
+    journal entry again after a takeover is the same commit."""
     takeovers: int
     step_downs: int
     violations: tuple[str, ...]
@@ -105,7 +108,7 @@ def build(s: Scenario) -> tuple[World, list[str]]:
     """The grid with every app submitted and every fault scheduled; app ids by number."""
     workload = s.workload or Workload(seed=s.seed)
     world = World(s.seed, s.config, s.faults, workload)
-    world.prevote = s.prevote
+    world.elections = s.elections
     rng = world.rng
     for i in range(s.nodes):
         slots = rng.choice((1, 2, 2, 4))
@@ -171,7 +174,7 @@ def run(s: Scenario) -> Report:
         events=clock.events_run,
         messages=world.net.sent,
         tasks_run=sum(n.volunteer.tasks_run for n in world.nodes.values()),
-        commits=sum(len(c) for c in ch.commits.values()),
+        commits=sum(len({c.attempt for c in cs}) for cs in ch.commits.values()),
         takeovers=ch.takeovers,
         step_downs=ch.step_downs,
         violations=tuple(ch.violations),

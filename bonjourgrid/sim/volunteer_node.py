@@ -47,8 +47,6 @@ class VolunteerSide:
         self.seen: set[Key] = set()
         self._lease_timer: Timer | None = None
         self.tasks_run = 0
-        self.heard_at = node.clock.now
-        """When the current coordinator last renewed the lease (answers pre-votes)."""
 
     @property
     def app(self) -> str | None:
@@ -71,7 +69,7 @@ class VolunteerSide:
             if self._current(msg.app, msg.term) and (t := self.running.pop(self._key(msg), None)):
                 t[0].cancel()
         elif isinstance(msg, ResultAck):
-            if self.app == msg.app:
+            if self._current(msg.app, msg.term):
                 self.held.pop((msg.task, msg.attempt), None)
         elif isinstance(msg, Release) and self._current(msg.app, msg.term):
             self.machine.handle(v.Release(msg.app, msg.term))
@@ -85,7 +83,6 @@ class VolunteerSide:
             term = a.term if a is not None and a.app == m.app else 0
             self.node.send(src, ReserveReply(m.app, term, False, out.reason, 0))
             return
-        self.heard_at = now
         if self._lease_timer is None and a is not None:
             self._lease_timer = self.node.later(m.lease, self._check_lease)
         reply = ReserveReply(
@@ -98,13 +95,12 @@ class VolunteerSide:
     def _heartbeat(self, src: str, m: Heartbeat) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, Stale(m.app, 0, False))
+            self.node.send(src, self.node.stale(m.app))
             return
         out = self.machine.handle(v.Renew(m.app, m.term, self.node.clock.now + m.lease))
         if isinstance(out, v.Refused):
             self.node.send(src, Stale(m.app, a.term, True))
             return
-        self.heard_at = self.node.clock.now
         self.node.send(src, HeartbeatAck(m.app, m.term, tuple(self.running)))
         for r in self.held.values():
             self.node.send(a.coordinator, r)
@@ -112,7 +108,7 @@ class VolunteerSide:
     def _stage(self, src: str, m: StageApp) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, Stale(m.app, 0, False))
+            self.node.send(src, self.node.stale(m.app))
             return
         out = self.machine.handle(v.Activate(m.app, m.term))
         if isinstance(out, v.Refused):
@@ -123,7 +119,7 @@ class VolunteerSide:
     def _run(self, src: str, m: RunTask) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, Stale(m.app, 0, False))
+            self.node.send(src, self.node.stale(m.app))
             return
         if m.term < a.term:
             self.node.send(src, Stale(m.app, a.term, True))

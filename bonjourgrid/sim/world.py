@@ -25,8 +25,8 @@ class World:
         self.config = config
         self.workload = workload
         self.nodes: dict[str, SimNode] = {}
-        self.prevote = True
-        """Replicas ask peers and workers before claiming (False: the naive rule)."""
+        self.elections = True
+        """Replicas take over only when elected (False: the naive rule, no votes asked)."""
 
     def add_node(self, offer: Offer) -> SimNode:
         node = SimNode(self, offer)

@@ -86,3 +86,45 @@ def test_unknown_columns_are_refused(tmp_path: Path) -> None:
     _add(j)
     with pytest.raises(ValueError):
         j.update_app("a1", spec="x")
+
+
+def test_a_vote_and_the_replica_set_survive_a_reopen(tmp_path: Path) -> None:
+    """What a vote needs after a restart (faulttolerance/quorum.py): the term voted in, whom
+    this daemon follows, the term its journal came in, the set with its version."""
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    _add(j)
+    j.update_app("a1", term=4, voted=5, leader="n7", journal_term=3)
+    j.update_app("a1", replicas=("n2", "n3"), members_version=6, members_old=("n2",))
+    j.close()
+    j = Journal(path)
+    row = j.app("a1")
+    assert row is not None
+    assert (row.term, row.voted, row.leader, row.journal_term) == (4, 5, "n7", 3)
+    assert (row.replicas, row.members_version, row.members_old) == (("n2", "n3"), 6, ("n2",))
+    j.update_app("a1", members_old=None)
+    assert j.apps()[0].members_old is None and j.app("a2") is None
+
+
+def test_a_journal_written_before_elections_gets_their_columns(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE apps (app TEXT PRIMARY KEY, spec TEXT NOT NULL, bundle BLOB NOT NULL,"
+        " digest TEXT NOT NULL, user TEXT NOT NULL, term INTEGER NOT NULL, role TEXT NOT NULL,"
+        " reason TEXT NOT NULL DEFAULT '', coordinator TEXT NOT NULL DEFAULT '',"
+        " coordinator_host TEXT NOT NULL DEFAULT '', replicas TEXT NOT NULL DEFAULT '[]',"
+        " hosts TEXT NOT NULL DEFAULT '{}', created REAL NOT NULL, ended REAL);"
+        "INSERT INTO apps (app, spec, bundle, digest, user, term, role, created)"
+        " VALUES ('old', '{}', x'00', 'd', 'bob', 2, 'running', 0);"
+    )
+    db.commit()
+    db.close()
+    j = Journal(path)
+    row = j.app("old")
+    assert row is not None and (row.term, row.voted, row.leader, row.members_old) == (
+        2,
+        0,
+        "",
+        None,
+    )

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -328,3 +331,202 @@ def _cmd(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+# --- coordinator failover (issue 6 "Failover") ----------------------------------------------
+
+FAILOVER_TASKS = 9
+FAILOVER_TIMEOUT = 120.0
+SIGNATURE_REFUSALS = ("RSA key check failed", "signature", "doesn't validate")
+
+
+def sweep_app(directory: Path, *, nap: float) -> Path:
+    """``FAILOVER_TASKS`` tasks writing i*i to sq.txt after ``nap`` seconds (no output
+    depends on ``nap``), one replica."""
+    directory.mkdir(parents=True)
+    app = {
+        "version": 1,
+        "name": "boinc-failover",
+        "workers": 3,
+        "sweeps": [
+            {
+                "template": {
+                    "id": "t-{i}",
+                    "command": f"sleep {nap}; echo $(( {{i}} * {{i}} )) > sq.txt; echo sq {{i}}",
+                    "outputs": ["sq.txt"],
+                    "retries": 0,
+                },
+                "params": {"i": list(range(1, FAILOVER_TASKS + 1))},
+            }
+        ],
+    }
+    path = directory / "app.json"
+    path.write_text(json.dumps(app))
+    return path
+
+
+def journal(host: Host, app: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the app's row, its entries) in ``host``'s journal (read-only)."""
+    path = host.home / "state" / "journal.sqlite"
+    if not path.exists():
+        return None, []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT term, role FROM apps WHERE app = ?", (app,)).fetchone()
+        entries = [
+            json.loads(e)
+            for (e,) in db.execute("SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,))
+        ]
+    finally:
+        db.close()
+    return (None if row is None else {"term": row[0], "role": row[1]}), entries
+
+
+def _tag(xml: str, tag: str) -> str:
+    m = re.search(f"<{tag}>(.*?)</{tag}>", xml, re.S)
+    return "" if m is None else m.group(1).strip()
+
+
+class ClientWatch:
+    """Samples, every ``period``, what the volunteers' boinc clients keep on disk: each
+    project (master URL -> the code-signing key the client stored for it, from
+    client_state.xml) and the clients' logs (bjgrid-started clients delete theirs at the
+    end)."""
+
+    def __init__(self, dirs: Callable[[], list[Path]], period: float = 0.5) -> None:
+        self._dirs = dirs
+        self._period = period
+        self.keys: dict[str, set[str]] = {}
+        self.logs: dict[Path, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="client watch")
+
+    def __enter__(self) -> ClientWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for d in self._dirs():
+                with contextlib.suppress(OSError):
+                    state = (d / "client_state.xml").read_text(errors="replace")
+                    for block in re.findall(r"<project>(.*?)</project>", state, re.S):
+                        url = _tag(block, "master_url")
+                        key = _tag(block, "code_sign_key")
+                        self.keys.setdefault(url, set()).update([key] if key else [])
+                with contextlib.suppress(OSError):
+                    self.logs[d] = (d / "client.log").read_text(errors="replace")
+            self._stop.wait(self._period)
+
+
+def test_coordinator_kill9_with_one_replica_completes_every_result_once(
+    bed: Bed, tmp_path: Path
+) -> None:
+    grid, (h1, h2, h3), h4 = bed.grid, bed.volunteers, bed.submitter
+    for h in (h1, h2):  # a volunteer an earlier test killed joins again
+        if grid.daemons[h.name].poll() is not None:
+            grid.join(h, "--slots", "1")
+    grid.wait_idle(h3, bed.volunteers, timeout=60)
+    r = grid.cli(
+        h4, "submit", str(sweep_app(tmp_path / "ref", nap=0)), "--backend", "embedded",
+        "--output", str(tmp_path / "embedded"), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    grid.wait_idle(h1, bed.volunteers)
+
+    def client_dirs() -> list[Path]:
+        found = [p.parent for h in (h1, h2) for p in h.home.rglob("client_state.xml")]
+        return [*found, bed.owner_client.data_dir]
+
+    earlier = set(_journal_apps(h4))
+    t0 = time.monotonic()
+    with ClientWatch(client_dirs) as watch:
+        proc = submit(bed, sweep_app(tmp_path / "app", nap=2), tmp_path / "never",
+                      "--backend", "boinc", "--replicas", "1")  # fmt: skip
+        app = ""
+        deadline = t0 + FAILOVER_TIMEOUT
+        done_before = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            app = app or next(iter(set(_journal_apps(h4)) - earlier), "")
+            entries = journal(h4, app)[1] if app else []
+            done_before = sum(1 for e in entries if e["k"] == "finish" and e["exit_code"] == 0)
+            if done_before >= 2:
+                break
+            time.sleep(0.1)
+        h4.kill9()  # the coordinator's host: submit, its daemon, the BOINC project
+        killed = time.monotonic()
+        assert app, "the submit never journaled its app"
+        assert 2 <= done_before < FAILOVER_TASKS, f"kill landed outside the run: {done_before}"
+
+        final: tuple[Host, dict[str, Any], list[dict[str, Any]]] | None = None
+        while final is None and time.monotonic() < killed + FAILOVER_TIMEOUT:
+            for h in bed.volunteers:
+                row, entries = journal(h, app)
+                if row is not None and row["role"] == "finished":
+                    final = (h, row, entries)
+            time.sleep(0.5)
+        assert final is not None, "no volunteer finished the app as its new coordinator"
+        done_s = time.monotonic() - killed
+    coord, row, entries = final
+    print(f"\n{done_before} results committed before the kill ({killed - t0:.1f} s after "
+          f"submit); {coord.name} finished the app {done_s:.1f} s after the kill")  # fmt: skip
+
+    # The final coordinator: term 2, one accepted Finished per task, all of exit 0.
+    assert row["term"] == 2, row
+    finishes = [e for e in entries if e["k"] == "finish"]
+    per_task = Counter(e["task"] for e in finishes)
+    assert len(per_task) == FAILOVER_TASKS and set(per_task.values()) == {1}, per_task
+    assert all(e["exit_code"] == 0 for e in finishes), finishes
+    by_term = Counter(e["term"] for e in finishes)
+    assert by_term[2] >= 1, by_term  # unfinished results were reissued at the new project
+
+    # `bjgrid results` from a host that neither coordinated it: every task once, the embedded
+    # outputs.
+    other = next(h for h in bed.volunteers if h is not coord)
+    r = grid.cli(other, "results", app, "--output", str(tmp_path / "out"), timeout=90)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    ids = Counter(t["id"] for t in results["tasks"])
+    assert len(ids) == FAILOVER_TASKS and set(ids.values()) == {1}, ids
+    assert all(t["state"] == "done" for t in results["tasks"]), results["tasks"]
+    assert tree(tmp_path / "out") == tree(tmp_path / "embedded")
+
+    # The project moved to the new coordinator's address, signed with the app's one key.
+    (state,) = {e["data"]["code_sign_key"] for e in entries if e["k"] == "backend_state"}
+    public = CodeSignKey.from_json(state).public_text.strip()
+    urls = {u: keys for u, keys in watch.keys.items() if f"/bjg/{app}/" in u}
+    old = [u for u in urls if f"//{h4.address}:" in u]
+    new = [u for u in urls if f"//{coord.address}:" in u]
+    assert old and new, f"projects the clients attached to: {sorted(urls)}"
+    assert set().union(*urls.values()) == {public}, urls
+    lines = [ln for text in watch.logs.values() for ln in text.splitlines() if app in ln]
+    refusals = [ln for ln in lines if any(s in ln for s in SIGNATURE_REFUSALS)]
+    assert refusals == [], refusals
+
+    # Afterwards: the volunteers idle, no bjgrid-started client left, the owner's client back
+    # to its own project only.
+    grid.wait_idle(other, bed.volunteers, timeout=60)
+    for h in (h1, h2):
+        assert boinc_pids(h) == [], h.name
+    assert boinc_pids(h3) == [bed.owner_client.pid]
+    assert bed.owner_client.project_urls() == [bed.owner_project.master_url]
+    workers = Counter(t["worker"] for t in results["tasks"])
+    print(f"committed by term: {dict(by_term)}; ran on: {dict(workers)}; projects: {sorted(urls)}")
+
+
+def _journal_apps(host: Host) -> list[str]:
+    """The apps ``host``'s journal knows."""
+    path = host.home / "state" / "journal.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [a for (a,) in db.execute("SELECT app FROM apps")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
