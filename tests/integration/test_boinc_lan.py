@@ -4,7 +4,9 @@ unmodified boinc-client processes compute for the project the coordinator serves
 Proves issue 6's "done when": a 12-task app with input files, declared outputs and a fan-in
 gives the same outputs and results.json as on the embedded backend, and every volunteer is
 detached and idle afterwards; a tampered executable fails its task with the client's reason;
-a volunteer killed mid-task has its result reissued to another and the app completes.
+a volunteer killed mid-task has its result reissued to another and the app completes; the
+coordinator's host killed -9 with one replica: the replica serves the project from its own
+address with the app's same key, the clients re-attach, every result is committed once.
 
 One LAN for the module: h1-h3 volunteers (``--slots 1``), h4 submits (no ``join``: submit
 runs a private daemon). h1 and h2 let bjgrid start a boinc client of its own per app; h3's
@@ -342,7 +344,7 @@ SIGNATURE_REFUSALS = ("RSA key check failed", "signature", "doesn't validate")
 
 def sweep_app(directory: Path, *, nap: float) -> Path:
     """``FAILOVER_TASKS`` tasks writing i*i to sq.txt after ``nap`` seconds (no output
-    depends on ``nap``), one replica."""
+    depends on ``nap``)."""
     directory.mkdir(parents=True)
     app = {
         "version": 1,
