@@ -14,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from bonjourgrid.control.messages import AppResults, AppState, CancelApp, Error, FetchApp
-from bonjourgrid.coordinator.app_coordinator import Identity, Peer, ask, query_app
+from bonjourgrid.coordinator.peers import Identity, Peer, ask, query_app
 
 if TYPE_CHECKING:
     from bonjourgrid.discovery import Discovery

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from bonjourgrid.config import Config
 from bonjourgrid.control.messages import Vote, VoteRequest
-from bonjourgrid.coordinator.app_coordinator import Identity, Peer, ask, query_app
+from bonjourgrid.coordinator.peers import Identity, Peer, ask, query_app
 from bonjourgrid.faulttolerance.quorum import Position
 from bonjourgrid.states.coordinator import Role, TermSeen
 

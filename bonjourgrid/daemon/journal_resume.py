@@ -1,0 +1,94 @@
+"""Resuming after a restart: read the daemon's journal back, resume the apps it coordinated
+(unless another machine holds them now), keep ended apps' results, drop replica copies."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from bonjourgrid.app.spec import AppSpec
+from bonjourgrid.coordinator.app_coordinator import AppCoordinator
+from bonjourgrid.daemon import app_directory
+from bonjourgrid.daemon.node_base import NodeDaemonBase
+from bonjourgrid.faulttolerance.journal import AppRow
+from bonjourgrid.states.coordinator import COORDINATING_ROLES, CoordinatorRole, Role
+
+log = logging.getLogger(__name__)
+
+
+class JournalResume(NodeDaemonBase):
+    """The resume-from-journal part of ``NodeDaemon`` (a mixin)."""
+
+    async def _load_journal(self) -> None:
+        """Read the journal back: ended apps serve their results until ``results_keep``;
+        unfinished apps this daemon coordinated are resumed (a private daemon resumes one
+        only when it is submitted again); replica copies are dropped (the reservation that
+        made this machine a replica died with the old daemon)."""
+        try:
+            await self._read_journal()
+        finally:
+            self._loaded.set()
+
+    async def _read_journal(self) -> None:
+        assert self.journal is not None
+        now = time.time()
+        for row in self.journal.apps():
+            role = Role(row.role)
+            if role in COORDINATING_ROLES:
+                if self.volunteer:
+                    await self._resume(row)
+                else:
+                    self._dormant[row.app] = row
+            elif role is Role.STANDBY or row.ended is None:
+                self.journal.forget(row.app)
+                shutil.rmtree(self.paths.apps_dir / row.app, True)
+            elif now - row.ended <= self.config.results_keep:
+                app = self._restore(
+                    row, CoordinatorRole.restored(row.app, role, row.term, row.reason)
+                )
+                app.ended_at = time.monotonic() - (now - row.ended)
+                app.done.set()
+                self.apps[row.app] = app
+            else:
+                self.journal.forget(row.app)
+                shutil.rmtree(self.paths.apps_dir / row.app, True)
+
+    def _restore(self, row: AppRow, role: CoordinatorRole) -> AppCoordinator:
+        assert self.journal is not None
+        return self._app_object(
+            app_id=row.app,
+            spec=AppSpec.from_json(row.spec),
+            bundle=row.bundle,
+            digest=row.digest,
+            user=row.user,
+            role=role,
+            entries=self.journal.entries(row.app),
+            coordinator=(row.coordinator, row.coordinator_host),
+            replicas=row.replicas,
+            signature=row.signature,
+            signer=row.signer,
+        )
+
+    async def _resume(self, row: AppRow) -> AppCoordinator | None:
+        """Coordinate a journaled app again with a higher term — unless it moved on (a replica
+        took it over, or finished it, while this daemon was down)."""
+        if self.discovery is not None:
+            await self._settle()
+            found = await app_directory.find_holder(
+                row.app, self.discovery, self.me, self.config.ping_timeout
+            )
+            if found is not None:
+                peer, st = found
+                if st.complete or (st.coordinating and st.term >= row.term):
+                    log.info("app %s: held by %s now; not resumed", row.app, peer.node)
+                    assert self.journal is not None
+                    self.journal.update_app(
+                        row.app, role=Role.STEPPED_DOWN.value, ended=time.time()
+                    )
+                    return None
+        app = self._restore(row, CoordinatorRole.restored(row.app, Role.STANDBY, row.term))
+        log.warning("app %s: resuming from the journal (%d entries)", row.app, app.seq)
+        app.take_over()
+        self._start_app(app)
+        return app

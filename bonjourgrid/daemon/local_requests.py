@@ -1,0 +1,215 @@
+"""The daemon's answers to the CLI over its local socket: submit, watch, results, status,
+apps, cancel — each a handler of one request kind (daemon/local_messages.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bonjourgrid.app.spec import AppSpec
+from bonjourgrid.control.channel import ChannelClosed, LocalChannel
+from bonjourgrid.control.messages import AppResults, Error
+from bonjourgrid.coordinator.app_coordinator import AppCoordinator
+from bonjourgrid.daemon import app_directory
+from bonjourgrid.daemon import local_messages as lm
+from bonjourgrid.daemon.node_base import NodeDaemonBase
+from bonjourgrid.daemon.status import machine_rows
+
+log = logging.getLogger(__name__)
+
+
+class LocalRequests(NodeDaemonBase):
+    """The local-socket part of ``NodeDaemon`` (a mixin): one handler per CLI request."""
+
+    async def _on_local(self, ch: LocalChannel) -> None:
+        if ch.peer_uid not in (0, os.getuid()):
+            log.warning("refused local client uid %d", ch.peer_uid)
+            await ch.send(lm.Failure(2, "this daemon belongs to another user"))
+            return
+        try:
+            req = await ch.recv()
+        except ChannelClosed:
+            return  # a client checking that the socket answers
+        handlers: dict[type, Callable[[LocalChannel, Any], Awaitable[None]]] = {
+            lm.Submit: self._local_submit,
+            lm.Watch: self._local_watch,
+            lm.FetchResults: self._local_results,
+            lm.StatusRequest: self._local_status,
+            lm.AppsRequest: self._local_apps,
+            lm.CancelApp: self._local_cancel,
+        }
+        handler = handlers.get(type(req))
+        if handler is None:
+            await ch.send(lm.Failure(2, f"unknown request {type(req).__name__}"))
+            return
+        await handler(ch, req)
+
+    async def _local_submit(self, ch: LocalChannel, req: lm.Submit) -> None:
+        await self._loaded.wait()
+        if not req.fresh:
+            # Re-attach to the same app.json while it runs; once ended, a submit runs it anew.
+            for app in self.apps.values():
+                if app.digest == req.digest and app.role.coordinating:
+                    await ch.send(lm.Submitted(app.app_id, resumed=True))
+                    return
+            for row in list(self._dormant.values()):
+                if row.digest == req.digest:
+                    del self._dormant[row.app]
+                    resumed = await self._resume(row)
+                    if resumed is not None:
+                        await ch.send(lm.Submitted(resumed.app_id, resumed=True))
+                        return
+        spec = AppSpec.from_json(req.spec)
+        app = self.submit(
+            spec,
+            req.bundle,
+            digest=req.digest,
+            user=req.user,
+            signature=req.signature,
+            signer=req.signer,
+        )
+        await ch.send(lm.Submitted(app.app_id, resumed=False))
+
+    def _app(self, app_id: str) -> AppCoordinator | None:
+        return self.apps.get(app_id)
+
+    async def _local_watch(self, ch: LocalChannel, req: lm.Watch) -> None:
+        app = self._app(req.app)
+        if app is None:
+            await ch.send(lm.Failure(4, f"no app {req.app} on this machine"))
+            return
+        q = app.subscribe()
+        try:
+            while True:
+                p = await q.get()
+                await ch.send(p)
+                if p.ended:
+                    return
+        finally:
+            app.unsubscribe(q)
+
+    async def _local_results(self, ch: LocalChannel, req: lm.FetchResults) -> None:
+        """Results from here when this daemon coordinates the app or has it complete;
+        otherwise from the best holder on the LAN (a takeover moved it)."""
+        app = self._app(req.app)
+        reply: AppResults | Error | None = None
+        if app is None or not (app.role.coordinating or app.complete):
+            reply = await self._remote_results(req.app)
+        if reply is None and app is not None:
+            reply = await self._app_results(req.app)
+        if not isinstance(reply, AppResults):
+            await ch.send(lm.Failure(4, f"no machine holds app {req.app}"))
+            return
+        await ch.send(
+            lm.Results(
+                app=reply.app,
+                name=reply.name,
+                complete=reply.complete,
+                outcome=reply.outcome,
+                results=reply.results,
+                outputs=reply.outputs,
+            )
+        )
+
+    async def _app_results(self, app_id: str) -> AppResults | Error:
+        app = self._app(app_id)
+        if app is None:
+            return Error(f"no app {app_id} here")
+        # The table first, then the files: files are in place before the table says a task
+        # is done, so this order never reports a task whose files the tar would miss.
+        complete, outcome, results = app.complete, app.outcome, app.results()
+        outputs = await asyncio.to_thread(app.store.export)
+        return AppResults(
+            app=app.app_id,
+            name=app.spec.name,
+            term=app.term,
+            complete=complete,
+            outcome=outcome if complete else "",
+            results=results,
+            outputs=outputs,
+        )
+
+    async def _remote_results(self, app_id: str) -> AppResults | None:
+        if self.discovery is None:
+            return None
+        await self._settle()
+        timeout = max(self.config.ping_timeout, self.config.connect_timeout)
+        found = await app_directory.find_holder(app_id, self.discovery, self.me, timeout)
+        if found is None:
+            return None
+        return await app_directory.fetch(found[0], app_id, self.me, 60.0)
+
+    async def _local_status(self, ch: LocalChannel, req: lm.StatusRequest) -> None:
+        deadline = time.monotonic() + max(0.1, req.timeout)
+        if self.discovery is not None:
+            settle = self.started_at + self.config.browse_settle - time.monotonic()
+            if settle > 0:
+                await asyncio.sleep(min(settle, max(0.0, deadline - time.monotonic() - 0.3)))
+            machines = self.discovery.machines()
+            coords = self.discovery.coordinators()
+        else:
+            machines, coords = [], []
+        budget = min(self.config.ping_timeout, max(0.05, deadline - time.monotonic() - 0.05))
+        rows = await machine_rows(
+            machines, coords, key=self.key, node_id=self.host.node_id, timeout=budget
+        )
+        await ch.send(lm.StatusReply(list(rows)))
+
+    async def _local_apps(self, ch: LocalChannel, req: lm.AppsRequest) -> None:
+        seen: dict[str, dict[str, object]] = {}
+        if self.discovery is not None:
+            await self._settle()
+            for c in self.discovery.coordinators():
+                if c.app in seen and int(seen[c.app]["term"]) >= c.txt.term:  # type: ignore[call-overload]
+                    continue
+                seen[c.app] = {
+                    "app": c.app,
+                    "name": c.txt.name,
+                    "user": c.txt.user,
+                    "coordinator": c.host,
+                    "node": c.node,
+                    "term": c.txt.term,
+                    "state": "running",
+                }
+        for app in self.apps.values():
+            if not (app.role.coordinating or app.complete) and app.app_id in seen:
+                continue  # a replica's copy; the coordinator's record says more
+            p = app.progress()
+            seen[app.app_id] = {
+                "app": app.app_id,
+                "name": app.spec.name,
+                "user": app.user,
+                "coordinator": app.coordinator[1],
+                "node": app.coordinator[0],
+                "term": app.term,
+                "state": p.outcome or p.role,
+                "counts": p.counts,
+                "workers": p.workers,
+            }
+        await ch.send(lm.AppsReply(list(seen.values())))
+
+    async def _local_cancel(self, ch: LocalChannel, req: lm.CancelApp) -> None:
+        app = self._app(req.app)
+        if app is not None and app.role.coordinating:
+            await app.cancel()
+            await ch.send(lm.Ok(f"app {req.app} cancelled"))
+            return
+        if self.discovery is not None:
+            await self._settle()
+            peers = self._rivals(req.app)
+            why = "no coordinator record"
+            for peer in sorted(peers, key=lambda p: -p.term):
+                why = await app_directory.cancel(
+                    peer, req.app, self.me, self.config.connect_timeout, "cancelled by the user"
+                )
+                if not why:
+                    await ch.send(lm.Ok(f"app {req.app} cancelled"))
+                    return
+            if peers or app is not None:
+                await ch.send(lm.Failure(4, f"app {req.app} could not be cancelled: {why}"))
+                return
+        await ch.send(lm.Failure(4, f"no machine coordinates app {req.app}"))
