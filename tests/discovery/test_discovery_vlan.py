@@ -93,6 +93,7 @@ def test_coordinator_record_is_visible_then_withdrawn(vlan, driver):
         "term": 1,
     }
     a.call("coord", txt=coord)
+    seen_txt = {**coord, "workers": 0, "demand": 0, "weight": 1}  # fair-share defaults
     seen = b.wait_for(is_view(lambda e: e["coords"]), timeout=5)
     assert seen["coords"] == [
         {
@@ -101,11 +102,11 @@ def test_coordinator_record_is_visible_then_withdrawn(vlan, driver):
             "app": "sweep.v2",
             "addresses": [ha.address],
             "port": 7000 + ha.index,
-            "txt": coord,
+            "txt": seen_txt,
         }
     ]
     # Our own view lists it too.
-    assert a.call("settle", seconds=0)["coords"][0]["txt"] == coord
+    assert a.call("settle", seconds=0)["coords"][0]["txt"] == seen_txt
 
     mark = len(b.events)
     a.call("coord", txt={**coord, "term": 2})
