@@ -118,7 +118,12 @@ def fetch_results(s: Lan, app: str, out: Path, timeout: float = RESULTS_TIMEOUT)
             return json.loads((out / "results.json").read_text())
         assert r.returncode in (3, 4), last
         time.sleep(0.5)
-    pytest.fail(f"app {app} not complete after {timeout} s: {last[-2000:]}")
+    # What every daemon said about the app: the diagnosis of a run that did not finish.
+    said = []
+    for h in s.lan.hosts:
+        lines = [ln for ln in s.grid.log(h).splitlines() if app in ln]
+        said.append(f"--- {h.name}:\n" + "\n".join(lines[-15:]))
+    pytest.fail(f"app {app} not complete after {timeout} s: {last[-2000:]}\n" + "\n".join(said))
 
 
 def journal_rows(host: Host, app: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
