@@ -17,6 +17,7 @@ from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerBackend
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import AppSpec
+    from bonjourgrid.ce_backends.embedded.sandbox import SandboxConfig
     from bonjourgrid.control.messages import TaskResult
 
 
@@ -66,6 +67,9 @@ class WorkerContext:
     """The volunteer's address as the coordinator reached it (link-local on a bare LAN)."""
     slots: int
     node: str
+    sandbox: SandboxConfig | None = None
+    """How the embedded backend confines tasks (the volunteer's [sandbox] settings);
+    None: its defaults."""
 
 
 def available_backends() -> tuple[str, ...]:
@@ -106,7 +110,9 @@ def make_worker(backend: str, ctx: WorkerContext) -> WorkerBackend:
     if backend == "embedded":
         from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
 
-        return EmbeddedWorker(ctx.app, ctx.root)
+        if ctx.sandbox is None:
+            return EmbeddedWorker(ctx.app, ctx.root)
+        return EmbeddedWorker(ctx.app, ctx.root, ctx.sandbox)
     if backend == "condor":
         from bonjourgrid.ce_backends.condor.worker import CondorWorker
 

@@ -25,7 +25,6 @@ from bonjourgrid.app.signing import (
 )
 from bonjourgrid.ce_backends.base import WorkerBackend
 from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
-from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
 from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed
@@ -89,9 +88,9 @@ class VolunteerAgent:
         self.execution_log = execution_log
         """Where every task start is appended (how tests count executions per task)."""
         self.last_heard = 0.0
+        """Monotonic time of the last message from the coordinator we serve."""
         self._answers: set[asyncio.Task[None]] = set()
         """Backend messages being answered (a startd starting) while the link goes on."""
-        """Monotonic time of the last message from the coordinator we serve."""
         self.trusted = trusted
         """Whose apps this volunteer runs (``trusted_users``); None: any app of the grid."""
         self.sandbox = sandbox
@@ -185,10 +184,9 @@ class VolunteerAgent:
                 address=ch.local_address,
                 slots=self.host.slots,
                 node=self.host.node_id,
+                sandbox=self.sandbox,
             )
             self.worker = make_worker(first.backend, ctx)
-            if isinstance(self.worker, EmbeddedWorker):
-                self.worker.sandbox = self.sandbox
             self._signed_sha = first.bundle_sha256 if first.signature else None
             self._log("reserved", first.app, first.coordinator, first.term)
             await self._on_state_change()
