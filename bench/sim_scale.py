@@ -5,7 +5,7 @@
 Two rows per seed: crashes + lossy network (no partitions), then the same with random
 partitions. Figures, not assertions: virtual seconds, wall seconds, events, messages,
 takeovers and the number of violated checks (0 expected without partitions; with them,
-see docs/simulation.md "What it found").
+0 expected with them too since the quorum rules, see docs/simulation.md).
 """
 
 from __future__ import annotations
