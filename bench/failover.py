@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from _common import grid_lan, join_in_batches, print_table, ratio, write_results
 from bonjourgrid.config import Config
 from bonjourgrid.testbed import Host
 from bonjourgrid.testbed.grid import Grid
+from bonjourgrid.testbed.journal_view import journal_rows
 
 VOLUNTEERS = 6
 
@@ -52,20 +52,6 @@ def sweep(folder: Path, name: str, n: int, sleep: float, replicas: int) -> Path:
     path = folder / "app.json"
     path.write_text(json.dumps(app))
     return path
-
-
-def entries(host: Host, app: str) -> list[dict[str, Any]]:
-    path = host.home / "state" / "journal.sqlite"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,))
-        return [json.loads(e) for (e,) in rows]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()
 
 
 def app_id(proc: subprocess.Popen[bytes]) -> str:
@@ -89,7 +75,10 @@ def coordinator_kill(grid: Grid, submitter: Host, vols: list[Host], run: int, tm
     deadline = killed + 60
     while time.monotonic() < deadline:
         starts = [
-            e["at"] for h in vols for e in entries(h, app) if e["k"] == "start" and e["at"] > killed
+            e["at"]
+            for h in vols
+            for e in journal_rows(h, app)[1]
+            if e["k"] == "start" and e["at"] > killed
         ]
         if starts:
             return min(starts) - killed
@@ -111,7 +100,7 @@ def worker_kill(grid: Grid, submitter: Host, vols: list[Host], run: int, tmp: Pa
     task = ""
     deadline = time.monotonic() + 30
     while victim is None and time.monotonic() < deadline:
-        for e in entries(submitter, app):
+        for e in journal_rows(submitter, app)[1]:
             if e["k"] == "start" and e["host"] in names:
                 victim, task = names[e["host"]], e["task"]
                 break
@@ -125,7 +114,7 @@ def worker_kill(grid: Grid, submitter: Host, vols: list[Host], run: int, tmp: Pa
         while time.monotonic() < killed + 60:
             again = [
                 e["at"]
-                for e in entries(submitter, app)
+                for e in journal_rows(submitter, app)[1]
                 if e["k"] == "start" and e["task"] == task and e["attempt"] > 1
             ]
             if again:

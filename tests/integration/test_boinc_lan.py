@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from bonjourgrid.ce_backends.boinc.signing import CodeSignKey
 from bonjourgrid.ce_backends.boinc.worker import DIR_ENV, PORT_ENV
 from bonjourgrid.testbed import Host, VirtualLan, available
 from bonjourgrid.testbed.grid import CLI, Grid
+from bonjourgrid.testbed.journal_view import journal_apps, journal_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ce_backends" / "boinc"))
 from boinc_helpers import IN_CI, netns_socket_factory
@@ -367,23 +367,6 @@ def sweep_app(directory: Path, *, nap: float) -> Path:
     return path
 
 
-def journal(host: Host, app: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(the app's row, its entries) in ``host``'s journal (read-only)."""
-    path = host.home / "state" / "journal.sqlite"
-    if not path.exists():
-        return None, []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        row = db.execute("SELECT term, role FROM apps WHERE app = ?", (app,)).fetchone()
-        entries = [
-            json.loads(e)
-            for (e,) in db.execute("SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,))
-        ]
-    finally:
-        db.close()
-    return (None if row is None else {"term": row[0], "role": row[1]}), entries
-
-
 def _tag(xml: str, tag: str) -> str:
     m = re.search(f"<{tag}>(.*?)</{tag}>", xml, re.S)
     return "" if m is None else m.group(1).strip()
@@ -444,7 +427,7 @@ def test_coordinator_kill9_with_one_replica_completes_every_result_once(
         found = [p.parent for h in (h1, h2) for p in h.home.rglob("client_state.xml")]
         return [*found, bed.owner_client.data_dir]
 
-    earlier = set(_journal_apps(h4))
+    earlier = set(journal_apps(h4))
     t0 = time.monotonic()
     with ClientWatch(client_dirs) as watch:
         proc = submit(bed, sweep_app(tmp_path / "app", nap=2), tmp_path / "never",
@@ -453,8 +436,8 @@ def test_coordinator_kill9_with_one_replica_completes_every_result_once(
         deadline = t0 + FAILOVER_TIMEOUT
         done_before = 0
         while time.monotonic() < deadline and proc.poll() is None:
-            app = app or next(iter(set(_journal_apps(h4)) - earlier), "")
-            entries = journal(h4, app)[1] if app else []
+            app = app or next(iter(set(journal_apps(h4)) - earlier), "")
+            entries = journal_rows(h4, app)[1] if app else []
             done_before = sum(1 for e in entries if e["k"] == "finish" and e["exit_code"] == 0)
             if done_before >= 2:
                 break
@@ -467,7 +450,7 @@ def test_coordinator_kill9_with_one_replica_completes_every_result_once(
         final: tuple[Host, dict[str, Any], list[dict[str, Any]]] | None = None
         while final is None and time.monotonic() < killed + FAILOVER_TIMEOUT:
             for h in bed.volunteers:
-                row, entries = journal(h, app)
+                row, entries = journal_rows(h, app)
                 if row is not None and row["role"] == "finished":
                     final = (h, row, entries)
             time.sleep(0.5)
@@ -518,17 +501,3 @@ def test_coordinator_kill9_with_one_replica_completes_every_result_once(
     assert bed.owner_client.project_urls() == [bed.owner_project.master_url]
     workers = Counter(t["worker"] for t in results["tasks"])
     print(f"committed by term: {dict(by_term)}; ran on: {dict(workers)}; projects: {sorted(urls)}")
-
-
-def _journal_apps(host: Host) -> list[str]:
-    """The apps ``host``'s journal knows."""
-    path = host.home / "state" / "journal.sqlite"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return [a for (a,) in db.execute("SELECT app FROM apps")]
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        db.close()

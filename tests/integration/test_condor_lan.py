@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from bonjourgrid.ce_backends.condor.coordinator import CLIENT_CONFIG, machine_na
 from bonjourgrid.ce_backends.condor.installation import Installation, find
 from bonjourgrid.testbed import Host, VirtualLan, available
 from bonjourgrid.testbed.grid import Grid, reservations
+from bonjourgrid.testbed.journal_view import journal_rows
 
 pytestmark = pytest.mark.vlan
 
@@ -114,7 +114,9 @@ def comparable(results: dict[str, Any]) -> list[dict[str, Any]]:
 def condor_status(s: Lan, scratch: Path) -> list[str] | None:
     """`condor_status` run on the coordinator with the CE's own client config (its pool, its
     submitter token); the machines listed, or None while no CE runs there."""
-    found = [p for p in s.h0.home.rglob(CLIENT_CONFIG) if p.parent.name == "ce"]
+    # Only where the CE lives (state/apps/<app>/ce/): a walk of the whole state dir races
+    # the coordinator's own temporary files (a result being unpacked vanishes mid-walk).
+    found = sorted(s.h0.home.glob(f"state/apps/*/ce/{CLIENT_CONFIG}"))
     if not found:
         return None
     ce_root = found[0].parent
@@ -224,22 +226,6 @@ def test_condor_ce_gives_the_embedded_results_with_exactly_the_recruited_pool(
     left = [p for h in s.lan.hosts for p in h.home.rglob("condor_config")]
     assert left == [], left
     print(f"condor app: {run_s:.1f} s, {len(samples)} pool samples, recruited {pool}")
-
-
-def journal_rows(host: Host, app: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    path = host.home / "state" / "journal.sqlite"
-    if not path.exists():
-        return None, []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT term, role FROM apps WHERE app = ?", (app,)).fetchone()
-        entries = [
-            json.loads(e)
-            for (e,) in db.execute("SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,))
-        ]
-    finally:
-        db.close()
-    return (None if row is None else {"term": row[0], "role": row[1]}), entries
 
 
 def finishes(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from bonjourgrid.testbed import Host, VirtualLan
 from bonjourgrid.testbed.grid import Grid
+from bonjourgrid.testbed.journal_view import journal_rows
 
 pytestmark = pytest.mark.vlan
 
@@ -124,23 +124,6 @@ def fetch_results(s: Lan, app: str, out: Path, timeout: float = RESULTS_TIMEOUT)
         lines = [ln for ln in s.grid.log(h).splitlines() if app in ln]
         said.append(f"--- {h.name}:\n" + "\n".join(lines[-15:]))
     pytest.fail(f"app {app} not complete after {timeout} s: {last[-2000:]}\n" + "\n".join(said))
-
-
-def journal_rows(host: Host, app: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(the app's row, its entries) in ``host``'s journal."""
-    path = host.home / "state" / "journal.sqlite"
-    if not path.exists():
-        return None, []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT term, role FROM apps WHERE app = ?", (app,)).fetchone()
-        entries = [
-            json.loads(e)
-            for (e,) in db.execute("SELECT entry FROM entries WHERE app = ? ORDER BY seq", (app,))
-        ]
-    finally:
-        db.close()
-    return (None if row is None else {"term": row[0], "role": row[1]}), entries
 
 
 def holders(s: Lan, app: str) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
