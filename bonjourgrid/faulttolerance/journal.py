@@ -6,9 +6,13 @@ numbered from 1. A restarted daemon reads it back and replays the entries: finis
 never rerun. Result files live beside it (coordinator/result_store.py) and are in place
 before their ``Finished`` entry is committed, so a committed entry always has its files.
 
-Durability: WAL with ``synchronous=NORMAL``: a commit survives the crash of the process
-(kill -9), which is the failure the grid recovers from; a power cut may lose the last
-commits, which replicas and the workers' unacknowledged results cover.
+Durability: WAL with ``synchronous=FULL``: every commit is fsynced (the WAL) before it
+returns, so a committed entry survives a power cut as well as a kill -9; the result files are
+fsynced before their entry is committed (result_store.py). ``synchronous="NORMAL"`` (commits
+survive a crash of the process only) is there for the benchmark's baseline.
+
+Opening (journal_file.py): a schema version, migration of older journals, and a corrupt,
+unreadable or too-new file moved aside with a warning so the daemon still starts.
 
 Thread-safety: one connection, used from the daemon's event loop only.
 """
@@ -21,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bonjourgrid.faulttolerance.journal_file import open_journal_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS apps (
@@ -92,29 +98,23 @@ class AppRow:
     the last change while that change is not confirmed (faulttolerance/quorum.py)."""
 
 
-class Journal:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._add_columns(
-            apps=(
-                ("signature", "TEXT NOT NULL DEFAULT ''"),
-                ("signer", "TEXT NOT NULL DEFAULT ''"),
-                *_ELECTION_COLUMNS,
-            )
-        )
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "apps": (
+        ("signature", "TEXT NOT NULL DEFAULT ''"),
+        ("signer", "TEXT NOT NULL DEFAULT ''"),
+        *_ELECTION_COLUMNS,
+    ),
+}
+"""Columns added after the first release (added to older journals when opened): append new
+ones here; see journal_file.py for changes a column cannot express."""
 
-    def _add_columns(self, **tables: tuple[tuple[str, str], ...]) -> None:
-        """Columns added after the first release, to journals written before them."""
-        for table, columns in tables.items():
-            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            for name, decl in columns:
-                if name not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+class Journal:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        """Open (or create) the journal at ``path``; never fails on a bad file (it is moved
+        aside, journal_file.py). ``synchronous``: SQLite's setting, FULL unless benchmarking."""
+        self.path = path
+        self._db = open_journal_db(path, _SCHEMA, _ADDED_COLUMNS, synchronous=synchronous)
 
     def close(self) -> None:
         self._db.close()
