@@ -1,13 +1,26 @@
 """An app's committed outputs on the coordinator's disk, and its results.json.
 
 Layout under ``apps/<app-id>/``: ``tasks/<task-id>/`` holds the last committed attempt's
-``stdout``, ``stderr`` and declared outputs. A commit extracts into a temporary folder and
-renames it into place, so a crash leaves either the old or the new attempt, never a mix.
+``stdout``, ``stderr`` and declared outputs.
+
+Durability (a commit survives a power cut, not only a kill -9): ``stage`` extracts into a
+temporary folder beside the final place and fsyncs every file and folder in it; ``promote``
+puts it in place with one atomic rename — ``renameat2(RENAME_EXCHANGE)`` swaps it with the
+previous attempt's folder when there is one — then fsyncs ``tasks/``. The caller commits the
+journal entry only after ``promote`` returns, so at every instant the task's folder is either
+the old attempt or the new one, never a mix, and a committed entry always has its files.
+Where the exchange is not supported (not Linux, or a filesystem without it) promotion falls
+back to two renames, which a crash between them can leave with no folder at all (the entry is
+not committed yet then, so the task runs again).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import io
+import logging
+import os
 import shutil
 import tarfile
 from collections.abc import Mapping
@@ -17,29 +30,46 @@ from bonjourgrid.app.bundle import pack_files, unpack_files
 from bonjourgrid.app.spec import AppSpec, TaskSpec
 from bonjourgrid.states.tasktable import TaskTable
 
+log = logging.getLogger(__name__)
+
 
 class ResultStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        """``durable=False`` skips every fsync (the benchmark's baseline only)."""
         self.root = root
         self.tasks = root / "tasks"
+        self.durable = durable
         self.tasks.mkdir(parents=True, exist_ok=True)
+        if durable:
+            fsync_dir(self.tasks.parent)
 
     def stage(self, task: str, attempt: int, blob: bytes) -> None:
-        """Unpack an attempt's files beside the final place (slow part; run it in a thread)."""
+        """Unpack an attempt's files beside the final place and make them durable (the slow
+        part; run it in a thread)."""
         tmp = self._staging(task, attempt)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         unpack_files(blob, tmp)
+        if self.durable:
+            fsync_tree(tmp)
 
     def promote(self, task: str, attempt: int) -> None:
-        """Make a staged attempt the task's committed outputs (renames only: quick, atomic)."""
+        """Make a staged attempt the task's committed outputs: one atomic rename, then the
+        rename itself made durable (see the module docstring)."""
+        staged = self._staging(task, attempt)
         final = self.tasks / task
-        old = self.tasks / f".{task}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
+        if not final.exists():
+            os.rename(staged, final)
+        elif exchange(staged, final):
+            shutil.rmtree(staged, ignore_errors=True)  # now the previous attempt's folder
+        else:
+            old = self.tasks / f".{task}.old"
+            shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
-        self._staging(task, attempt).rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+            staged.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        if self.durable:
+            fsync_dir(self.tasks)
 
     def discard(self, task: str, attempt: int) -> None:
         shutil.rmtree(self._staging(task, attempt), ignore_errors=True)
@@ -83,3 +113,53 @@ def results_document(
             }
         )
     return {"app": app_id, "name": spec.name, "tasks": tasks}
+
+
+# --- durable file-system steps ---------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+_exchange_works = _renameat2 is not None
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``). False,
+    nothing changed, where the system or the filesystem cannot; OSError on other errors."""
+    global _exchange_works
+    if not _exchange_works or _renameat2 is None:
+        return False
+    rc = _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        _exchange_works = False
+        log.warning(
+            "atomic exchange of folders unsupported here (%s): two renames instead",
+            os.strerror(err),
+        )
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (creations, renames) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(top: Path) -> None:
+    """fsync every regular file and folder under ``top`` (itself included), files first.
+    Links are not followed (an extracted result holds none)."""
+    for dirpath, _dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
