@@ -5,6 +5,8 @@ only regular files and folders, sorted, with zeroed times and owners and modes r
 0644/0755, so the same files always give the same bytes (and the same sha256). Unpacking
 accepts only what packing produces: relative names without `..`, regular files and folders;
 links, devices and FIFOs are refused, and nothing is ever written outside the destination.
+Unpacking is capped (``max_bytes`` of file content, ``max_members`` entries; the decompressed
+stream itself is bounded too), so a decompression bomb fails with a clear error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ if TYPE_CHECKING:
     from bonjourgrid.app.spec import AppSpec
 
 _CHUNK = 1 << 16
+_MB = 1024 * 1024
+MAX_UNPACK_BYTES = 1024 * _MB
+"""Default cap on the expanded size (file contents) of anything unpacked."""
+MAX_UNPACK_MEMBERS = 100_000
+"""Default cap on the number of entries of anything unpacked."""
+_HEADER_ALLOWANCE = 1536
+"""Decompressed bytes allowed per entry beyond its content (tar and PAX headers, padding)."""
 
 
 class BundleError(Exception):
@@ -111,43 +120,104 @@ def pack_files(root: Path, relpaths: Sequence[str], *, missing_ok: bool = False)
     outside `root`, or anything that is not a regular file or folder.
     """
     entries = _collect(Path(root), relpaths, missing_ok=missing_ok)
+    opened: dict[str, FileData | None] = {}
+    try:
+        for arc, src in entries.items():
+            if src is None:
+                opened[arc] = None
+                continue
+            fh = open(src, "rb")  # noqa: SIM115 - closed below
+            st = os.fstat(fh.fileno())
+            opened[arc] = (st.st_mode, st.st_size, fh)
+        return pack_entries(opened)
+    finally:
+        for data in opened.values():
+            if data is not None:
+                data[2].close()
+
+
+FileData = tuple[int, int, IO[bytes]]
+"""(st_mode, size, readable positioned at the content's start) of one file to pack."""
+
+
+def pack_entries(entries: dict[str, FileData | None]) -> bytes:
+    """A deterministic tar.gz of files given as data (None: a folder), by archive name.
+
+    Only the execute bit of ``st_mode`` is kept (0755/0644); ``size`` bytes are read.
+    """
     buf = io.BytesIO()
     with (
         gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz,
         tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for arc in sorted(entries):
-            src = entries[arc]
+            data = entries[arc]
             info = tarfile.TarInfo(arc)
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""
-            if src is None:
+            if data is None:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
                 continue
-            with open(src, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                info.size = st.st_size
-                info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-                tar.addfile(info, fh)
+            mode, size, fh = data
+            info.size = size
+            info.mode = 0o755 if mode & 0o111 else 0o644
+            tar.addfile(info, fh)
     return buf.getvalue()
 
 
-def unpack_files(blob: bytes, dest: Path) -> list[str]:
+class _CappedStream(io.RawIOBase):
+    """The decompressed bytes of a gzip blob, at most ``limit`` of them (BundleError beyond)."""
+
+    def __init__(self, blob: bytes, limit: int, what: str) -> None:
+        self._gz = gzip.GzipFile(fileobj=io.BytesIO(blob), mode="rb")
+        self._left = limit
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._gz.read(min(len(b), self._left + 1))
+        self._left -= len(data)
+        if self._left < 0:
+            raise BundleError("<bundle>", self._what)
+        b[: len(data)] = data
+        return len(data)
+
+
+def unpack_files(
+    blob: bytes,
+    dest: Path,
+    *,
+    max_bytes: int = MAX_UNPACK_BYTES,
+    max_members: int = MAX_UNPACK_MEMBERS,
+) -> list[str]:
     """Extract a bundle into `dest` (created if needed); the regular files written, sorted.
 
     Raises BundleError for an unreadable archive, an absolute name or one with `..`, a link,
-    a device or FIFO, a duplicate name, or anything that would land outside `dest`.
+    a device or FIFO, a duplicate name, anything that would land outside `dest`, or an
+    archive that expands beyond `max_bytes` of content or `max_members` entries (what was
+    written before the error stays: the caller removes `dest`).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     seen: set[str] = set()
+    too_big = f"expands beyond {max_bytes // _MB} MB (the unpacking limit)"
+    stream_limit = max_bytes + (max_members + 2) * _HEADER_ALLOWANCE
+    total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        stream = io.BufferedReader(_CappedStream(blob, stream_limit, too_big), _CHUNK)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
+                if len(seen) >= max_members:
+                    raise BundleError("<bundle>", f"has more than {max_members} entries")
+                total += max(0, member.size) if member.isreg() else 0
+                if total > max_bytes:
+                    raise BundleError(member.name, too_big)
                 name = _member_name(member)
                 if name in seen:
                     raise BundleError(name, "duplicate entry")

@@ -1,7 +1,8 @@
 """Kernel-side isolation of one task: what the child does between fork and exec.
 
 ``ChildSetup`` is the ``preexec_fn`` of a task's process. In order, as the daemon's user:
-lowest CPU priority; when asked, a private network namespace (only a loopback, brought up)
+it joins the attempt's cgroups (``cgroups.py``); lowest CPU priority; when asked, a private
+network namespace (only a loopback, brought up)
 and a private mount namespace (a fresh tmpfs on ``/tmp`` and ``/dev/shm``, the task's
 directory bound at ``TASK_MOUNT``); rlimits; then, when the daemon is root, it drops every
 group and becomes the slot's uid/gid. The namespaces need root (CAP_SYS_ADMIN): ``probe()``
@@ -102,8 +103,16 @@ class ChildSetup:
     new_mounts: bool = False
     tmp_size_mb: int = 256
     nice: int = 19
+    cgroup_procs: tuple[str, ...] = ()
+    """``cgroup.procs`` files the child joins first, so all its descendants are members."""
 
     def __call__(self) -> None:
+        for procs in self.cgroup_procs:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
         os.nice(self.nice)
         flags = (_CLONE_NEWNET if self.new_network else 0) | (
             _CLONE_NEWNS if self.new_mounts else 0
@@ -152,20 +161,26 @@ def _try_mounts() -> bool:
 
 
 def kill_all_of(uid: int) -> None:
-    """SIGKILL every process of ``uid`` (a slot account), escaped daemons included.
+    """SIGKILL every process of ``uid`` (a slot account), escaped daemons included."""
+    signal_all_of(uid, 9)
+
+
+def signal_all_of(uid: int, sig: int) -> None:
+    """Send ``sig`` to every process of ``uid`` (a slot account).
 
     A helper becomes ``uid`` and calls kill(-1): the kernel then signals exactly the
     processes that uid may signal, i.e. its own, except the helper itself.
     """
-    subprocess.run(["/bin/true"], preexec_fn=functools.partial(_become_and_kill, uid), check=False)
+    setup = functools.partial(_become_and_signal, uid, sig)
+    subprocess.run(["/bin/true"], preexec_fn=setup, check=False)
 
 
-def _become_and_kill(uid: int) -> None:
+def _become_and_signal(uid: int, sig: int) -> None:
     os.setgroups([])
     os.setgid(uid)
     os.setuid(uid)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(-1, 9)
+        os.kill(-1, sig)
 
 
 class AccountLease:

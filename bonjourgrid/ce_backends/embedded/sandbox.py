@@ -13,15 +13,17 @@ What a task gets (docs/sandbox.md says exactly what is and is not isolated):
 - where the kernel allows: no network (a private network namespace with only loopback) unless
   the task asks for it, and a private mount namespace (fresh /tmp and /dev/shm, its directory
   seen at ``/tmp/task``);
-- its own process group, killed entirely when it ends; a slot account's every process is
-  killed too (so a task that escaped its group with setsid dies as well);
-- a memory cap (its ``memory_mb``, else the default): the group's resident memory is watched
-  and a task above the cap is killed and reported as ``memory limit exceeded (N MB)``.
+- a cgroup of its own where the root daemon can make one (``cgroups.py``), else its slot
+  account, else its process group and session: every process of the task is killed when it
+  ends, **before** its directory is read (``task_processes.py``);
+- a memory cap (its ``memory_mb``, else the default): the cgroup's limit where there is one,
+  and the resident memory of all its processes is watched; reported as
+  ``memory limit exceeded (N MB)``.
 
-What comes back: ``stdout``, ``stderr`` and the declared outputs that resolve inside the
-directory; ``..``, absolute paths and links pointing elsewhere are refused with the reason.
-Suspension (owner policy) stops the whole group with SIGSTOP; the timeout does not run while
-a task is suspended.
+What comes back (``collect.py``): ``stdout``, ``stderr`` (unnamed files the daemon opened) and
+the declared outputs, read through the task directory's descriptor without following links,
+regular files and folders only, under a size cap. Suspension (owner policy) stops every
+process of the task with SIGSTOP; the timeout does not run while a task is suspended.
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ import resource
 import shutil
 import signal
 import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
-from bonjourgrid.app.bundle import check_tree, pack_files, sha256_hex, unpack_files
-from bonjourgrid.ce_backends.embedded import isolation
+from bonjourgrid.app.bundle import sha256_hex, unpack_files
+from bonjourgrid.ce_backends.embedded import cgroups, isolation
+from bonjourgrid.ce_backends.embedded.collect import collect
+from bonjourgrid.ce_backends.embedded.task_processes import TaskControl, TaskProcesses
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,17 @@ class SandboxConfig:
     """Size of the private /tmp (and /dev/shm)."""
     watch_interval: float = 0.2
     """How often the memory of a running task is measured."""
+    max_output_mb: int = 64
+    """A task's whole result (logs and outputs, uncompressed); beyond, the attempt fails with
+    ``outputs exceed N MB`` and only its logs' tails come back. Well under one frame."""
+    max_output_files: int = 10_000
+    """Files and folders of a task's result."""
+    max_unpack_mb: int = 1024
+    """Expanded size of an app bundle or of a task's inputs."""
+    max_unpack_files: int = 100_000
+    """Entries of an app bundle or of a task's inputs."""
+    cgroups: bool = True
+    """A cgroup per attempt (freeze, kill, memory, pids) where the daemon can make one."""
 
     def __post_init__(self) -> None:
         if self.uid_base < 1000 or self.uid_count < 1:
@@ -127,58 +144,6 @@ class TaskOutcome:
     outputs_sha256: str
 
 
-@dataclass
-class TaskControl:
-    """A running task's handle for the owner policy: stop and continue its whole group.
-
-    Threading: call from the event loop that runs the task.
-    """
-
-    pgid: int | None = None
-    suspended_since: float | None = None
-    suspended_total: float = 0.0
-
-    @property
-    def suspended(self) -> bool:
-        return self.suspended_since is not None
-
-    def attach(self, pgid: int) -> None:
-        """The task's group exists; stopped at once if suspended before it started."""
-        self.pgid = pgid
-        if self.suspended:
-            _signal_group(pgid, signal.SIGSTOP)
-
-    def suspend(self) -> None:
-        if self.suspended:
-            return
-        self.suspended_since = time.monotonic()
-        if self.pgid is not None:
-            _signal_group(self.pgid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.suspended_since is None:
-            return
-        self.suspended_total += time.monotonic() - self.suspended_since
-        self.suspended_since = None
-        if self.pgid is not None:
-            _signal_group(self.pgid, signal.SIGCONT)
-
-    def suspended_for(self, now: float) -> float:
-        """Seconds spent suspended so far."""
-        current = now - self.suspended_since if self.suspended_since is not None else 0.0
-        return self.suspended_total + current
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _kill_group(pgid: int) -> None:
-    _signal_group(pgid, signal.SIGKILL)
-    _signal_group(pgid, signal.SIGCONT)  # a stopped process dies only once continued
-
-
 def _running_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -200,8 +165,8 @@ async def run_task(
     if taskdir.exists():
         shutil.rmtree(taskdir)
     taskdir.mkdir(parents=True)
-    logs = scratch / f"{run.task}.{run.attempt}.logs"
-    logs.mkdir(exist_ok=True)
+    # The logs have no name: nothing the task does to its directory can reach them.
+    logs = (_unnamed_file(scratch), _unnamed_file(scratch))
     slot_users = _running_as_root() if config.slot_users is None else config.slot_users
     lease: isolation.AccountLease | None = None
     try:
@@ -211,15 +176,19 @@ async def run_task(
                     config.uid_base, config.uid_count, config.lock_dir, slot
                 )
             except OSError as e:
-                return _outcome(None, 0.0, f"staging failed: {e}", logs, taskdir, None)
+                return await _outcome(None, 0.0, f"staging failed: {e}", logs, None, None, config)
         uid = lease.uid if lease else None
         return await _run_in(run, taskdir, logs, app_files, config, uid, control or TaskControl())
     finally:
         if lease is not None:
-            await asyncio.to_thread(isolation.kill_all_of, lease.uid)
             lease.release()
+        for fh in logs:
+            fh.close()
         shutil.rmtree(taskdir, ignore_errors=True)
-        shutil.rmtree(logs, ignore_errors=True)
+
+
+def _unnamed_file(folder: Path) -> IO[bytes]:
+    return tempfile.TemporaryFile(dir=folder)  # closed by run_task
 
 
 def _memory_cap_mb(run: TaskRun, config: SandboxConfig) -> int:
@@ -259,14 +228,53 @@ def _unreachable_ancestor(path: Path) -> Path | None:
     return None
 
 
+_Logs = tuple[IO[bytes], IO[bytes]]
+
+
+def _make_cgroup(config: SandboxConfig, uid: int | None, cap_mb: int) -> cgroups.TaskCgroup | None:
+    """The attempt's cgroup, or None where cgroups are off or not usable here."""
+    lay = cgroups.layout() if config.cgroups and _running_as_root() else None
+    if lay is None:
+        return None
+    try:
+        return cgroups.TaskCgroup.create(
+            lay, uid=uid, memory_bytes=cap_mb * _MB, pids_max=config.max_processes
+        )
+    except OSError as e:
+        log.warning("no cgroup for this task (%s): slot-account sweep instead", e)
+        return None
+
+
 async def _run_in(
     run: TaskRun,
     taskdir: Path,
-    logs: Path,
+    logs: _Logs,
     app_files: Path,
     config: SandboxConfig,
     uid: int | None,
     control: TaskControl,
+) -> TaskOutcome:
+    cap_mb = _memory_cap_mb(run, config)
+    cgroup = await asyncio.to_thread(_make_cgroup, config, uid, cap_mb)
+    task_fd = os.open(taskdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        return await _run_with(run, taskdir, task_fd, logs, app_files, config, uid, control, cgroup)
+    finally:
+        os.close(task_fd)
+        if cgroup is not None:
+            await asyncio.to_thread(cgroup.destroy)
+
+
+async def _run_with(
+    run: TaskRun,
+    taskdir: Path,
+    task_fd: int,
+    logs: _Logs,
+    app_files: Path,
+    config: SandboxConfig,
+    uid: int | None,
+    control: TaskControl,
+    cgroup: cgroups.TaskCgroup | None,
 ) -> TaskOutcome:
     caps = isolation.probe() if (config.isolate_network or config.isolate_mounts) else None
     new_network = bool(caps and caps.network_namespace and config.isolate_network)
@@ -277,7 +285,13 @@ async def _run_in(
         if run.inputs:
             if sha256_hex(run.inputs) != run.inputs_sha256:
                 raise ValueError("inputs checksum mismatch")
-            unpack_files(run.inputs, taskdir)
+            await asyncio.to_thread(
+                unpack_files,
+                run.inputs,
+                taskdir,
+                max_bytes=config.max_unpack_mb * _MB,
+                max_members=config.max_unpack_files,
+            )
         if uid is not None:
             await asyncio.to_thread(isolation.kill_all_of, uid)  # leftovers of a crash
             _prepare_for(taskdir, uid)
@@ -285,7 +299,7 @@ async def _run_in(
             if blocked is not None:
                 raise ValueError(f"uid {uid} cannot reach its directory ({blocked} is private)")
     except Exception as e:  # a broken staging is the attempt's failure, reported, not a crash
-        return _outcome(None, 0.0, f"staging failed: {e}", logs, taskdir, None)
+        return await _outcome(None, 0.0, f"staging failed: {e}", logs, None, None, config)
 
     seen_dir = isolation.TASK_MOUNT if new_mounts else str(taskdir)
     env = {
@@ -306,48 +320,50 @@ async def _run_in(
         new_network=new_network,
         new_mounts=new_mounts,
         tmp_size_mb=config.tmp_size_mb,
+        cgroup_procs=cgroup.procs_files() if cgroup is not None else (),
     )
     started = time.monotonic()
-    with open(logs / "stdout", "wb") as out, open(logs / "stderr", "wb") as err:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *run.argv,
-                cwd=taskdir,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=setup,
-            )
-        except Exception as e:  # OSError, or SubprocessError from the child's set-up
-            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            error = f"cannot start {run.argv[0]!r}: {why}"
-            return _outcome(None, 0.0, error, logs, taskdir, None)
-        control.attach(proc.pid)
-        with contextlib.suppress(psutil.Error, AttributeError):
-            psutil.Process(proc.pid).ionice(psutil.IOPRIO_CLASS_IDLE)
-        try:
-            exit_code, error = await _watch(proc, run, config, cap_mb, taskdir, control)
-        except asyncio.CancelledError:
-            _kill_group(proc.pid)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
-            raise
-        finally:
-            _kill_group(proc.pid)  # whatever the task left behind in its group goes too
-            control.pgid = None
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *run.argv,
+            cwd=taskdir,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=logs[0],
+            stderr=logs[1],
+            start_new_session=True,
+            preexec_fn=setup,
+        )
+    except Exception as e:  # OSError, or SubprocessError from the child's set-up
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        error = f"cannot start {run.argv[0]!r}: {why}"
+        return await _outcome(None, 0.0, error, logs, None, None, config)
+    procs = TaskProcesses(proc.pid, cgroup=cgroup, uid=uid)
+    control.attach(procs)
+    with contextlib.suppress(psutil.Error, AttributeError):
+        psutil.Process(proc.pid).ionice(psutil.IOPRIO_CLASS_IDLE)
+    try:
+        exit_code, error = await _watch(proc, run, config, cap_mb, taskdir, control, procs)
+    finally:
+        control.detach()
+        # Every process of the task dies before anything in its directory is read: an
+        # escaped child could otherwise swap an output for a link while it is collected.
+        await asyncio.shield(asyncio.to_thread(procs.kill_all))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+    if cgroup is not None and cgroup.oom_kills() > 0 and not error:
+        error = f"memory limit exceeded ({cap_mb} MB)"
     seconds = time.monotonic() - started - control.suspended_for(time.monotonic())
     if not error and exit_code is not None and exit_code < 0:
         error = _signal_reason(-exit_code, config)
     elif not error and exit_code in _SHELL_LIMIT_CODES:  # a shell's child died of a limit
         error = _signal_reason(exit_code - 128, config)
-    if not error and exit_code and _looks_out_of_memory(logs / "stderr"):
+    if not error and exit_code and _looks_out_of_memory(logs[1]):
         error = f"memory limit exceeded ({cap_mb} MB)"
     if error.startswith("memory limit exceeded"):
         exit_code = None  # reported as the attempt's failure reason, not as an exit status
     outputs = run.outputs if exit_code == 0 else None
-    return _outcome(exit_code, max(0.0, seconds), error, logs, taskdir, outputs)
+    return await _outcome(exit_code, max(0.0, seconds), error, logs, task_fd, outputs, config)
 
 
 async def _watch(
@@ -357,6 +373,7 @@ async def _watch(
     cap_mb: int,
     taskdir: Path,
     control: TaskControl,
+    procs: TaskProcesses,
 ) -> tuple[int | None, str]:
     """Wait for the task; kill it on timeout or when over its memory or disk cap."""
     started = time.monotonic()
@@ -374,7 +391,7 @@ async def _watch(
             reason = ""
             if run.timeout is not None and ran > run.timeout:
                 reason = f"timed out after {run.timeout:g} s"
-            elif cap_mb > 0 and _group_rss(proc.pid) > cap_mb * _MB:
+            elif cap_mb > 0 and await _over_memory(procs, cap_mb):
                 reason = f"memory limit exceeded ({cap_mb} MB)"
             elif config.disk_mb > 0 and now >= next_disk:
                 next_disk = now + _DISK_CHECK_EVERY
@@ -383,7 +400,7 @@ async def _watch(
                     reason = f"disk limit exceeded ({config.disk_mb} MB)"
             if reason:
                 log.info("task %s#%d killed: %s", run.task, run.attempt, reason)
-                _kill_group(proc.pid)
+                await asyncio.to_thread(procs.kill_all)
                 await waiter
                 return None, reason
     finally:
@@ -391,18 +408,12 @@ async def _watch(
             waiter.cancel()
 
 
-def _group_rss(leader: int) -> int:
-    """Resident bytes of the task's processes (the leader and all its descendants)."""
-    total = 0
-    try:
-        top = psutil.Process(leader)
-        procs = [top, *top.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            total += p.memory_info().rss
-    return total
+async def _over_memory(procs: TaskProcesses, cap_mb: int) -> bool:
+    """Whether the task is over its cap: the kernel killed one of its processes for the
+    cgroup's limit, or all its processes together hold more than the cap."""
+    if procs.cgroup is not None and procs.cgroup.oom_kills() > 0:
+        return True
+    return await asyncio.to_thread(procs.rss) > cap_mb * _MB
 
 
 def _tree_size(root: Path) -> int:
@@ -425,12 +436,11 @@ def _signal_reason(sig: int, config: SandboxConfig) -> str:
     return f"killed by signal {sig}"
 
 
-def _looks_out_of_memory(stderr: Path) -> bool:
+def _looks_out_of_memory(stderr: IO[bytes]) -> bool:
     """A failed task whose last words say an allocation failed hit the address-space cap."""
     try:
-        with open(stderr, "rb") as f:
-            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
-            tail = f.read()
+        size = os.fstat(stderr.fileno()).st_size
+        tail = os.pread(stderr.fileno(), 4096, max(0, size - 4096))
     except OSError:
         return False
     return any(m in tail for m in _OOM_MARKERS)
@@ -454,38 +464,30 @@ def _copy(src: str, dst: str) -> str:
     return dst
 
 
-def _outcome(
+async def _outcome(
     exit_code: int | None,
     seconds: float,
     error: str,
-    logs: Path,
-    taskdir: Path,
+    logs: _Logs,
+    task_fd: int | None,
     outputs: tuple[str, ...] | None,
+    config: SandboxConfig,
 ) -> TaskOutcome:
-    """Pack stdout, stderr and (on success) the declared outputs into one archive.
+    """Pack stdout, stderr and (on success) the declared outputs (``collect.py``), in a thread.
 
     ``outputs`` is None when the attempt failed: then nothing but the logs comes back.
-    Outputs may not be named ``stdout``/``stderr`` (app validation), so the logs are moved
-    into the task directory, replacing whatever the task put under those names. Called once
-    the task's processes are dead, so nothing changes the directory while it is read.
+    Called once every process of the task is dead.
     """
-    present = []
-    for rel in outputs or ():
-        if os.path.lexists(taskdir / rel) or ".." in rel.split("/") or rel.startswith("/"):
-            present.append(rel)
-        else:
-            error = error or f"declared output {rel!r} was not produced"
-    try:
-        check_tree(taskdir, present, label="the task's sandbox")
-    except Exception as e:
-        error, present = f"output refused: {e}", []
-    for name in ("stdout", "stderr"):
-        (logs / name).touch()
-        if (taskdir / name).is_dir() and not (taskdir / name).is_symlink():
-            shutil.rmtree(taskdir / name)
-        os.replace(logs / name, taskdir / name)
-    if error:
-        with open(taskdir / "stderr", "a") as f:
-            f.write(f"\n[bjgrid] {error}\n")
-    blob = pack_files(taskdir, ["stdout", "stderr", *present])
-    return TaskOutcome(exit_code, seconds, error, blob, sha256_hex(blob))
+    blob, sha, error = await asyncio.to_thread(
+        collect,
+        task_fd if task_fd is not None else -1,
+        logs,
+        outputs if task_fd is not None else None,
+        error,
+        max_bytes=config.max_output_mb * _MB,
+        max_files=config.max_output_files,
+    )
+    return TaskOutcome(exit_code, seconds, error, blob, sha)
+
+
+__all__ = ["DEFAULT_SANDBOX", "SandboxConfig", "TaskControl", "TaskOutcome", "TaskRun", "run_task"]
