@@ -20,6 +20,12 @@ import struct
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
+from bonjourgrid.control.admission import (
+    MAX_HANDSHAKES,
+    MAX_HANDSHAKES_PER_PEER,
+    HandshakeGate,
+    RateLimitedLog,
+)
 from bonjourgrid.control.auth import (
     MAX_HANDSHAKE_FRAME,
     NONCE_BYTES,
@@ -238,14 +244,20 @@ async def _connect(
     )
 
 
+_RefusalLog = Callable[..., object]
+"""``say(level, msg, *args)``: how the handshake reports refusals (rate-limited in serve)."""
+
+
 async def _accept(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     key: GridKey,
     node_id: str,
     registry: Registry,
+    say: _RefusalLog | None = None,
 ) -> Channel | None:
     """Server side of the handshake; None (logged, connection closed) if the peer fails it."""
+    say = say or log.log
     host, port = _peer_address(writer)
     frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
     hs = ServerHandshake(key, node_id, secrets.token_bytes(NONCE_BYTES))
@@ -256,18 +268,30 @@ async def _accept(
         write_frame(writer, welcome)
         await writer.drain()
     except HandshakeError as e:
-        log.warning("refused control connection from %s:%d: %s", host, port, e)
+        say(logging.WARNING, "refused control connection from %s:%d: %s", host, port, e)
         with contextlib.suppress(Exception):
             write_frame(writer, refusal(str(e)))
             await writer.drain()
         writer.transport.abort()
         return None
     except FrameTooLarge as e:
-        log.warning("refused control connection from %s:%d: malformed handshake: %s", host, port, e)
+        say(
+            logging.WARNING,
+            "refused control connection from %s:%d: malformed handshake: %s",
+            host,
+            port,
+            e,
+        )
         writer.transport.abort()
         return None
     except (EOFError, OSError) as e:
-        log.info("control connection from %s:%d closed during the handshake (%s)", host, port, e)
+        say(
+            logging.INFO,
+            "control connection from %s:%d closed during the handshake (%s)",
+            host,
+            port,
+            e,
+        )
         writer.transport.abort()
         return None
     assert hs.peer is not None
@@ -285,19 +309,51 @@ async def serve(
     on_channel: Callable[[Channel], Awaitable[None]],
     handshake_timeout: float = 5.0,
     registry: Registry = CONTROL,
+    max_handshakes: int = MAX_HANDSHAKES,
+    max_handshakes_per_peer: int = MAX_HANDSHAKES_PER_PEER,
 ) -> asyncio.Server:
     """Listen for authenticated channels (port 0: ephemeral). Each authenticated peer gets
     ``on_channel(channel)`` in its own task; the channel is closed when the handler returns.
-    Peers that fail the handshake are logged and dropped; handler exceptions are logged."""
+    Peers that fail the handshake are logged (rate-limited) and dropped; handler exceptions
+    are logged. Unauthenticated connections are bounded (control/admission.py): at most
+    ``max_handshakes_per_peer`` in handshake per IP address, ``max_handshakes`` in all, each
+    for at most ``handshake_timeout`` seconds; excess ones are closed at once."""
+    gate = HandshakeGate(overall=max_handshakes, per_peer=max_handshakes_per_peer)
+    refusals = RateLimitedLog(log)
+    loop = asyncio.get_running_loop()
+
+    def say(level: int, msg: str, *args: object) -> None:
+        refusals.log(loop.time(), level, msg, *args)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         host_, port_ = _peer_address(writer)
+        ticket, evicted = gate.admit(host_, writer.transport.abort)
+        if ticket is None:
+            say(
+                logging.WARNING,
+                "refused control connection from %s:%d: too many handshakes in progress "
+                "(%d from that address, %d in all)",
+                host_,
+                port_,
+                max_handshakes_per_peer,
+                gate.in_progress,
+            )
+            writer.transport.abort()
+            return
+        if evicted is not None:
+            say(
+                logging.WARNING,
+                "closed a pending control handshake from %s to make room for %s",
+                evicted.peer,
+                host_,
+            )
         try:
             channel = await asyncio.wait_for(
-                _accept(reader, writer, key, node_id, registry), handshake_timeout
+                _accept(reader, writer, key, node_id, registry, say), handshake_timeout
             )
         except asyncio.TimeoutError:
-            log.warning(
+            say(
+                logging.WARNING,
                 "refused control connection from %s:%d: no handshake within %.1f s",
                 host_,
                 port_,
@@ -309,6 +365,8 @@ async def serve(
             log.exception("control handshake with %s:%d crashed", host_, port_)
             writer.transport.abort()
             return
+        finally:
+            gate.release(ticket)
         if channel is None:
             return
         try:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.config import Config
+from bonjourgrid.control.admission import raise_open_files_limit
 from bonjourgrid.control.channel import Channel, serve, serve_local
 from bonjourgrid.control.messages import (
     AppQuery,
@@ -149,6 +150,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
     async def start(self) -> None:
         """Take the host's daemon lock, then open the control port, mDNS and the local socket."""
         self.paths.ensure()
+        raise_open_files_limit()  # many channels and task files: not the default 1024
         self._lock.acquire()
         try:
             for top in (self.paths.apps_dir, self.paths.work_dir):
