@@ -282,6 +282,12 @@ def build_bundle(spec: AppSpec, app_dir: Path) -> bytes:
     return pack_files(Path(app_dir), spec.files)
 
 
-def extract_bundle(blob: bytes, dest: Path) -> None:
-    """Unpack an app bundle into `dest` safely (see `unpack_files`)."""
-    unpack_files(blob, dest)
+def extract_bundle(
+    blob: bytes,
+    dest: Path,
+    *,
+    max_bytes: int = MAX_UNPACK_BYTES,
+    max_members: int = MAX_UNPACK_MEMBERS,
+) -> None:
+    """Unpack an app bundle into `dest` safely, within the caps (see `unpack_files`)."""
+    unpack_files(blob, dest, max_bytes=max_bytes, max_members=max_members)

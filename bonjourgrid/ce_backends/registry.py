@@ -111,8 +111,8 @@ def make_worker(backend: str, ctx: WorkerContext) -> WorkerBackend:
         from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
 
         if ctx.sandbox is None:
-            return EmbeddedWorker(ctx.app, ctx.root)
-        return EmbeddedWorker(ctx.app, ctx.root, ctx.sandbox)
+            return EmbeddedWorker(ctx.app, ctx.root, slots=ctx.slots)
+        return EmbeddedWorker(ctx.app, ctx.root, ctx.sandbox, slots=ctx.slots)
     if backend == "condor":
         from bonjourgrid.ce_backends.condor.worker import CondorWorker
 

@@ -4,6 +4,10 @@ One ``EmbeddedWorker`` exists per app the volunteer serves (at most one at a tim
 are kept until the coordinator acknowledges them (``ResultAck``), so a result finished while
 the channel was down is re-sent to whichever coordinator (same app, term >= ours) reconnects:
 a crash of the link never loses a finished task.
+
+A worker never runs more than its slots: a ``RunTask`` whose ``cpus`` do not fit in the free
+slots is answered at once with a failed result (``no free slot here``), never run. A result
+too large for one control frame is replaced by a failed result saying so.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,18 +29,33 @@ from bonjourgrid.ce_backends.embedded.sandbox import (
     TaskRun,
     run_task,
 )
+from bonjourgrid.control.codec import MAX_MESSAGE
 from bonjourgrid.control.messages import RunTask, TaskResult
 
 log = logging.getLogger(__name__)
 
 ResultSink = Callable[[TaskResult], Awaitable[None]]
 
+_RESULT_HEADROOM = 1024 * 1024
+"""Bytes of a result message besides its outputs (ids, error text, JSON), kept free."""
+MAX_RESULT_OUTPUTS = MAX_MESSAGE - _RESULT_HEADROOM
+"""Largest outputs blob one ``TaskResult`` frame can carry."""
+
 
 class EmbeddedWorker(WorkerBackend):
     name = "embedded"
 
-    def __init__(self, app: str, root: Path, sandbox: SandboxConfig = DEFAULT_SANDBOX) -> None:
+    def __init__(
+        self,
+        app: str,
+        root: Path,
+        sandbox: SandboxConfig = DEFAULT_SANDBOX,
+        *,
+        slots: int | None = None,
+    ) -> None:
+        """``slots``: how many CPUs' worth of tasks run at once (default: this machine's)."""
         self.app = app
+        self.slots = max(1, slots if slots is not None else (os.cpu_count() or 1))
         self.root = root
         self.files = root / "files"
         self.scratch = root / "tasks"
@@ -43,10 +63,12 @@ class EmbeddedWorker(WorkerBackend):
         self.staged_sha: str | None = None
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._slots: dict[tuple[str, int], int] = {}
+        self._cpus: dict[tuple[str, int], int] = {}
         self._controls: dict[tuple[str, int], TaskControl] = {}
         self._suspended = False
         self._unacked: dict[tuple[str, int], TaskResult] = {}
         self._sink: ResultSink | None = None
+        self._refusals: set[asyncio.Task[None]] = set()
 
     # --- WorkerBackend -------------------------------------------------------------------
 
@@ -63,7 +85,16 @@ class EmbeddedWorker(WorkerBackend):
         self.files.mkdir(parents=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
         if bundle:
-            extract_bundle(bundle, self.files)
+            try:
+                extract_bundle(
+                    bundle,
+                    self.files,
+                    max_bytes=self.sandbox.max_unpack_mb * 1024 * 1024,
+                    max_members=self.sandbox.max_unpack_files,
+                )
+            except Exception:
+                shutil.rmtree(self.files, ignore_errors=True)  # nothing half-staged stays
+                raise
 
     def attach(self, sink: ResultSink | None) -> list[TaskResult]:
         """Route results to ``sink`` (a live channel); returns results still unacknowledged."""
@@ -83,6 +114,19 @@ class EmbeddedWorker(WorkerBackend):
             return  # a duplicate request: the attempt is already running or done
         if self.staged_sha is None:
             raise RuntimeError("task before staging")
+        used = sum(self._cpus.values())
+        cpus = max(1, msg.cpus)
+        if used + cpus > self.slots:
+            why = f"no free slot here ({used} of {self.slots} in use, the task needs {cpus})"
+            log.warning("refused task %s#%d: %s", msg.task, msg.attempt, why)
+            result = TaskResult(self.app, msg.task, msg.attempt, None, 0.0, why, b"", "")
+            self._unacked[key] = result
+            if self._sink is not None:
+                sink = self._sink
+                t = asyncio.create_task(self._deliver(sink, result), name=f"refusal {msg.task}")
+                self._refusals.add(t)
+                t.add_done_callback(self._refusals.discard)
+            return
         run = TaskRun(
             app=msg.app,
             task=msg.task,
@@ -96,8 +140,9 @@ class EmbeddedWorker(WorkerBackend):
             memory_mb=msg.memory_mb,
             network=msg.network,
         )
-        used = set(self._slots.values())
-        self._slots[key] = min(n for n in range(len(used) + 1) if n not in used)
+        taken = set(self._slots.values())
+        self._slots[key] = min(n for n in range(len(taken) + 1) if n not in taken)
+        self._cpus[key] = cpus
         control = TaskControl()
         if self._suspended:
             control.suspend()
@@ -150,13 +195,26 @@ class EmbeddedWorker(WorkerBackend):
         finally:
             self._running.pop(key, None)
             self._slots.pop(key, None)
+            self._cpus.pop(key, None)
             self._controls.pop(key, None)
+        if len(result.outputs) > MAX_RESULT_OUTPUTS:
+            why = f"result of {len(result.outputs)} bytes is too large for one message"
+            log.warning("task %s#%d: %s", run.task, run.attempt, why)
+            result = TaskResult(self.app, run.task, run.attempt, None, result.seconds, why, b"", "")
         self._unacked[key] = result
         if self._sink is not None:
-            try:
-                await self._sink(result)
-            except Exception as e:  # channel gone: kept for the next coordinator link
-                log.info("result %s#%d kept until a coordinator reconnects (%s)", *key, e)
+            await self._deliver(self._sink, result)
+
+    async def _deliver(self, sink: ResultSink, result: TaskResult) -> None:
+        try:
+            await sink(result)
+        except Exception as e:  # channel gone: kept for the next coordinator link
+            log.info(
+                "result %s#%d kept until a coordinator reconnects (%s)",
+                result.task,
+                result.attempt,
+                e,
+            )
 
     def acknowledged(self, task: str, attempt: int) -> None:
         self._unacked.pop((task, attempt), None)
@@ -177,6 +235,8 @@ class EmbeddedWorker(WorkerBackend):
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        for r in list(self._refusals):
+            r.cancel()
         self._unacked.clear()
         self._sink = None
         await asyncio.to_thread(shutil.rmtree, self.root, True)
