@@ -14,6 +14,13 @@ restarting the browsers. Records seen by the old stack that the new one does not
 within ``RESTART_SETTLE`` leave the view. With no usable address there is no stack: records
 wait in the desired state and the poll keeps looking.
 
+A slow start is waited for, never a crash (issue 16): on a loaded machine zeroconf's engine
+may not be up within its own 9 s (``NotRunningException``, after which that instance can never
+start). A new stack is watched until it runs, up to ``start_patience``, with a warning every
+``start_wait`` seconds; records are registered only once it runs. A stack that still is not
+running (or that stops under a registration) is closed and the address poll starts a new one,
+the records waiting in the desired state meanwhile.
+
 One browser covers the three types. Added/Updated starts an owned resolve task (answered from
 cache as a rule: replies carry SRV, TXT and A together); Removed drops the record. Records with
 another grid id are ignored; malformed TXT is dropped and logged once. Our own records come
@@ -31,7 +38,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, NotRunningException, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from .interfaces import DiscoveryError, select_addresses
@@ -64,6 +71,13 @@ of them, so a resolve is normally instant; one unanswered query is retried withi
 RESTART_SETTLE = 3.0
 """After a restart on new addresses, how long records seen only by the old stack stay listed.
 A fresh browse resolves 32 services in ~0.09 s (DESIGN.md); this leaves a wide margin."""
+START_WAIT = 9.0
+"""A starting mDNS stack later than this is reported (zeroconf's own start-up wait)."""
+START_PATIENCE = 60.0
+"""How long a new stack is waited for in all before it is closed and retried by the poll: a
+2-core machine starting many daemons under CPU load took more than 9 s (issue 16)."""
+_START_POLL = 0.02
+"""How often a starting stack is looked at (a start normally takes a few milliseconds)."""
 _REVISION_MODULUS = 10**9
 """Revisions wrap here (9 digits in the TXT record)."""
 _NO_INTERFACE = "no usable network interface for mDNS"
@@ -84,6 +98,8 @@ class Discovery:
         interfaces: Sequence[str] = (),
         interface_poll: float = 5.0,
         browse: bool = True,
+        start_wait: float = START_WAIT,
+        start_patience: float = START_PATIENCE,
     ) -> None:
         self.grid_id = grid_id
         self.node_id = node_id
@@ -92,6 +108,10 @@ class Discovery:
         self._requested = tuple(interfaces)
         self._interface_poll = interface_poll
         self._browse = browse
+        self._start_wait = start_wait
+        self._start_patience = start_patience
+        self._stack_lost = False
+        """The running stack stopped under us (NotRunningException): the poll restarts it."""
         self._server = server_name(hostname, node_id)
         self._label = instance_label(hostname, node_id)
         # Desired state.
@@ -228,8 +248,10 @@ class Discovery:
     # --- the stack ----------------------------------------------------------------------
 
     async def _start_stack(self, addresses: list[str]) -> None:
-        """Starts a stack on ``addresses`` (none: no stack), registering the desired records."""
+        """Starts a stack on ``addresses`` (none: no stack), registering the desired records.
+        A stack that does not come up in ``start_patience`` is closed (the poll retries)."""
         self._addresses = []
+        self._stack_lost = False
         if addresses:
             try:
                 self._aiozc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
@@ -237,10 +259,57 @@ class Discovery:
                 log.warning("cannot open mDNS on %s: %s; will retry", ", ".join(addresses), e)
                 self._aiozc = None
             else:
-                self._addresses = list(addresses)
-                await self._register_desired()
-                self._start_browser()
+                if await self._wait_running(self._aiozc):
+                    self._addresses = list(addresses)
+                    await self._register_desired()
+                    if not self._stack_lost:
+                        self._start_browser()
+                else:
+                    await self._drop_stack()
         self._refresh_own()
+
+    async def _wait_running(self, aiozc: AsyncZeroconf) -> bool:
+        """Whether the stack's engine runs within ``start_patience`` (see the module doc).
+
+        Polls ``Zeroconf.started`` rather than calling ``async_wait_for_start``: when that
+        wait times out, zeroconf resolves the engine's start future with None, and the
+        instance can then never count as started (every later registration raises
+        NotRunningException) — the cause of the crash of issue 16.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        next_note = started + self._start_wait
+        while not aiozc.zeroconf.started:
+            now = loop.time()
+            if aiozc.zeroconf.done or now - started >= self._start_patience:
+                log.warning(
+                    "mDNS stack not running after %.1f s; closing it, will retry", now - started
+                )
+                return False
+            if now >= next_note:
+                log.warning(
+                    "mDNS stack slow to start (%.1f s so far); still waiting", now - started
+                )
+                next_note = now + self._start_wait
+            await asyncio.sleep(_START_POLL)
+        if loop.time() - started > self._start_wait:
+            log.info("mDNS stack up after %.1f s", loop.time() - started)
+        return True
+
+    async def _drop_stack(self) -> None:
+        """Closes a stack that never ran or stopped: no goodbyes can go out on it."""
+        aiozc, self._aiozc = self._aiozc, None
+        self._volunteer_info = None
+        self._coord_infos.clear()
+        self._addresses = []
+        if aiozc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(aiozc.async_close(), 5.0)
+
+    def _lost(self, doing: str, info: ServiceInfo) -> None:
+        if not self._stack_lost:
+            log.warning("mDNS stack not running while %s %s; will restart it", doing, info.name)
+        self._stack_lost = True
 
     async def _register_desired(self) -> None:
         assert self._aiozc is not None
@@ -301,12 +370,17 @@ class Discovery:
             if problem and problem != self._last_poll_problem:
                 log.warning("%s; will keep looking", problem)
             self._last_poll_problem = problem
-            if addresses == self._addresses:
+            if addresses == self._addresses and not self._stack_lost:
                 continue
             async with self._lock:
                 if self._closed:
                     return
-                log.info("mDNS addresses %s -> %s", self._addresses or "none", addresses or "none")
+                if self._stack_lost:
+                    log.info("restarting the mDNS stack on %s", addresses or "none")
+                else:
+                    log.info(
+                        "mDNS addresses %s -> %s", self._addresses or "none", addresses or "none"
+                    )
                 await self._stop_stack()
                 await self._start_stack(addresses)
 
@@ -339,18 +413,32 @@ class Discovery:
     async def _register(self, info: ServiceInfo) -> None:
         assert self._aiozc is not None
         self._cancel_broadcast(info)
-        broadcast = await self._aiozc.async_register_service(info, cooperating_responders=True)
+        try:
+            broadcast = await self._aiozc.async_register_service(info, cooperating_responders=True)
+        except NotRunningException:
+            self._lost("registering", info)
+            return
         self._keep_broadcast(info, broadcast)
 
     async def _update(self, info: ServiceInfo) -> None:
         assert self._aiozc is not None
         self._cancel_broadcast(info)
-        self._keep_broadcast(info, await self._aiozc.async_update_service(info))
+        try:
+            broadcast = await self._aiozc.async_update_service(info)
+        except NotRunningException:
+            self._lost("updating", info)
+            return
+        self._keep_broadcast(info, broadcast)
 
     async def _unregister(self, info: ServiceInfo) -> None:
         assert self._aiozc is not None
         self._cancel_broadcast(info)
-        self._keep_broadcast(info, await self._aiozc.async_unregister_service(info))
+        try:
+            broadcast = await self._aiozc.async_unregister_service(info)
+        except NotRunningException:
+            self._lost("withdrawing", info)
+            return
+        self._keep_broadcast(info, broadcast)
 
     def _cancel_broadcast(self, info: ServiceInfo) -> None:
         """Stops the announcements (or goodbyes) still pending for ``info``'s name.

@@ -8,7 +8,9 @@ JSON command per stdin line and prints one JSON object per stdout line:
   ``t0``/``t1`` bracket the call (wall clock, shared by all namespaces) and ``ms`` is
   ``time.perf_counter()`` around it.
 
-Commands: ``{"op": "start"}``, ``{"op": "volunteer", "txt": {...} | null}``,
+Commands: ``{"op": "start"}`` (``"starve": s`` blocks the event loop for ``s`` seconds at
+each of its turns while the start runs, as a loaded machine would),
+``{"op": "volunteer", "txt": {...} | null}``,
 ``{"op": "coord", "txt": {...}}``, ``{"op": "withdraw", "app": ...}``, ``{"op": "settle",
 "seconds": s}``, ``{"op": "addresses"}``, ``{"op": "close"}`` (then exits).
 """
@@ -44,6 +46,13 @@ def _view(disc: Discovery) -> dict[str, Any]:
     }
 
 
+async def _starve(seconds: float) -> None:
+    """Hold the event loop ``seconds`` at every turn (a starved loop; the start must wait)."""
+    while True:
+        time.sleep(seconds)
+        await asyncio.sleep(0)
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     disc = Discovery(**json.loads(sys.argv[1]))
@@ -57,7 +66,10 @@ async def main() -> None:
         extra: dict[str, Any] = {}
         t0, p0 = time.time(), time.perf_counter()
         if op == "start":
+            starver = loop.create_task(_starve(cmd["starve"])) if cmd.get("starve") else None
             await disc.start()
+            if starver is not None:
+                starver.cancel()
         elif op == "volunteer":
             await disc.set_volunteer(None if cmd["txt"] is None else _node_txt(cmd["txt"]))
         elif op == "coord":
