@@ -2,8 +2,9 @@
 socket between the CLI and its local daemon.
 
 Contract shared by both kinds: ``send`` may be called by several tasks at once (serialised by a
-lock); ``recv`` returns the next decodable message, drops (and logs) an authentic frame whose
-payload does not decode, and raises :class:`ChannelClosed` at end of stream or on any framing or
+lock); ``recv`` returns the next valid message; an authentic frame whose payload does not decode
+or whose ids fail the rules (control/message_checks.py) is logged and closes the channel,
+and ``recv`` raises :class:`ChannelClosed` at end of stream or on any framing or
 authentication failure (the connection is then closed). ``close`` is idempotent.
 """
 
@@ -115,7 +116,11 @@ class _FrameChannel:
                 try:
                     return self._registry.decode(payload)
                 except MessageError as e:
-                    log.warning("dropped an undecodable message from %s: %s", self, e)
+                    # An authentic peer that sends an invalid message (a bad id, a path, an
+                    # unknown kind) is buggy or hostile: refuse it and end the conversation.
+                    log.warning("refused an invalid message from %s, closing: %s", self, e)
+                    self._abort()
+                    raise ChannelClosed(f"{self}: invalid message: {e}") from e
 
     async def request(self, msg: object, *, timeout: float) -> object:
         """Send ``msg`` and return the next message. On timeout the channel is closed (a late

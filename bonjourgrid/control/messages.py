@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from bonjourgrid.control.codec import Registry
+from bonjourgrid.control.message_checks import Checked as _Checked
 
 
 class Kind(IntEnum):
@@ -57,13 +58,13 @@ CONTROL = Registry("control")
 
 @CONTROL.register(Kind.PING)
 @dataclass(frozen=True)
-class Ping:
+class Ping(_Checked):
     """Ask a node for its current state (answered by Pong)."""
 
 
 @CONTROL.register(Kind.PONG)
 @dataclass(frozen=True)
-class Pong:
+class Pong(_Checked):
     node: str
     host: str
     state: str
@@ -78,7 +79,7 @@ class Pong:
 
 @CONTROL.register(Kind.RESERVE)
 @dataclass(frozen=True)
-class Reserve:
+class Reserve(_Checked):
     """Coordinator -> Idle node: become my worker for ``app`` for ``lease`` seconds."""
 
     app: str
@@ -100,7 +101,7 @@ class Reserve:
 
 @CONTROL.register(Kind.RESERVE_REPLY)
 @dataclass(frozen=True)
-class ReserveReply:
+class ReserveReply(_Checked):
     app: str
     accepted: bool
     reason: str
@@ -109,7 +110,7 @@ class ReserveReply:
 
 @CONTROL.register(Kind.HEARTBEAT)
 @dataclass(frozen=True)
-class Heartbeat:
+class Heartbeat(_Checked):
     """Coordinator -> worker: I am alive; renew the lease."""
 
     app: str
@@ -119,7 +120,7 @@ class Heartbeat:
 
 @CONTROL.register(Kind.HEARTBEAT_ACK)
 @dataclass(frozen=True)
-class HeartbeatAck:
+class HeartbeatAck(_Checked):
     app: str
     term: int
     running: tuple[str, ...]
@@ -127,7 +128,7 @@ class HeartbeatAck:
 
 @CONTROL.register(Kind.RELEASE)
 @dataclass(frozen=True)
-class Release:
+class Release(_Checked):
     """Coordinator -> worker: you are free (back to Idle)."""
 
     app: str
@@ -137,7 +138,7 @@ class Release:
 
 @CONTROL.register(Kind.STAGE_APP)
 @dataclass(frozen=True)
-class StageApp:
+class StageApp(_Checked):
     """Coordinator -> worker: the app's files, as one bundle."""
 
     app: str
@@ -148,7 +149,7 @@ class StageApp:
 
 @CONTROL.register(Kind.STAGE_ACK)
 @dataclass(frozen=True)
-class StageAck:
+class StageAck(_Checked):
     app: str
     sha256: str
     ok: bool
@@ -157,7 +158,7 @@ class StageAck:
 
 @CONTROL.register(Kind.RUN_TASK)
 @dataclass(frozen=True)
-class RunTask:
+class RunTask(_Checked):
     app: str
     term: int
     task: str
@@ -177,7 +178,7 @@ class RunTask:
 
 @CONTROL.register(Kind.TASK_RESULT)
 @dataclass(frozen=True)
-class TaskResult:
+class TaskResult(_Checked):
     app: str
     task: str
     attempt: int
@@ -190,7 +191,7 @@ class TaskResult:
 
 @CONTROL.register(Kind.APP_ENDED)
 @dataclass(frozen=True)
-class AppEnded:
+class AppEnded(_Checked):
     """Coordinator -> workers and replicas: the app finished or was cancelled (said before
     the coordinator record's goodbye)."""
 
@@ -201,13 +202,13 @@ class AppEnded:
 
 @CONTROL.register(Kind.ERROR)
 @dataclass(frozen=True)
-class Error:
+class Error(_Checked):
     reason: str
 
 
 @CONTROL.register(Kind.CANCEL_TASK)
 @dataclass(frozen=True)
-class CancelTask:
+class CancelTask(_Checked):
     app: str
     task: str
     attempt: int
@@ -215,7 +216,7 @@ class CancelTask:
 
 @CONTROL.register(Kind.RESULT_ACK)
 @dataclass(frozen=True)
-class ResultAck:
+class ResultAck(_Checked):
     """Coordinator -> worker: the result of (task, attempt) is committed; drop your copy.
     A worker ignores it when ``term`` is below the highest term it has seen for the app."""
 
@@ -230,7 +231,7 @@ class ResultAck:
 
 @CONTROL.register(Kind.REPLICA_OPEN)
 @dataclass(frozen=True)
-class ReplicaOpen:
+class ReplicaOpen(_Checked):
     """Coordinator -> worker: keep this app's journal. A snapshot: everything up to ``seq``.
 
     ``entries`` is the journal so far (JSON lines, see faulttolerance/entries.py), ``outputs``
@@ -259,7 +260,7 @@ class ReplicaOpen:
 
 @CONTROL.register(Kind.JOURNAL_APPEND)
 @dataclass(frozen=True)
-class JournalAppend:
+class JournalAppend(_Checked):
     """Coordinator -> replica: journal entry number ``seq`` (and a finished task's files)."""
 
     app: str
@@ -272,7 +273,7 @@ class JournalAppend:
 
 @CONTROL.register(Kind.JOURNAL_ACK)
 @dataclass(frozen=True)
-class JournalAck:
+class JournalAck(_Checked):
     """Replica -> coordinator: entries up to ``seq`` and replica set version ``members`` are
     durable here. ``ok`` False: resend a snapshot (a gap), or this replica follows a higher
     ``term`` (it voted for another candidate), which fences the sender."""
@@ -286,7 +287,7 @@ class JournalAck:
 
 @CONTROL.register(Kind.REPLICAS)
 @dataclass(frozen=True)
-class Replicas:
+class Replicas(_Checked):
     """Coordinator -> replicas: the replica set, best-ranked first (faulttolerance/quorum.py).
     ``version`` counts its changes; while ``joint``, ``old`` is the set before the last change
     and quorums of both count. Answered with ``JournalAck(members=version)``."""
@@ -301,7 +302,7 @@ class Replicas:
 
 @CONTROL.register(Kind.APP_QUERY)
 @dataclass(frozen=True)
-class AppQuery:
+class AppQuery(_Checked):
     """Anyone -> a daemon: what do you know of ``app``? Answered with ``AppState``."""
 
     app: str
@@ -309,7 +310,7 @@ class AppQuery:
 
 @CONTROL.register(Kind.APP_STATE)
 @dataclass(frozen=True)
-class AppState:
+class AppState(_Checked):
     """``role`` is "" when the daemon does not hold the app."""
 
     app: str
@@ -321,7 +322,7 @@ class AppState:
 
 @CONTROL.register(Kind.FETCH_APP)
 @dataclass(frozen=True)
-class FetchApp:
+class FetchApp(_Checked):
     """Anyone -> a holder: send ``app``'s results (answered with ``AppResults`` or ``Error``)."""
 
     app: str
@@ -329,7 +330,7 @@ class FetchApp:
 
 @CONTROL.register(Kind.APP_RESULTS)
 @dataclass(frozen=True)
-class AppResults:
+class AppResults(_Checked):
     app: str
     name: str
     term: int
@@ -341,7 +342,7 @@ class AppResults:
 
 @CONTROL.register(Kind.CANCEL_APP)
 @dataclass(frozen=True)
-class CancelApp:
+class CancelApp(_Checked):
     """Anyone -> the coordinator: cancel ``app`` (answered with ``AppState`` or ``Error``)."""
 
     app: str
@@ -350,7 +351,7 @@ class CancelApp:
 
 @CONTROL.register(Kind.FENCED)
 @dataclass(frozen=True)
-class Fenced:
+class Fenced(_Checked):
     """Volunteer -> coordinator: app ``app`` has a coordinator with the higher ``term``
     now; the asker coordinates it no more (it steps down). Sent instead of a reply."""
 
@@ -363,7 +364,7 @@ class Fenced:
 
 @CONTROL.register(Kind.CONDOR_JOIN)
 @dataclass(frozen=True)
-class CondorJoin:
+class CondorJoin(_Checked):
     """Coordinator -> recruited worker: join this CE's HTCondor pool (start a startd).
 
     ``token`` is the worker's IDTOKEN (identity ``<node>@workers.<ce_id>.bjgrid``), signed by
@@ -380,7 +381,7 @@ class CondorJoin:
 
 @CONTROL.register(Kind.CONDOR_JOINED)
 @dataclass(frozen=True)
-class CondorJoined:
+class CondorJoined(_Checked):
     """Worker -> coordinator: its startd runs (``machine``: its HTCondor Machine name), or
     why it could not join."""
 
@@ -392,7 +393,7 @@ class CondorJoined:
 
 @CONTROL.register(Kind.BOINC_ATTACH)
 @dataclass(frozen=True)
-class BoincAttach:
+class BoincAttach(_Checked):
     """Coordinator -> recruited worker: attach your BOINC client to the app's project
     (``master_url``, with the account ``authenticator`` made for this worker)."""
 
@@ -405,7 +406,7 @@ class BoincAttach:
 
 @CONTROL.register(Kind.BOINC_ATTACHED)
 @dataclass(frozen=True)
-class BoincAttached:
+class BoincAttached(_Checked):
     """Worker -> coordinator: the client is attached (``client``: how the project knows it),
     or why it could not attach."""
 
@@ -420,7 +421,7 @@ class BoincAttached:
 
 @CONTROL.register(Kind.VOTE_REQUEST)
 @dataclass(frozen=True)
-class VoteRequest:
+class VoteRequest(_Checked):
     """Replica -> the other replicas of ``app``: make me coordinator of ``term`` (my journal
     ends at ``seq``, received in ``last_term``, with replica set version ``members``)."""
 
@@ -434,7 +435,7 @@ class VoteRequest:
 
 @CONTROL.register(Kind.VOTE)
 @dataclass(frozen=True)
-class Vote:
+class Vote(_Checked):
     """The answer to ``VoteRequest``: granted or not (and why), with the voter's term."""
 
     app: str
@@ -448,7 +449,7 @@ class Vote:
 
 @CONTROL.register(Kind.GIVE_BACK)
 @dataclass(frozen=True)
-class GiveBack:
+class GiveBack(_Checked):
     """Worker -> coordinator: the owner needs the machine; attempt (task, attempt) was
     stopped and will not finish here. Requeued without counting against the task's retries."""
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bonjourgrid.app.bundle import pack_files, unpack_files
 from bonjourgrid.app.spec import AppSpec, TaskSpec
+from bonjourgrid.safepath import under
 from bonjourgrid.states.tasktable import TaskTable
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,13 @@ class ResultStore:
         """Make a staged attempt the task's committed outputs: one atomic rename, then the
         rename itself made durable (see the module docstring)."""
         staged = self._staging(task, attempt)
-        final = self.tasks / task
+        final = under(self.tasks, task)
         if not final.exists():
             os.rename(staged, final)
         elif exchange(staged, final):
             shutil.rmtree(staged, ignore_errors=True)  # now the previous attempt's folder
         else:
-            old = self.tasks / f".{task}.old"
+            old = under(self.tasks, f".{task}.old")
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
             staged.rename(final)
@@ -75,7 +76,7 @@ class ResultStore:
         shutil.rmtree(self._staging(task, attempt), ignore_errors=True)
 
     def _staging(self, task: str, attempt: int) -> Path:
-        return self.tasks / f".{task}.{attempt}.tmp"
+        return under(self.tasks, f".{task}.{attempt}.tmp")
 
     def inputs_for(self, task: TaskSpec, spec: AppSpec) -> bytes:
         """A tar of the declared outputs of ``task``'s predecessors, for its working dir."""

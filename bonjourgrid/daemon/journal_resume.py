@@ -12,6 +12,7 @@ from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon.node_base import NodeDaemonBase
 from bonjourgrid.faulttolerance.journal import AppRow
+from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import COORDINATING_ROLES, CoordinatorRole, Role
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class JournalResume(NodeDaemonBase):
                     self._dormant[row.app] = row
             elif role is Role.STANDBY or row.ended is None:
                 self.journal.forget(row.app)
-                shutil.rmtree(self.paths.apps_dir / row.app, True)
+                shutil.rmtree(under(self.paths.apps_dir, row.app), True)
             elif now - row.ended <= self.config.results_keep:
                 app = self._restore(
                     row, CoordinatorRole.restored(row.app, role, row.term, row.reason)
@@ -52,7 +53,7 @@ class JournalResume(NodeDaemonBase):
                 self.apps[row.app] = app
             else:
                 self.journal.forget(row.app)
-                shutil.rmtree(self.paths.apps_dir / row.app, True)
+                shutil.rmtree(under(self.paths.apps_dir, row.app), True)
 
     def _restore(self, row: AppRow, role: CoordinatorRole) -> AppCoordinator:
         assert self.journal is not None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from bonjourgrid.control.codec import Registry
+from bonjourgrid.control.message_checks import Checked as _Checked
 
 LOCAL = Registry("local")
 
@@ -33,7 +34,7 @@ class LocalKind(IntEnum):
 
 @LOCAL.register(LocalKind.SUBMIT)
 @dataclass(frozen=True)
-class Submit:
+class Submit(_Checked):
     spec: dict[str, object]
     """The resolved app (``AppSpec.to_json()``), with CLI overrides applied."""
     bundle: bytes
@@ -49,20 +50,20 @@ class Submit:
 
 @LOCAL.register(LocalKind.SUBMITTED)
 @dataclass(frozen=True)
-class Submitted:
+class Submitted(_Checked):
     app: str
     resumed: bool
 
 
 @LOCAL.register(LocalKind.WATCH)
 @dataclass(frozen=True)
-class Watch:
+class Watch(_Checked):
     app: str
 
 
 @LOCAL.register(LocalKind.PROGRESS)
 @dataclass(frozen=True)
-class Progress:
+class Progress(_Checked):
     app: str
     name: str
     role: str
@@ -78,13 +79,13 @@ class Progress:
 
 @LOCAL.register(LocalKind.FETCH_RESULTS)
 @dataclass(frozen=True)
-class FetchResults:
+class FetchResults(_Checked):
     app: str
 
 
 @LOCAL.register(LocalKind.RESULTS)
 @dataclass(frozen=True)
-class Results:
+class Results(_Checked):
     app: str
     name: str
     complete: bool
@@ -96,43 +97,43 @@ class Results:
 
 @LOCAL.register(LocalKind.STATUS)
 @dataclass(frozen=True)
-class StatusRequest:
+class StatusRequest(_Checked):
     timeout: float
 
 
 @LOCAL.register(LocalKind.STATUS_REPLY)
 @dataclass(frozen=True)
-class StatusReply:
+class StatusReply(_Checked):
     machines: list[object]
 
 
 @LOCAL.register(LocalKind.APPS)
 @dataclass(frozen=True)
-class AppsRequest:
+class AppsRequest(_Checked):
     timeout: float
 
 
 @LOCAL.register(LocalKind.APPS_REPLY)
 @dataclass(frozen=True)
-class AppsReply:
+class AppsReply(_Checked):
     apps: list[object]
 
 
 @LOCAL.register(LocalKind.CANCEL)
 @dataclass(frozen=True)
-class CancelApp:
+class CancelApp(_Checked):
     app: str
 
 
 @LOCAL.register(LocalKind.OK)
 @dataclass(frozen=True)
-class Ok:
+class Ok(_Checked):
     message: str
 
 
 @LOCAL.register(LocalKind.FAILURE)
 @dataclass(frozen=True)
-class Failure:
+class Failure(_Checked):
     code: int
     """The exit status the CLI should use (DESIGN.md contract)."""
     message: str

@@ -59,6 +59,7 @@ from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
 from bonjourgrid.policy import Action, PolicyDriver, PolicyState
 from bonjourgrid.policy.volunteer import VolunteerSettings
+from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
 
 log = logging.getLogger(__name__)
@@ -389,7 +390,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             me=self.me,
             config=self.config,
             offers=self.offers,
-            store_root=self.paths.apps_dir / app_id,
+            store_root=under(self.paths.apps_dir, app_id),
             journal=self.journal,
             role=role,
             entries=entries or (),

@@ -13,6 +13,7 @@ from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.messages import AppEnded, JournalAck, JournalAppend, ReplicaOpen, Replicas
 from bonjourgrid.daemon.node_base import NodeDaemonBase
 from bonjourgrid.faulttolerance.quorum import Voter
+from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 from bonjourgrid.states.coordinator import CoordinatorRole, Role, TermSeen
 
@@ -88,7 +89,7 @@ class ReplicaHandlers(NodeDaemonBase):
             signature=msg.signature,
             signer=msg.signer,
         )
-        store = self.paths.apps_dir / msg.app
+        store = under(self.paths.apps_dir, msg.app)
         await asyncio.to_thread(shutil.rmtree, store, True)
         if msg.outputs:
             (store / "tasks").mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ from bonjourgrid.control.messages import (
     TaskResult,
 )
 from bonjourgrid.daemon.hostinfo import HostInfo
+from bonjourgrid.safepath import under
 from bonjourgrid.states import volunteer as v
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class VolunteerAgent:
         if was_idle:
             ctx = WorkerContext(
                 app=first.app,
-                root=self.work_dir / first.app,
+                root=under(self.work_dir, first.app),
                 address=ch.local_address,
                 slots=self.host.slots,
                 node=self.host.node_id,

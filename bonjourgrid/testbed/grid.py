@@ -2,11 +2,16 @@
 
 Used by the integration tests, the benchmarks and ``bjgrid demo``. Every process runs inside
 its host's namespaces (real mDNS on the LAN's bridge, never this machine's interfaces).
+
+Starting many daemons on a loaded 2-core machine is slow (issue 16): waits scale with the
+machine's load (:func:`patience`), and a daemon that dies at start is started again once, its
+log printed, before the start counts as failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +22,20 @@ from bonjourgrid.gridkey import GridKey, write_key
 from .vlan import Host, VirtualLan
 
 CLI = (sys.executable, "-m", "bonjourgrid.cli")
+MAX_PATIENCE = 600.0
+"""No load-scaled wait goes beyond this (a machine that slow is broken, not loaded)."""
+
+
+def patience(base: float, *, starting: int = 1) -> float:
+    """``base`` seconds scaled by this machine's load: x (1-minute load average / CPUs) when
+    over 1, plus 2 s per daemon beyond the first starting at once; at most MAX_PATIENCE."""
+    cpus = os.cpu_count() or 1
+    load = os.getloadavg()[0] / cpus
+    return min(MAX_PATIENCE, base * max(1.0, load) + 2.0 * max(0, starting - 1))
+
+
+class DaemonDied(RuntimeError):
+    """A `bjgrid join` exited before it was up (its log is in the message)."""
 
 
 class Grid:
@@ -43,20 +62,34 @@ class Grid:
         self.daemons[host.name] = proc
         return proc
 
-    def join_all(self, hosts: Sequence[Host], *args: str, timeout: float = 30.0) -> None:
+    def join_all(self, hosts: Sequence[Host], *args: str, timeout: float | None = None) -> None:
+        """Start `bjgrid join ARGS` on every host and wait until all are up. A daemon that
+        dies at start is started once more (its log printed to stderr) before giving up.
+        ``timeout`` (per host) defaults to a load-scaled :func:`patience`."""
         for h in hosts:
             self.join(h, *args)
         for h in hosts:
-            self.wait_daemon(h, timeout=timeout)
+            wait = timeout if timeout is not None else patience(30.0, starting=len(hosts))
+            try:
+                self.wait_daemon(h, timeout=wait)
+            except DaemonDied as e:
+                print(f"{e}\n(starting it once more)", file=sys.stderr, flush=True)
+                self.join(h, *args)
+                self.wait_daemon(h, timeout=wait)
 
-    def wait_daemon(self, host: Host, *, timeout: float = 30.0) -> None:
-        """Wait until ``host``'s daemon answers on its local socket."""
+    def wait_daemon(self, host: Host, *, timeout: float | None = None) -> None:
+        """Wait until ``host``'s daemon answers on its local socket (``timeout`` defaults to
+        a load-scaled :func:`patience`). DaemonDied if it exits, TimeoutError if too slow."""
         sock = host.home / "state" / "daemon.sock"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if timeout is not None else patience(30.0))
         while time.monotonic() < deadline:
             proc = self.daemons.get(host.name)
             if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"bjgrid join on {host.name} exited: {self.log(host)[-2000:]}")
+                self.daemons.pop(host.name, None)
+                raise DaemonDied(
+                    f"bjgrid join on {host.name} exited with {proc.returncode} at start; "
+                    f"its log:\n{self.log(host)[-4000:]}"
+                )
             if sock.exists():
                 return
             time.sleep(0.05)
@@ -85,11 +118,12 @@ class Grid:
         return rows
 
     def wait_idle(
-        self, observer: Host, hosts: Sequence[Host], *, timeout: float = 30.0
+        self, observer: Host, hosts: Sequence[Host], *, timeout: float | None = None
     ) -> list[dict[str, object]]:
-        """Wait until ``observer`` sees every one of ``hosts`` idle and reachable."""
+        """Wait until ``observer`` sees every one of ``hosts`` idle and reachable (``timeout``
+        defaults to a load-scaled :func:`patience`)."""
         names = {h.name for h in hosts}
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (timeout if timeout is not None else patience(30.0))
         rows: list[dict[str, object]] = []
         while time.monotonic() < deadline:
             rows = self.status(observer)
@@ -113,4 +147,4 @@ def reservations(host: Host) -> list[dict[str, object]]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["CLI", "Grid", "reservations"]
+__all__ = ["CLI", "DaemonDied", "Grid", "patience", "reservations"]

@@ -17,10 +17,10 @@ from bonjourgrid.control import (
     AuthError,
     Channel,
     ChannelClosed,
-    Heartbeat,
     Ping,
     Pong,
     Registry,
+    Release,
     Reserve,
     ReserveReply,
     connect,
@@ -126,7 +126,7 @@ def test_concurrent_senders_do_not_interleave_frames(run: Run) -> None:
         async with server:
             ch = await dial(port)
             big = 200_000  # several socket writes per frame
-            msgs = [Heartbeat("x" * big + str(i), i, 1.0) for i in range(20)]
+            msgs = [Release("a", i, "x" * big + str(i)) for i in range(20)]
             await asyncio.gather(*(ch.send(m) for m in msgs))
             assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
             got = [await volunteer.next() for _ in msgs]
@@ -389,7 +389,7 @@ def test_frames_injected_by_a_man_in_the_middle_are_rejected(
     assert "closing control channel with coord" in caplog_control.text
 
 
-def test_authentic_but_undecodable_message_is_dropped_and_the_channel_continues(
+def test_authentic_but_undecodable_message_closes_the_link_and_others_go_on(
     run: Run, caplog_control: pytest.LogCaptureFixture
 ) -> None:
     newer = Registry("control")
@@ -407,10 +407,13 @@ def test_authentic_but_undecodable_message_is_dropped_and_the_channel_continues(
         async with server:
             ch = await dial(port, registry=newer)
             await ch.send(FromTheFuture(1))
-            assert await ch.request(RESERVE, timeout=5) == ReserveReply("app-1", True, "", 4)
+            with pytest.raises(ChannelClosed):
+                await ch.request(RESERVE, timeout=5)
             assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
-            assert await volunteer.next() == RESERVE
+            assert isinstance(await volunteer.next(), ChannelClosed)  # RESERVE never handled
             await ch.close()
+            await good_conversation(port, volunteer)
 
     run(main())
+    assert "refused an invalid message" in caplog_control.text
     assert "unknown control message kind 999" in caplog_control.text

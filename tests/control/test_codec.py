@@ -49,6 +49,7 @@ from bonjourgrid.control.messages import (
     Vote,
     VoteRequest,
 )
+from bonjourgrid.ids import NAME_RE, RESERVED_IDS
 
 EXAMPLES: list[object] = [
     Ping(),
@@ -411,9 +412,44 @@ def _strategy(tp: object) -> st.SearchStrategy[object]:
     raise AssertionError(tp)
 
 
+_id = st.from_regex(NAME_RE, fullmatch=True).filter(lambda s: s not in RESERVED_IDS)
+_count = st.integers(min_value=0)
+_duration = st.floats(min_value=0, allow_nan=False, allow_infinity=False)
+_label = st.text(st.characters(min_codepoint=32, blacklist_categories=("Cs",)), max_size=20)
+_BY_NAME: dict[str, st.SearchStrategy[object]] = {
+    # the field-name rules of control/message_checks.py: the valid values of each
+    **dict.fromkeys(["app", "task", "node", "candidate"], _id),
+    "coordinator": _id,
+    **dict.fromkeys(["replicas", "old", "coordinates"], st.lists(_id, max_size=4).map(tuple)),
+    "hosts": st.dictionaries(_id, _label.filter(lambda s: "/" not in s), max_size=4),
+    **dict.fromkeys(["host", "coordinator_host", "collector_host"], st.just("host-1")),
+    **dict.fromkeys(["user", "signer"], st.just("") | st.just("alice@lab")),
+    "name": _id,
+    "env": st.dictionaries(st.from_regex(r"[A-Z_]{1,8}", fullmatch=True), _label, max_size=4),
+    "running": st.lists(_label, max_size=4).map(tuple),
+    **dict.fromkeys(
+        ["attempt", "term", "last_term", "seq", "members", "version", "cpus", "slots"], _count
+    ),
+    **dict.fromkeys(["free_slots", "memory_mb"], _count),
+    **dict.fromkeys(["lease", "seconds"], _duration),
+    "timeout": st.none() | _duration,
+}
+
+
 def _message(cls: type) -> st.SearchStrategy[object]:
     hints = typing.get_type_hints(cls)
-    return st.builds(cls, **{f.name: _strategy(hints[f.name]) for f in dataclasses.fields(cls)})
+
+    def pick(name: str) -> st.SearchStrategy[object]:
+        if name == "outputs" and hints[name] is not bytes:
+            return st.lists(_id, max_size=4).map(tuple)
+        if name == "coordinator" and type(None) in typing.get_args(hints[name]):
+            return st.none() | _id
+        if name == "app" and type(None) in typing.get_args(hints[name]):
+            return st.none() | _id
+        found = _BY_NAME.get(name)
+        return found if found is not None else _strategy(hints[name])
+
+    return st.builds(cls, **{f.name: pick(f.name) for f in dataclasses.fields(cls)})
 
 
 _any_message = st.one_of([_message(cls) for cls in CONTROL.types().values()])

@@ -104,7 +104,7 @@ def test_a_regular_file_in_the_way_is_not_removed(run: Run, tmp_path: Path) -> N
     assert path.read_text() == "precious"
 
 
-def test_undecodable_local_message_is_dropped_and_the_next_arrives(
+def test_undecodable_local_message_closes_the_link(
     run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bonjourgrid.control")
@@ -118,6 +118,11 @@ def test_undecodable_local_message_is_dropped_and_the_next_arrives(
             good = LOCAL.encode(Status(1.0))
             for frame in (junk, good):
                 writer.write(struct.pack(">I", len(frame)) + frame)
+            await writer.drain()
+            assert await reader.read() == b""  # closed, the good one unanswered
+            writer.close()
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(struct.pack(">I", len(good)) + good)
             await writer.drain()
             (length,) = struct.unpack(">I", await reader.readexactly(4))
             assert isinstance(LOCAL.decode(await reader.readexactly(length)), StatusReply)

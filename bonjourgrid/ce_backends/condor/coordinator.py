@@ -54,6 +54,7 @@ from bonjourgrid.ce_backends.condor.installation import Installation, require
 from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
 from bonjourgrid.ce_backends.embedded.coordinator import stage_app, task_argv
 from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
+from bonjourgrid.safepath import under
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
@@ -297,7 +298,7 @@ class CondorCoordinator(CoordinatorBackend):
         client = self.client
         if client is None or self._stopped:
             raise RuntimeError("the CE's head is not running")
-        job_dir = self.jobs_dir / f"{task.id}.{attempt.attempt}"
+        job_dir = under(self.jobs_dir, f"{task.id}.{attempt.attempt}")
         spec = await asyncio.to_thread(self._stage, task, attempt.attempt, job_dir, inputs)
         cluster = await asyncio.to_thread(client.submit, spec)
         self._jobs[cluster] = _Job(task, attempt.attempt, job_dir, cluster, time.monotonic())

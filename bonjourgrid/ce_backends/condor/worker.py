@@ -27,6 +27,7 @@ from bonjourgrid.ce_backends.condor.coordinator import machine_name
 from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
 from bonjourgrid.ce_backends.condor.installation import Installation, find
 from bonjourgrid.control.messages import CondorJoin, CondorJoined
+from bonjourgrid.safepath import under
 
 if TYPE_CHECKING:
     from bonjourgrid.control.messages import RunTask
@@ -97,7 +98,7 @@ class CondorWorker(WorkerBackend):
         inst = self.inst = self.inst or find()
         if inst is None:
             raise RuntimeError("no usable HTCondor on this volunteer")
-        role_dir = self.root / f"startd-{msg.ce_id}"
+        role_dir = under(self.root, f"startd-{msg.ce_id}")
         token_dir = role_dir / "tokens"
         security.install_token(token_dir, "ce", msg.token)
         text = config.execute_config(

@@ -32,116 +32,34 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import shutil
-import signal
-import stat
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import psutil
 
 from bonjourgrid.app.bundle import sha256_hex, unpack_files
-from bonjourgrid.ce_backends.embedded import cgroups, isolation
+from bonjourgrid.ce_backends.embedded import cgroups, isolation, limits, staging
 from bonjourgrid.ce_backends.embedded.collect import collect
+from bonjourgrid.ce_backends.embedded.sandbox_config import (
+    DEFAULT_SANDBOX,
+    SandboxConfig,
+    TaskOutcome,
+    TaskRun,
+)
 from bonjourgrid.ce_backends.embedded.task_processes import TaskControl, TaskProcesses
+from bonjourgrid.safepath import under
 
 log = logging.getLogger(__name__)
 
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _MB = 1024 * 1024
+_Logs = tuple[IO[bytes], IO[bytes]]
+"""A task's stdout and stderr: unnamed files the daemon opened."""
 _DISK_CHECK_EVERY = 2.0
 """Seconds between two sizings of a task's directory (a walk of its files)."""
-_OOM_MARKERS = (
-    b"MemoryError",
-    b"Cannot allocate memory",
-    b"std::bad_alloc",
-    b"out of memory",
-    b"Out of memory",
-)
-"""What a program hitting the address-space backstop usually prints (malloc failed)."""
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    """How tasks are confined on this volunteer. Defaults in the spirit of BOINC's
-    preferences (a fair share of memory, bounded disk); every value is configurable."""
-
-    uid_base: int = 64000
-    """Tasks run as uid = gid = ``uid_base + n`` (0 <= n < ``uid_count``) when the daemon
-    is root. The range must be used by bjgrid alone: a leased account's processes are killed."""
-    uid_count: int = 1000
-    """Size of the slot-account range."""
-    lock_dir: str = "/run/bonjourgrid/slot-accounts"
-    """Host-wide folder of the accounts' lease locks (shared by every daemon of the host)."""
-    slot_users: bool | None = None
-    """Run tasks as slot accounts: None means "when the daemon runs as root"."""
-    memory_mb: int = 2048
-    """Memory cap of a task that declares no ``memory_mb``."""
-    cpu_seconds: int = 7 * 24 * 3600
-    """CPU time of one attempt (SIGXCPU, then SIGKILL 5 s later)."""
-    file_size_mb: int = 4096
-    """Largest file a task may write (SIGXFSZ beyond)."""
-    max_processes: int = 512
-    """Processes and threads of one slot account (only with slot accounts: RLIMIT_NPROC
-    counts every process of a uid, the daemon's user's included)."""
-    disk_mb: int = 0
-    """Size of a task's directory; 0: no limit beyond file size."""
-    isolate_network: bool = True
-    """No network for tasks that do not ask for it, where the kernel allows."""
-    isolate_mounts: bool = True
-    """Private /tmp and /dev/shm, where the kernel allows."""
-    tmp_size_mb: int = 256
-    """Size of the private /tmp (and /dev/shm)."""
-    watch_interval: float = 0.2
-    """How often the memory of a running task is measured."""
-    max_output_mb: int = 64
-    """A task's whole result (logs and outputs, uncompressed); beyond, the attempt fails with
-    ``outputs exceed N MB`` and only its logs' tails come back. Well under one frame."""
-    max_output_files: int = 10_000
-    """Files and folders of a task's result."""
-    max_unpack_mb: int = 1024
-    """Expanded size of an app bundle or of a task's inputs."""
-    max_unpack_files: int = 100_000
-    """Entries of an app bundle or of a task's inputs."""
-    cgroups: bool = True
-    """A cgroup per attempt (freeze, kill, memory, pids) where the daemon can make one."""
-
-    def __post_init__(self) -> None:
-        if self.uid_base < 1000 or self.uid_count < 1:
-            raise ValueError(f"uid_base {self.uid_base}: slot accounts must not be system uids")
-
-
-DEFAULT_SANDBOX = SandboxConfig()
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    app: str
-    task: str
-    attempt: int
-    argv: tuple[str, ...]
-    env: dict[str, str]
-    timeout: float | None
-    outputs: tuple[str, ...]
-    inputs: bytes
-    inputs_sha256: str
-    memory_mb: int = 0
-    """The task's declared memory; 0: the sandbox's default cap."""
-    network: bool = False
-    """The task asked for the network."""
-
-
-@dataclass(frozen=True)
-class TaskOutcome:
-    exit_code: int | None
-    seconds: float
-    error: str
-    outputs: bytes
-    outputs_sha256: str
 
 
 def _running_as_root() -> bool:
@@ -161,7 +79,7 @@ async def run_task(
     start, limits, outputs): the outcome's ``error`` says what happened. ``slot`` (the
     worker's slot number) is the account tried first, so a task usually gets ``uid_base +
     slot``; any free account of the range will do."""
-    taskdir = scratch / f"{run.task}.{run.attempt}"
+    taskdir = under(scratch, f"{run.task}.{run.attempt}")
     if taskdir.exists():
         shutil.rmtree(taskdir)
     taskdir.mkdir(parents=True)
@@ -191,46 +109,6 @@ def _unnamed_file(folder: Path) -> IO[bytes]:
     return tempfile.TemporaryFile(dir=folder)  # closed by run_task
 
 
-def _memory_cap_mb(run: TaskRun, config: SandboxConfig) -> int:
-    return run.memory_mb if run.memory_mb > 0 else config.memory_mb
-
-
-def _rlimits(cap_mb: int, config: SandboxConfig, uid: int | None) -> list[tuple[int, int, int]]:
-    limits = [
-        (resource.RLIMIT_CPU, config.cpu_seconds, config.cpu_seconds + 5),
-        (resource.RLIMIT_FSIZE, config.file_size_mb * _MB, config.file_size_mb * _MB),
-        (resource.RLIMIT_CORE, 0, 0),
-    ]
-    if cap_mb > 0:
-        # A backstop against one huge allocation faster than the watchdog: address space
-        # is not memory (threads and mappings reserve much), so it is generous.
-        backstop = (2 * cap_mb + 512) * _MB
-        limits.append((resource.RLIMIT_AS, backstop, backstop))
-    if uid is not None:
-        limits.append((resource.RLIMIT_NPROC, config.max_processes, config.max_processes))
-    return limits
-
-
-def _prepare_for(taskdir: Path, uid: int) -> None:
-    """Give the slot account its directory (and everything staged in it), mode 0700."""
-    for root, dirs, files in os.walk(taskdir):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, uid)
-    os.chown(taskdir, uid, uid)
-    os.chmod(taskdir, 0o700)
-
-
-def _unreachable_ancestor(path: Path) -> Path | None:
-    """The first ancestor another user cannot search (only matters without mount isolation)."""
-    for parent in reversed(path.resolve().parents):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return parent
-    return None
-
-
-_Logs = tuple[IO[bytes], IO[bytes]]
-
-
 def _make_cgroup(config: SandboxConfig, uid: int | None, cap_mb: int) -> cgroups.TaskCgroup | None:
     """The attempt's cgroup, or None where cgroups are off or not usable here."""
     lay = cgroups.layout() if config.cgroups and _running_as_root() else None
@@ -254,7 +132,7 @@ async def _run_in(
     uid: int | None,
     control: TaskControl,
 ) -> TaskOutcome:
-    cap_mb = _memory_cap_mb(run, config)
+    cap_mb = limits.memory_cap_mb(run, config)
     cgroup = await asyncio.to_thread(_make_cgroup, config, uid, cap_mb)
     task_fd = os.open(taskdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -281,7 +159,7 @@ async def _run_with(
     new_network = new_network and not run.network
     new_mounts = bool(caps and caps.mount_namespace and config.isolate_mounts)
     try:
-        _populate(taskdir, app_files)
+        staging.populate(taskdir, app_files)
         if run.inputs:
             if sha256_hex(run.inputs) != run.inputs_sha256:
                 raise ValueError("inputs checksum mismatch")
@@ -294,8 +172,8 @@ async def _run_with(
             )
         if uid is not None:
             await asyncio.to_thread(isolation.kill_all_of, uid)  # leftovers of a crash
-            _prepare_for(taskdir, uid)
-            blocked = None if new_mounts else _unreachable_ancestor(taskdir)
+            staging.prepare_for(taskdir, uid)
+            blocked = None if new_mounts else staging.unreachable_ancestor(taskdir)
             if blocked is not None:
                 raise ValueError(f"uid {uid} cannot reach its directory ({blocked} is private)")
     except Exception as e:  # a broken staging is the attempt's failure, reported, not a crash
@@ -312,9 +190,9 @@ async def _run_with(
         "BJGRID_TASK": run.task,
         "BJGRID_ATTEMPT": str(run.attempt),
     }
-    cap_mb = _memory_cap_mb(run, config)
+    cap_mb = limits.memory_cap_mb(run, config)
     setup = isolation.ChildSetup(
-        rlimits=tuple(_rlimits(cap_mb, config, uid)),
+        rlimits=tuple(limits.rlimits(cap_mb, config, uid)),
         uid=uid,
         gid=uid,
         new_network=new_network,
@@ -355,10 +233,10 @@ async def _run_with(
         error = f"memory limit exceeded ({cap_mb} MB)"
     seconds = time.monotonic() - started - control.suspended_for(time.monotonic())
     if not error and exit_code is not None and exit_code < 0:
-        error = _signal_reason(-exit_code, config)
-    elif not error and exit_code in _SHELL_LIMIT_CODES:  # a shell's child died of a limit
-        error = _signal_reason(exit_code - 128, config)
-    if not error and exit_code and _looks_out_of_memory(logs[1]):
+        error = limits.signal_reason(-exit_code, config)
+    elif not error and exit_code in limits.SHELL_LIMIT_CODES:  # a shell's child died of a limit
+        error = limits.signal_reason(exit_code - 128, config)
+    if not error and exit_code and limits.looks_out_of_memory(logs[1]):
         error = f"memory limit exceeded ({cap_mb} MB)"
     if error.startswith("memory limit exceeded"):
         exit_code = None  # reported as the attempt's failure reason, not as an exit status
@@ -423,45 +301,6 @@ def _tree_size(root: Path) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
     return total
-
-
-_SHELL_LIMIT_CODES = (128 + signal.SIGXCPU, 128 + signal.SIGXFSZ)
-
-
-def _signal_reason(sig: int, config: SandboxConfig) -> str:
-    if sig == signal.SIGXCPU:
-        return f"CPU time limit exceeded ({config.cpu_seconds} s)"
-    if sig == signal.SIGXFSZ:
-        return f"file size limit exceeded ({config.file_size_mb} MB)"
-    return f"killed by signal {sig}"
-
-
-def _looks_out_of_memory(stderr: IO[bytes]) -> bool:
-    """A failed task whose last words say an allocation failed hit the address-space cap."""
-    try:
-        size = os.fstat(stderr.fileno()).st_size
-        tail = os.pread(stderr.fileno(), 4096, max(0, size - 4096))
-    except OSError:
-        return False
-    return any(m in tail for m in _OOM_MARKERS)
-
-
-def _populate(taskdir: Path, app_files: Path) -> None:
-    """Give the task its own copy of the app's files."""
-    if not app_files.is_dir():
-        return
-    for entry in app_files.iterdir():
-        target = taskdir / entry.name
-        if entry.is_dir():
-            shutil.copytree(entry, target, copy_function=_copy)
-        else:
-            _copy(str(entry), str(target))
-
-
-def _copy(src: str, dst: str) -> str:
-    # Not a hard link: that would let a task modify the staged original for later tasks.
-    shutil.copy2(src, dst)
-    return dst
 
 
 async def _outcome(
