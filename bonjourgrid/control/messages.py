@@ -97,6 +97,12 @@ class Reserve(_Checked):
     """SHA-256 of the app bundle the signature covers (StageApp must carry the same)."""
     spec: dict[str, object] = field(default_factory=dict)
     """The app's task list (``AppSpec.to_json()``), part of what is signed."""
+    ce_key: str = ""
+    """The app's CE public key (64 hex digits, app/ce_key.py): for a signed app the one its
+    signature covers; for an unsigned app the volunteer binds the app to it."""
+    proof: str = ""
+    """The CE key's proof of coordination over (app, term, coordinator, the volunteer's node
+    id), hex; a volunteer refuses a Reserve without a valid one (also a re-homing)."""
 
 
 @CONTROL.register(Kind.RESERVE_REPLY)
@@ -256,6 +262,9 @@ class ReplicaOpen(_Checked):
     still recruit volunteers with a ``trusted_users`` list; "" when unsigned."""
     signer: str = ""
     """The user name in the signature."""
+    ce_secret: str = ""
+    """The app's private CE key (hex), so that an elected replica can prove it coordinates
+    the app when it re-homes the workers (travels only on the authenticated channel)."""
 
 
 @CONTROL.register(Kind.JOURNAL_APPEND)
