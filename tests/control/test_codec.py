@@ -211,6 +211,8 @@ def test_wrongly_typed_field_is_refused(field: str, value: object) -> None:
         "signature": "",
         "bundle_sha256": "",
         "spec": {},
+        "ce_key": "",
+        "proof": "",
     }
     assert CONTROL.decode(raw(Kind.RESERVE, doc)) == Reserve("a", "c", "h", 1, 2.5, "embedded")
     doc[field] = value
