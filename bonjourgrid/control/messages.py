@@ -335,6 +335,9 @@ class FetchApp(_Checked):
     """Anyone -> a holder: send ``app``'s results (answered with ``AppResults`` or ``Error``)."""
 
     app: str
+    proof: str = ""
+    """``RequestProof.encode()`` (app/request_proof.py) by the submitter's key, action
+    "results", naming the sender's node; a signed app is answered only with a valid one."""
 
 
 @CONTROL.register(Kind.APP_RESULTS)
@@ -347,6 +350,10 @@ class AppResults(_Checked):
     outcome: str
     results: dict[str, object]
     outputs: bytes
+    manifest: str = ""
+    """The result manifest of this answer (coordinator/manifest.py): checked by the asker."""
+    manifest_signature: str = ""
+    """Signature of ``manifest`` by the app's CE key; "" until signature v2 provides one."""
 
 
 @CONTROL.register(Kind.CANCEL_APP)
@@ -356,6 +363,8 @@ class CancelApp(_Checked):
 
     app: str
     reason: str
+    proof: str = ""
+    """As in ``FetchApp``, with action "cancel"."""
 
 
 @CONTROL.register(Kind.FENCED)

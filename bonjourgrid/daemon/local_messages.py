@@ -81,6 +81,9 @@ class Progress(_Checked):
 @dataclass(frozen=True)
 class FetchResults(_Checked):
     app: str
+    proof: str = ""
+    """``RequestProof.encode()`` by the user's key (action "results", this daemon's node),
+    passed on to the holder; "" when the user has no key (unsigned apps only)."""
 
 
 @LOCAL.register(LocalKind.RESULTS)
@@ -93,6 +96,11 @@ class Results(_Checked):
     results: dict[str, object]
     outputs: bytes
     """A tar of ``<task-id>/...`` for every task that has outputs so far."""
+    manifest: str = ""
+    """The holder's result manifest (coordinator/manifest.py), checked by the CLI."""
+    manifest_signature: str = ""
+    holder: str = ""
+    """The node id of the daemon whose answer this is."""
 
 
 @LOCAL.register(LocalKind.STATUS)
@@ -123,6 +131,8 @@ class AppsReply(_Checked):
 @dataclass(frozen=True)
 class CancelApp(_Checked):
     app: str
+    proof: str = ""
+    """As in ``FetchResults``, with action "cancel"."""
 
 
 @LOCAL.register(LocalKind.OK)
