@@ -13,6 +13,10 @@ What a task gets (docs/sandbox.md says exactly what is and is not isolated):
 - where the kernel allows: no network (a private network namespace with only loopback) unless
   the task asks for it, and a private mount namespace (fresh /tmp and /dev/shm, its directory
   seen at ``/tmp/task``);
+- when the daemon is not root, a bubblewrap sandbox (``bwrap.py``): the system's dirs
+  read-only and its own directory at ``/tmp/task``, nothing of the owner's; no network unless
+  asked; a PID namespace, so nothing it started outlives it. Where neither root nor
+  bubblewrap can isolate it, the task is refused unless the owner allowed unisolated tasks;
 - a cgroup of its own where the root daemon can make one (``cgroups.py``), else its slot
   account, else its process group and session: every process of the task is killed when it
   ends, **before** its directory is read (``task_processes.py``);
@@ -41,7 +45,7 @@ from typing import IO
 import psutil
 
 from bonjourgrid.app.bundle import sha256_hex, unpack_files
-from bonjourgrid.ce_backends.embedded import cgroups, isolation, limits, staging
+from bonjourgrid.ce_backends.embedded import bwrap, cgroups, isolation, limits, staging
 from bonjourgrid.ce_backends.embedded.collect import collect
 from bonjourgrid.ce_backends.embedded.sandbox_config import (
     DEFAULT_SANDBOX,
@@ -154,7 +158,12 @@ async def _run_with(
     control: TaskControl,
     cgroup: cgroups.TaskCgroup | None,
 ) -> TaskOutcome:
-    caps = isolation.probe() if (config.isolate_network or config.isolate_mounts) else None
+    iso = bwrap.isolation_for(config.bwrap, config.allow_unisolated)
+    if iso.refuses:  # the volunteer refuses reservations too: this is the backstop
+        return await _outcome(None, 0.0, f"refused: {iso.refusal()}", logs, None, None, config)
+    boxed = iso.mode == bwrap.BWRAP
+    want = not boxed and (config.isolate_network or config.isolate_mounts)
+    caps = isolation.probe() if want else None
     new_network = bool(caps and caps.network_namespace and config.isolate_network)
     new_network = new_network and not run.network
     new_mounts = bool(caps and caps.mount_namespace and config.isolate_mounts)
@@ -179,7 +188,10 @@ async def _run_with(
     except Exception as e:  # a broken staging is the attempt's failure, reported, not a crash
         return await _outcome(None, 0.0, f"staging failed: {e}", logs, None, None, config)
 
-    seen_dir = isolation.TASK_MOUNT if new_mounts else str(taskdir)
+    seen_dir = isolation.TASK_MOUNT if new_mounts or boxed else str(taskdir)
+    argv = run.argv
+    if boxed:
+        argv = (*_bwrap_argv(iso.program, taskdir, run, config), *run.argv)
     env = {
         "PATH": _SAFE_PATH,
         "HOME": seen_dir,
@@ -203,7 +215,7 @@ async def _run_with(
     started = time.monotonic()
     try:
         proc = await asyncio.create_subprocess_exec(
-            *run.argv,
+            *argv,
             cwd=taskdir,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
@@ -242,6 +254,17 @@ async def _run_with(
         exit_code = None  # reported as the attempt's failure reason, not as an exit status
     outputs = run.outputs if exit_code == 0 else None
     return await _outcome(exit_code, max(0.0, seconds), error, logs, task_fd, outputs, config)
+
+
+def _bwrap_argv(program: str, taskdir: Path, run: TaskRun, config: SandboxConfig) -> list[str]:
+    return bwrap.argv(
+        program,
+        task_dir=str(taskdir),
+        layout=bwrap.system_layout(),
+        network=run.network,
+        tmp_size_mb=config.tmp_size_mb,
+        resolver=bwrap.system_layout(bwrap.RESOLVER_DIRS),
+    )
 
 
 async def _watch(

@@ -49,6 +49,12 @@ class SandboxConfig:
     """Entries of an app bundle or of a task's inputs."""
     cgroups: bool = True
     """A cgroup per attempt (freeze, kill, memory, pids) where the daemon can make one."""
+    bwrap: str = ""
+    """The bubblewrap that confines tasks when the daemon is not root (``bwrap.py``): a path,
+    or "" for ``bwrap`` on PATH. A path that does not exist means no bubblewrap here."""
+    allow_unisolated: bool = False
+    """Run tasks with no isolation where neither root nor bubblewrap can give any (the owner's
+    explicit choice: ``join --allow-unisolated``); otherwise such a volunteer refuses tasks."""
 
     def __post_init__(self) -> None:
         if self.uid_base < 1000 or self.uid_count < 1:
