@@ -1,13 +1,17 @@
 """Which BOINC results go to which client, and what became of them. Pure: time is passed in.
 
 Theory of operation: the caller submits one ``Job`` per task attempt; each job becomes exactly
-one BOINC result (its own workunit, named ``bjg<seq>_<task>_<attempt>``; the attempt number
+one BOINC result (its own workunit, named ``bjg<seq>-<token>_<task>_<attempt>``, where the
+token is random: the output file's name is the capability to upload it; the attempt number
 reaches the wrapper as ``--attempt N`` on its command line, so a job's input files serve every
 attempt). On every scheduler
 request ``handle`` does, in order:
 
 1. host id: a client with ``hostid`` 0 gets a new id (the same one again for a known CPID);
-2. reports: each reported result is acked; a result that ran and uploaded is ``Succeeded``
+   a host id known under another name (another account) is not taken over: that client
+   gets a new id of its own;
+2. reports: each reported result is acked; only results issued to this host count; one
+   that ran and uploaded is ``Succeeded``
    (the caller then reads the uploaded output), anything else is ``Failed`` with the client's
    reason (download or signature error, crash, abort);
 3. lost and stale results: a live result issued to this host that the client neither reports
@@ -27,7 +31,9 @@ through its task table).
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bonjourgrid.ce_backends.boinc.scheduler import Assignment, FileRef, SchedulerRequest
@@ -137,9 +143,18 @@ class IssueError(ValueError):
     """A job that cannot be submitted (a duplicate attempt)."""
 
 
+def random_token() -> str:
+    """The unguessable part of a result name (64 random bits)."""
+    return secrets.token_hex(8)
+
+
 class Issuer:
-    def __init__(self, config: IssuerConfig | None = None) -> None:
+    def __init__(
+        self, config: IssuerConfig | None = None, token: Callable[[], str] = random_token
+    ) -> None:
+        """``token`` makes the random part of each result name (tests pass a fixed one)."""
         self.config = config or IssuerConfig()
+        self._token = token
         self._pending: deque[Job] = deque()
         self._live: dict[str, _Live] = {}
         self._hosts: dict[int, _Host] = {}
@@ -212,8 +227,8 @@ class Issuer:
         reported = {r.name for r in req.reported}
         for r in req.reported:
             live = self._live.get(r.name)
-            if live is None:
-                continue  # late or unknown: acked below, so the client forgets it
+            if live is None or live.hostid != hostid:
+                continue  # late, unknown or another host's: acked below, so it is forgotten
             if r.ok:
                 self._drop(live)
                 out = f"{live.name}_out"
@@ -238,11 +253,16 @@ class Issuer:
 
     def _host(self, req: SchedulerRequest) -> tuple[int, bool]:
         if req.hostid > 0:
-            if req.hostid not in self._hosts:  # a host id from before (e.g. another term)
+            known = self._hosts.get(req.hostid)
+            if known is None:  # a host id from before (e.g. another term)
                 self._hosts[req.hostid] = _Host(req.hostid, req.host_cpid, req.domain_name)
-            self._hosts[req.hostid].name = req.domain_name or self._hosts[req.hostid].name
-            return req.hostid, False
+                return req.hostid, False
+            if known.name == req.domain_name:
+                return req.hostid, False
+            # Another account's host id: never take over its results; a host of its own.
         hostid = self._by_cpid.get(req.host_cpid) if req.host_cpid else None
+        if hostid is not None and self._hosts[hostid].name != req.domain_name:
+            hostid = None  # a CPID seen under another account: not that host
         if hostid is None:
             hostid = max(self._hosts, default=0) + 1
             self._hosts[hostid] = _Host(hostid, req.host_cpid, req.domain_name)
@@ -267,7 +287,7 @@ class Issuer:
     def _issue(self, job: Job, host: _Host, req: SchedulerRequest, now: float) -> Assignment:
         cfg = self.config
         self._seq += 1
-        name = f"bjg{self._seq}_{job.task.replace('.', '-')}_{job.attempt}"
+        name = f"bjg{self._seq}-{self._token()}_{job.task.replace('.', '-')}_{job.attempt}"
         span = cfg.deadline if job.timeout is None else job.timeout + cfg.grace
         self._live[name] = _Live(name, job, host.hostid, host.name, now + span)
         host.live.add(name)
@@ -327,4 +347,5 @@ __all__ = [
     "IssuerConfig",
     "Job",
     "Succeeded",
+    "random_token",
 ]

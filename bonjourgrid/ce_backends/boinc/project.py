@@ -13,33 +13,35 @@ Accounts: ``authenticator`` is the project's own; ``add_account(node)`` makes on
 recruited volunteer, and that volunteer's requests are then known by its node id (results
 name it in ``Finished.host``; ``host_lost(node)`` reissues its results).
 
+Trust: a scheduler request is served only with the authenticator of an account made here
+(unknown ones get a reply with "unknown account" and no work, logged rate-limited); a
+client's reports count only for results issued to it. Uploads are accepted only as
+``uploads.py`` says (a live result's output, its signature, its ``max_nbytes``, once), and
+every connection is bounded in size, time and number as ``http_server.py`` says.
+
 Threading contract: the server runs in its own thread (``ThreadingHTTPServer``, one thread per
 connection); the issuer is guarded by one lock; ``on_result`` is called from a server thread,
 one call at a time, after the reply that caused it was sent; it must not block for long
 (hand over to an event loop with ``call_soon_threadsafe``). Deadlines are checked every
-``poll`` seconds by the server loop. Uploads are accepted only for live results' output files,
-up to their ``max_nbytes``; the authenticator must be the project's.
+``poll`` seconds by the server loop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import hmac
 import io
 import logging
-import re
 import secrets
 import socket
-import socketserver
 import tarfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
+from bonjourgrid.ce_backends.boinc.http_server import HttpLimits, ProjectServer
 from bonjourgrid.ce_backends.boinc.issuer import (
     Event,
     Failed,
@@ -51,11 +53,11 @@ from bonjourgrid.ce_backends.boinc.issuer import (
 from bonjourgrid.ce_backends.boinc.scheduler import (
     Release,
     Reply,
-    RequestError,
     build_reply,
     parse_request,
 )
 from bonjourgrid.ce_backends.boinc.signing import CodeSignKey
+from bonjourgrid.ce_backends.boinc.uploads import UploadStore
 from bonjourgrid.ce_backends.boinc.wrapper import (
     JOB_OPEN_NAME,
     OutputError,
@@ -64,6 +66,7 @@ from bonjourgrid.ce_backends.boinc.wrapper import (
     job_file,
     read_output,
 )
+from bonjourgrid.control.admission import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class ProjectConfig:
     poll: float = 0.5
     """Seconds between deadline checks."""
     issuer: IssuerConfig = field(default_factory=IssuerConfig)
+    http: HttpLimits = field(default_factory=HttpLimits)
 
 
 @dataclass(frozen=True)
@@ -149,9 +153,10 @@ class Project:
         self._callback_lock = threading.Lock()
         self._files: dict[str, Path] = {}
         self._downloads = root / "download"
-        self._uploads = root / "upload"
         self._downloads.mkdir(parents=True, exist_ok=True)
-        self._uploads.mkdir(parents=True, exist_ok=True)
+        self.uploads = UploadStore(root / "upload", self._max_nbytes_of)
+        self._refusals = RateLimitedLog(log)
+        self._refusals_lock = threading.Lock()
         release_files = files if files is not None else app_files(key, bundle)
         for stored, _ in release_files:
             self._store(stored)
@@ -161,7 +166,7 @@ class Project:
             tuple((s.ref, open_name) for s, open_name in release_files),
             flops=self.config.issuer.flops,
         )
-        self._server = _Server(self, address, port, listen_socket)
+        self._server = ProjectServer(self, address, port, listen_socket, self.config.http)
         host, port = self._server.server_address[:2]
         self.address: str = host.decode() if isinstance(host, bytes) else str(host)
         self.port: int = int(port)
@@ -268,7 +273,7 @@ class Project:
         """Fail the results held by ``host`` now, instead of at their deadlines."""
         with self._lock:
             events = self._issuer.host_lost(host)
-        self._deliver(events)
+        self.deliver(events)
 
     @property
     def waiting(self) -> int:
@@ -299,6 +304,35 @@ class Project:
     def download_path(self, name: str) -> Path | None:
         return self._files.get(name)
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.config.issuer.max_output_bytes
+
+    @property
+    def open_connections(self) -> int:
+        """Connections the server holds open now (for tests)."""
+        return self._server.open_connections
+
+    def _max_nbytes_of(self, output: str) -> int | None:
+        with self._lock:
+            known = self._issuer.result_of(output) is not None
+        return self.config.issuer.max_output_bytes if known else None
+
+    def refused(self, peer: str, why: str) -> None:
+        """Log a refused request, at most a few lines per window (a flood fills no disk)."""
+        with self._refusals_lock:
+            self._refusals.log(time.monotonic(), logging.WARNING, "project %s: refused %s: %s",
+                               self.app_id, peer, why)  # fmt: skip
+
+    def _account(self, authenticator: str) -> str | None:
+        """The node of the account with this authenticator ('' for the project's own)."""
+        found = None
+        with self._lock:
+            for auth, node in self._accounts.items():  # every one compared: no timing hint
+                if hmac.compare_digest(auth.encode(), authenticator.encode()):
+                    found = node
+        return found
+
     def scheduler_rpc(self, body: bytes) -> tuple[bytes, list[Event]]:
         req = parse_request(body)
         base = Reply(
@@ -311,11 +345,11 @@ class Project:
             next_rpc_delay=self.config.next_rpc_delay,
             platform=req.platforms[0] if req.platforms else "x86_64-pc-linux-gnu",
         )
-        with self._lock:
-            node = self._accounts.get(req.authenticator)
+        node = self._account(req.authenticator)
         if node is None:
-            log.warning("project %s: request with an unknown authenticator", self.app_id)
-            return build_reply(replace(base, messages=("unknown account",))), []
+            self.refused(req.domain_name or "?", "a scheduler request with an unknown account")
+            reply = replace(base, messages=("unknown account",), request_delay=60.0)
+            return build_reply(reply), []
         if node:
             req = replace(req, domain_name=node)
         with self._lock:
@@ -325,56 +359,21 @@ class Project:
             base,
             hostid=d.hostid,
             release=self._release,
-            assignments=d.assignments,
+            assignments=tuple(
+                replace(a, upload_signature=self.uploads.sign(a.output, a.max_output_bytes))
+                for a in d.assignments
+            ),
             acks=d.acks,
             aborts=d.aborts,
         )
         return build_reply(reply), list(d.events)
 
-    def upload(self, body: bytes) -> bytes:
-        """Answer one ``file_upload_handler`` request."""
-        head, sep, data = body.partition(b"<data>\n")
-        text = head.decode("utf-8", "replace")
-        size_query = _tag(text, "get_file_size")
-        if size_query:
-            path = self._upload_path(size_query)
-            if path is None:
-                return _upload_reply(-1, "unknown file")
-            return _upload_reply(0, size=path.stat().st_size if path.exists() else 0)
-        name = _tag(text, "name")
-        path = self._upload_path(name)
-        if not sep or path is None:
-            return _upload_reply(-1, "unknown file")
-        offset = int(float(_tag(text, "offset") or 0))
-        nbytes = int(float(_tag(text, "nbytes") or 0))
-        limit = self.config.issuer.max_output_bytes
-        if nbytes > limit or offset + len(data) > limit:
-            return _upload_reply(-1, "file too large")
-        have = path.stat().st_size if path.exists() else 0
-        if offset > have:
-            return _upload_reply(1, "offset past the end of the file")
-        with open(path, "r+b" if path.exists() else "wb") as f:
-            f.seek(offset)
-            f.write(data)
-            f.truncate()
-        md5 = _tag(text, "md5_cksum")
-        complete = offset + len(data) >= nbytes
-        if md5 and complete and hashlib.md5(path.read_bytes()).hexdigest() != md5:
-            path.unlink()
-            return _upload_reply(1, "checksum mismatch")
-        return _upload_reply(0)
-
-    def _upload_path(self, name: str) -> Path | None:
-        with self._lock:
-            known = self._issuer.result_of(name) is not None
-        return self._uploads / name if known else None
-
     def check_deadlines(self) -> None:
         with self._lock:
             events = self._issuer.expire(self._clock())
-        self._deliver(events)
+        self.deliver(events)
 
-    def _deliver(self, events: list[Event] | tuple[Event, ...]) -> None:
+    def deliver(self, events: list[Event] | tuple[Event, ...]) -> None:
         for ev in events:
             finished = self._finished(ev)
             with self._callback_lock:
@@ -385,15 +384,13 @@ class Project:
 
     def _finished(self, ev: Event) -> Finished:
         if isinstance(ev, Succeeded):
-            path = self._uploads / ev.output
             try:
-                out = read_output(path.read_bytes())
-            except (OSError, OutputError) as e:
+                out = read_output(self.uploads.path(ev.output).read_bytes())
+            except (OSError, ValueError, OutputError) as e:
                 ev_failed = Failed(ev.task, ev.attempt, ev.result, ev.host, f"bad upload: {e}")
                 return self._finished(ev_failed)
             finally:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+                self.uploads.discard(ev.output)
             return Finished(
                 ev.task,
                 ev.attempt,
@@ -405,6 +402,8 @@ class Project:
                 out.error,
                 ev.host,
             )
+        with contextlib.suppress(ValueError):
+            self.uploads.discard(f"{ev.result}_out")
         stderr = f"[bjgrid] BOINC result {ev.result} on {ev.host}: {ev.reason}\n"
         if ev.stderr:
             stderr += ev.stderr + "\n"
@@ -422,122 +421,6 @@ class Project:
             ev.reissued,
             ev.requeued,
         )
-
-
-def _tag(text: str, tag: str) -> str:
-    m = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.S)
-    return m.group(1).strip() if m else ""
-
-
-def _upload_reply(status: int, message: str = "", size: int | None = None) -> bytes:
-    parts = [f"<data_server_reply>\n<status>{status}</status>"]
-    if message:
-        parts.append(f"<message>{message}</message>")
-    if size is not None:
-        parts.append(f"<file_size>{size}</file_size>")
-    parts.append("</data_server_reply>\n")
-    return "\n".join(parts).encode()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(
-        self, project: Project, address: str, port: int, sock: socket.socket | None
-    ) -> None:
-        self.project = project
-        super().__init__((address, port), _Handler, bind_and_activate=sock is None)
-        if sock is not None:
-            self.socket.close()
-            self.socket = sock
-            try:
-                self.server_bind()
-                self.server_activate()
-            except BaseException:
-                self.server_close()
-                raise
-
-    def server_bind(self) -> None:
-        # Not HTTPServer.server_bind: its getfqdn() would ask the machine's DNS about our
-        # (link-local) address.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-    def service_actions(self) -> None:
-        self.project.check_deadlines()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1: libcurl sends "Expect: 100-continue" before a large POST and would otherwise
-    # wait a second for the "100 Continue" that only 1.1 handlers send.
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("project %s: %s", self.server.project.app_id, format % args)
-
-    def _send(self, code: int, body: bytes, ctype: str = "text/xml", **headers: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers.items():
-            self.send_header(k.replace("_", "-"), v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _sub(self) -> str | None:
-        base = self.server.project.base_path
-        path = self.path.split("?", 1)[0]
-        return path[len(base) :] if path.startswith(base) else None
-
-    def do_GET(self) -> None:
-        project = self.server.project
-        sub = self._sub()
-        if sub in ("", "index.html"):
-            self._send(200, project.master_page(), "text/html")
-            return
-        if sub == "work":
-            self._send(200, f"waiting {project.waiting}\n".encode(), "text/plain")
-            return
-        if sub is not None and sub.startswith("download/"):
-            path = project.download_path(sub[len("download/") :])
-            if path is not None:
-                self._send_file(path)
-                return
-        self._send(404, b"not found\n", "text/plain")
-
-    do_HEAD = do_GET
-
-    def _send_file(self, path: Path) -> None:
-        data = path.read_bytes()
-        m = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
-        if m and 0 < int(m.group(1)) <= len(data):
-            start = int(m.group(1))
-            rng = f"bytes {start}-{len(data) - 1}/{len(data)}"
-            self._send(206, data[start:], "application/octet-stream", Content_Range=rng)
-        else:
-            self._send(200, data, "application/octet-stream")
-
-    def do_POST(self) -> None:
-        project = self.server.project
-        sub = self._sub()
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if sub == "cgi":
-            try:
-                reply, events = project.scheduler_rpc(body)
-            except RequestError as e:
-                self._send(400, f"{e}\n".encode(), "text/plain")
-                return
-            self._send(200, reply)
-            self.wfile.flush()
-            project._deliver(events)
-        elif sub == "file_upload_handler":
-            self._send(200, project.upload(body))
-        else:
-            self._send(404, b"not found\n", "text/plain")
 
 
 __all__ = ["APP_NAME", "Finished", "Project", "ProjectConfig", "ResultCallback", "logs_archive"]

@@ -78,16 +78,20 @@ class SchedulerRequest:
         return self.cpu_req_secs > 0 or self.cpu_req_instances > 0 or self.work_req_seconds > 0
 
 
+_CDATA = re.compile(r"<!\[CDATA\[.*?\]\]>", re.S)
 _BARE_AMP = re.compile(r"&(?!(?:[A-Za-z]+|#[0-9]+|#x[0-9A-Fa-f]+);)")
 
 
 def parse_request(body: bytes) -> SchedulerRequest:
-    """Read a ``<scheduler_request>`` (the client sends no XML declaration)."""
+    """Read a ``<scheduler_request>`` (the client sends no XML declaration, and no DTD: one
+    is refused, so no entity is ever expanded)."""
     text = body.decode("utf-8", "replace")
     start = text.find("<scheduler_request")
     if start < 0:
         raise RequestError("no <scheduler_request>")
     text = text[start:]
+    if "<!DOCTYPE" in _CDATA.sub("", text).upper():
+        raise RequestError("a DTD in a scheduler request")
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
@@ -204,6 +208,9 @@ class Assignment:
     disk_bound: float
     cpus: int = 1
     command_line: str = ""
+    upload_signature: str = ""
+    """The output file's ``<xml_signature>``: the client sends it back with the upload, which
+    the project accepts only with the signature it made (``uploads.py``)."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,12 @@ def _assignment(a: Assignment, rel: Release, platform: str, download: str, uploa
         _el("name", a.output),
         _el("url", upload),
         f"<max_nbytes>{a.max_output_bytes}</max_nbytes>",
+        # The client reads this element line by line and echoes its content in the upload.
+        *(
+            (f"<xml_signature>\n{escape(a.upload_signature)}\n</xml_signature>",)
+            if a.upload_signature
+            else ()
+        ),
         "</file_info>",
         "<result>",
         _el("name", a.result),

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bonjourgrid.ce_backends.boinc.issuer import IssuerConfig
 from bonjourgrid.ce_backends.boinc.project import Finished, Project, ProjectConfig
 from bonjourgrid.ce_backends.boinc.signing import CodeSignKey
 
@@ -77,34 +79,72 @@ def test_downloads_serve_issued_files_with_ranges(project: Project) -> None:
 
 
 def upload(
-    project: Project, name: str, data: bytes, offset: int = 0, nbytes: int | None = None
+    project: Project,
+    name: str,
+    data: bytes,
+    offset: int = 0,
+    nbytes: int | None = None,
+    signature: str = "",
 ) -> bytes:
+    """An upload request as boinc-client 7.20 writes it (file_xfer.cpp ``init_upload``)."""
+    whole = b"x" * offset + data
     head = f"""<data_server_request><core_client_major_version>7</core_client_major_version>
 <file_upload><file_info><name>{name}</name><xml_signature>
+{signature}
 </xml_signature><max_nbytes>1000000</max_nbytes></file_info>
-<nbytes>{len(data) + offset}</nbytes>
-<md5_cksum>{hashlib.md5(b"x" * offset + data).hexdigest()}</md5_cksum>
+<nbytes>{len(whole) if nbytes is None else nbytes}</nbytes>
+<md5_cksum>{hashlib.md5(whole).hexdigest()}</md5_cksum>
 <offset>{offset}</offset><data>
 """
     return call(project, "POST", "file_upload_handler", head.encode() + data)[1]
 
 
-def test_uploads_accepted_only_for_live_results(project: Project) -> None:
+def issued_output(reply: bytes) -> tuple[str, str]:
+    """(output file name, its xml_signature) from a scheduler reply with one result."""
+    m = re.search(
+        rb"<name>(\S+_out)</name>\s*<url>[^<]*file_upload_handler</url>.*?"
+        rb"<xml_signature>\s*(\S+)\s*</xml_signature>",
+        reply,
+        re.S,
+    )
+    assert m, reply
+    return m.group(1).decode(), m.group(2).decode()
+
+
+def test_uploads_accepted_only_for_live_results_with_their_signature(project: Project) -> None:
     assert b"<status>-1</status>" in upload(project, "nobody_out", b"abc")
     project.submit(task="t", attempt=1, command="true")
     _, body = call(project, "POST", "cgi", request(project, project.authenticator))
-    out = body.split(b"<name>bjg1_t_1_out</name>")
-    assert len(out) == 2
-    assert b"<status>0</status>" in upload(project, "bjg1_t_1_out", b"xxx")
-    size_query = (
-        b"<data_server_request><get_file_size>bjg1_t_1_out</get_file_size></data_server_request>"
-    )
-    _, reply = call(project, "POST", "file_upload_handler", size_query)
+    name, sig = issued_output(body)
+    assert re.fullmatch(r"bjg1-[0-9a-f]{16}_t_1_out", name), name  # an unguessable part
+    # The right name without (or with another) signature writes nothing.
+    assert b"<status>-1</status>" in upload(project, name, b"xxx", nbytes=5)
+    assert b"<status>-1</status>" in upload(project, name, b"xxx", nbytes=5, signature="0" * 64)
+    assert list((project.root / "upload").iterdir()) == []
+    assert b"<status>0</status>" in upload(project, name, b"xxx", nbytes=5, signature=sig)
+    size_query = f"<data_server_request><get_file_size>{name}</get_file_size></data_server_request>"
+    _, reply = call(project, "POST", "file_upload_handler", size_query.encode())
     assert b"<file_size>3</file_size>" in reply
     # Resume at an offset; an offset past the end is a transient error (the client retries).
-    assert b"<status>0</status>" in upload(project, "bjg1_t_1_out", b"yz", offset=3)
-    assert (project.root / "upload" / "bjg1_t_1_out").read_bytes() == b"xxxyz"
-    assert b"<status>1</status>" in upload(project, "bjg1_t_1_out", b"", offset=10)
+    assert b"<status>1</status>" in upload(project, name, b"", offset=10, signature=sig)
+    assert b"<status>0</status>" in upload(project, name, b"yz", offset=3, signature=sig)
+    committed = project.root / "upload" / name
+    assert committed.read_bytes() == b"xxxyz"
+    # Once committed, another upload of the name is answered ok and writes nothing.
+    assert b"<status>0</status>" in upload(project, name, b"evil!", signature=sig)
+    assert committed.read_bytes() == b"xxxyz"
+
+
+def test_an_upload_over_max_nbytes_is_refused(tmp_path: Path) -> None:
+    small = ProjectConfig(issuer=IssuerConfig(max_output_bytes=100))
+    with Project(app_id="a1", key=KEY, bundle=b"", root=tmp_path, on_result=lambda f: None,
+                 config=small) as p:  # fmt: skip
+        p.submit(task="t", attempt=1, command="true")
+        _, body = call(p, "POST", "cgi", request(p, p.authenticator))
+        name, sig = issued_output(body)
+        assert b"<max_nbytes>100</max_nbytes>" in body
+        assert b"<status>-1</status>" in upload(p, name, b"y" * 101, signature=sig)
+        assert b"<status>0</status>" in upload(p, name, b"y" * 100, signature=sig)
 
 
 def test_each_worker_has_its_own_account_and_requests_name_its_node(project: Project) -> None:
