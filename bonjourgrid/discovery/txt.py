@@ -17,7 +17,11 @@ Volunteer record (``_bjg-idle``/``_bjg-worker``)::
 
     v=1 g=<grid> n=<node> h=<host> c=<cpus> s=<slots> m=<mem MB> o=<os> a=<arch>
     b=<backend,backend> p=<policy> l=<load 0..3> [ap=<app> co=<coordinator node>]
+    [iso=<root|bwrap|unisolated|none> [isr=<why, at most MAX_REASON bytes>]]
     [x-<name>=<value> ...]
+
+``iso`` says how the volunteer isolates tasks (``none``: it refuses them); ``isr`` why it has no
+bubblewrap, for ``bjgrid status`` (informative only, like every TXT value).
 
 ``x-<name>`` keys carry the volunteer's custom attributes (its config's ``attributes`` table):
 names match ATTRIBUTE_NAME, values are 1..MAX_ATTRIBUTE_VALUE bytes without control characters,
@@ -54,6 +58,8 @@ MAX_ATTRIBUTE_BYTES = 120
 MAX_WEIGHT = 1000
 """Largest fair-share weight an app may claim."""
 REVISION_KEY = "r"
+MAX_REASON = 80
+"""Bytes of the isolation reason ``isr`` (cut, printable ASCII only)."""
 _MAX_INT_DIGITS = 12
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -81,6 +87,10 @@ class NodeTxt:
     coordinator: str | None = None
     attributes: tuple[tuple[str, str], ...] = ()
     """Custom attributes, sorted by name (see ``clean_attributes``)."""
+    isolation: str = ""
+    """How tasks are isolated (``root``, ``bwrap``, ``unisolated``, ``none``); "" unsaid."""
+    isolation_reason: str = ""
+    """Why there is no bubblewrap (``unisolated``, ``none``)."""
 
 
 @dataclass(frozen=True)
@@ -171,11 +181,21 @@ def encode_node(t: NodeTxt) -> dict[str, str]:
         props["ap"] = _text("ap", t.app)
     if t.coordinator is not None:
         props["co"] = _text("co", t.coordinator)
+    if t.isolation:
+        props["iso"] = _text("iso", t.isolation)
+        if t.isolation_reason:
+            props["isr"] = short_reason(t.isolation_reason)
     kept, dropped = clean_attributes(dict(t.attributes))
     if dropped:
         raise TxtError(f"attributes: {'; '.join(dropped)}")
     props.update({ATTRIBUTE_PREFIX + k: v for k, v in kept})
     return _checked(props)
+
+
+def short_reason(text: str) -> str:
+    """``text`` as printable ASCII of at most MAX_REASON bytes (never empty)."""
+    clean = "".join(ch if " " <= ch <= "~" else "?" for ch in text)
+    return (clean if len(clean) <= MAX_REASON else clean[: MAX_REASON - 3] + "...") or "?"
 
 
 def _attribute_problem(name: object, value: object) -> str | None:
@@ -317,6 +337,8 @@ def decode_node(props: Mapping[bytes, bytes | None]) -> NodeTxt:
         app=app,
         coordinator=coordinator,
         attributes=_read_attributes(d),
+        isolation=short_reason(d["iso"])[:16] if d.get("iso") else "",
+        isolation_reason=short_reason(d["isr"]) if d.get("isr") else "",
     )
 
 

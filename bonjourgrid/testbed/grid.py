@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 from bonjourgrid.gridkey import GridKey, write_key
 
+from .run_as import RunAs
 from .vlan import Host, VirtualLan
 
 CLI = (sys.executable, "-m", "bonjourgrid.cli")
@@ -55,10 +56,13 @@ class Grid:
             {"BJGRID_KEY_FILE": str(self.key_file), "BJGRID_PROFILE": self.profile, **(extra or {})}
         )
 
-    def join(self, host: Host, *args: str) -> subprocess.Popen[bytes]:
-        """Start `bjgrid join` on ``host`` (log in ``host.home/join.log``)."""
+    def join(self, host: Host, *args: str, as_user: RunAs | None = None) -> subprocess.Popen[bytes]:
+        """Start `bjgrid join` on ``host`` (log in ``host.home/join.log``); as ``as_user``
+        when given (its BJGRID_HOME is still ``host.home``: make it the user's)."""
+        argv = [*CLI, "join", *args] if as_user is None else as_user.command(["join", *args])
+        env = self.env(host) if as_user is None else as_user.env(self.env(host))
         with open(host.home / "join.log", "ab") as log:
-            proc = host.popen([*CLI, "join", *args], env=self.env(host), stdout=log, stderr=log)
+            proc = host.popen(argv, env=env, stdout=log, stderr=log)
         self.daemons[host.name] = proc
         return proc
 
