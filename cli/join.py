@@ -83,6 +83,14 @@ from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
     help="Run only apps signed by this user's key (a user.pub file; repeatable; adds to "
     "trusted_users in volunteer.toml).",
 )
+@click.option(
+    "--allow-unisolated",
+    is_flag=True,
+    envvar="BJGRID_ALLOW_UNISOLATED",
+    help="Run tasks even where they cannot be isolated (not root and no working bubblewrap): "
+    "they can then read your files and use the network. Without it such a machine refuses "
+    "tasks (docs/sandbox.md).",
+)
 @pass_ctx
 def join(
     ctx: Ctx,
@@ -97,6 +105,7 @@ def join(
     max_cpus: int | None,
     max_memory: int | None,
     trust: tuple[Path, ...],
+    allow_unisolated: bool,
 ) -> None:
     """Volunteer this machine to the grid until SIGINT/SIGTERM.
 
@@ -128,6 +137,9 @@ def join(
         )
     except VolunteerFileError as e:
         raise Abort(str(e)) from None
+    if allow_unisolated or no_mdns:  # --local workers run the submitting user's own code
+        sandbox = dataclasses.replace(settings.sandbox, allow_unisolated=True)
+        settings = dataclasses.replace(settings, sandbox=sandbox)
     host = detect(load_node_id(paths.node_id_file), slots=slots)
     host = dataclasses.replace(
         host, slots=settings.slots(host.slots), mem_mb=settings.memory_mb(host.mem_mb)

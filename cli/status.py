@@ -47,6 +47,7 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
         "SLOTS",
         "APP",
         "COORDINATES",
+        "ISOLATION",
         "ADDRESSES",
     ):
         table.add_column(col)
@@ -60,9 +61,14 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
             str(r["slots"]),
             str(r["app"] or "-"),
             _joined(r["coordinates"]),
+            str(r.get("isolation") or "-"),
             _joined(r["addresses"]),
         )
     ctx.out.print(table)
+    for r in rows:
+        if r.get("isolation") in ("none", "unisolated"):
+            what = "refuses tasks" if r["isolation"] == "none" else "runs tasks unisolated"
+            ctx.out.print(f"{r['host']} {what}: {r.get('isolation_reason') or 'see its log'}")
     ctx.out.print(f"{len(rows)} machine(s) on grid {ctx.key().grid_id}")
 
 

@@ -39,6 +39,8 @@ class Advertising(NodeDaemonBase):
                 app=self.agent.app,
                 coordinator=self.agent.coordinator,
                 attributes=self.attributes,
+                isolation=self.agent.isolation.mode,
+                isolation_reason=self.agent.isolation.reason,
             )
         )
 

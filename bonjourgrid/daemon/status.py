@@ -70,6 +70,7 @@ async def machine_rows(
                 "app": pong.app if pong.state == "worker" else None,
                 "coordinator": pong.coordinator if pong.state == "worker" else None,
                 "coordinates": sorted(pong.coordinates),
+                **_isolation(m),
             }
         else:
             row = {
@@ -83,7 +84,13 @@ async def machine_rows(
                 "app": m.txt.app if m.state == "worker" else None,
                 "coordinator": m.txt.coordinator if m.state == "worker" else None,
                 "coordinates": advertised,
+                **_isolation(m),
             }
         rows.append(row)
     rows.sort(key=lambda r: (str(r["host"]), str(r["id"])))
     return rows
+
+
+def _isolation(m: Machine) -> dict[str, object]:
+    """How the machine isolates tasks (``none``: it refuses them) and why, from its record."""
+    return {"isolation": m.txt.isolation or None, "isolation_reason": m.txt.isolation_reason}

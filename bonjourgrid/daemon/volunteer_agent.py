@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -24,6 +25,7 @@ from bonjourgrid.app.signing import (
     verify_app,
 )
 from bonjourgrid.ce_backends.base import WorkerBackend
+from bonjourgrid.ce_backends.embedded import bwrap
 from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
 from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
@@ -124,6 +126,18 @@ class VolunteerAgent:
         """Whether a coordinator's channel is open now."""
         return self._link is not None
 
+    @functools.cached_property
+    def isolation(self) -> bwrap.Isolation:
+        """How this volunteer isolates tasks (probed once; said once in the log)."""
+        iso = bwrap.isolation_for(self.sandbox.bwrap, self.sandbox.allow_unisolated)
+        if iso.refuses:
+            log.warning("this volunteer refuses tasks: %s", iso.refusal())
+        elif iso.mode == bwrap.UNISOLATED:
+            log.warning("tasks run WITHOUT isolation (the owner allowed it): %s", iso.reason)
+        else:
+            log.info("tasks are isolated here by %s", iso.mode)
+        return iso
+
     def free_slots(self) -> int:
         if self.machine.state is v.VolunteerState.IDLE:
             return self.host.slots
@@ -154,6 +168,11 @@ class VolunteerAgent:
         was_idle = self.machine.state is v.VolunteerState.IDLE
         if was_idle and first.backend not in self.host.backends:
             why = f"backend {first.backend!r} is not available here"
+            await ch.send(ReserveReply(first.app, False, why, 0))
+            return
+        if was_idle and self.isolation.refuses:
+            why = self.isolation.refusal()
+            self._log("refused", first.app, first.coordinator, first.term, reason=why)
             await ch.send(ReserveReply(first.app, False, why, 0))
             return
         if was_idle and self.owner_busy:
