@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import click
 from rich.table import Table
@@ -12,6 +13,7 @@ from bonjourgrid.daemon.local_messages import AppsReply, AppsRequest, CancelApp,
 
 from .context import Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_session
+from .proofs import request_proof, sign_key_option
 
 
 @click.command()
@@ -47,14 +49,20 @@ def apps(ctx: Ctx, as_json: bool, timeout: float) -> None:
 
 @click.command()
 @click.argument("app_id")
+@sign_key_option
 @pass_ctx
-def cancel(ctx: Ctx, app_id: str) -> None:
-    """Cancel APP_ID: its tasks stop and its machines are released."""
+def cancel(ctx: Ctx, app_id: str, sign_key: Path | None) -> None:
+    """Cancel APP_ID: its tasks stop and its machines are released.
+
+    A signed app is cancelled only for its submitter (the key that signed it); exit status 4
+    when no coordinator cancels it.
+    """
     setup_logging(ctx.verbose)
 
     async def go() -> str:
         async with daemon_session(ctx) as s:
-            reply = await s.call(CancelApp(app_id))
+            proof = request_proof(ctx, s, "cancel", app_id, sign_key)
+            reply = await s.call(CancelApp(app_id, proof))
         assert isinstance(reply, Ok)
         return reply.message
 

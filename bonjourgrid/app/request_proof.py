@@ -54,7 +54,8 @@ class ProofError(Exception):
 
 
 class ProofRefused(Exception):
-    """A request is refused for its proof; ``reason`` is for the log and the asker."""
+    """A request is refused for its proof: the asker is not (shown to be) the submitter.
+    ``reason`` says why, for the log and the asker."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -174,7 +175,7 @@ def verify_proof(
     peer that carried the request. The nonce is remembered only once everything else holds.
     """
     if not text:
-        raise ProofRefused(f"app {app} is signed: only its submitter may ask, and no proof came")
+        raise ProofRefused("no proof came, and the app is signed (only its submitter may ask)")
     try:
         p = RequestProof.decode(text)
     except ProofError as e:
@@ -190,9 +191,7 @@ def verify_proof(
         )
     except (InvalidSignature, ValueError):
         who = "a forged proof" if p.fingerprint == want else f"signed by key {p.fingerprint}"
-        raise ProofRefused(
-            f"not the submitter of app {app} ({who}; the app's key is {want})"
-        ) from None
+        raise ProofRefused(f"{who}, and the app's key is {want}") from None
     if abs(now - p.issued) > seen.window:
         raise ProofRefused(f"the proof is stale ({now - p.issued:+.0f} s from this clock)")
     if p.nonce in seen:

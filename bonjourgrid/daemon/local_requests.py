@@ -10,20 +10,23 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bonjourgrid.app.request_proof import ProofError, RequestProof
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.channel import ChannelClosed, LocalChannel
 from bonjourgrid.control.messages import AppResults, Error
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
-from bonjourgrid.daemon.node_base import NodeDaemonBase
+from bonjourgrid.daemon.app_requests import AppRequests
 from bonjourgrid.daemon.status import machine_rows
 
 log = logging.getLogger(__name__)
 
 
-class LocalRequests(NodeDaemonBase):
-    """The local-socket part of ``NodeDaemon`` (a mixin): one handler per CLI request."""
+class LocalRequests(AppRequests):
+    """The local-socket part of ``NodeDaemon`` (a mixin): one handler per CLI request. A
+    request about an app held elsewhere carries the user's request proof on to the holder
+    (app/request_proof.py)."""
 
     async def _on_local(self, ch: LocalChannel) -> None:
         if ch.peer_uid not in (0, os.getuid()):
@@ -94,14 +97,28 @@ class LocalRequests(NodeDaemonBase):
 
     async def _local_results(self, ch: LocalChannel, req: lm.FetchResults) -> None:
         """Results from here when this daemon coordinates the app or has it complete;
-        otherwise from the best holder on the LAN (a takeover moved it)."""
+        otherwise from the holders on the LAN (a takeover moved it), each answer checked
+        against its manifest: the first complete one that adds up wins, not the highest
+        claimed term (app_directory.collect)."""
         app = self._app(req.app)
         reply: AppResults | Error | None = None
+        holder = self.host.node_id
+        refusals: list[str] = []
         if app is None or not (app.role.coordinating or app.complete):
-            reply = await self._remote_results(req.app)
+            problem = self._proof_problem(req.proof)
+            if problem:
+                await ch.send(lm.Failure(2, problem))
+                return
+            got = await self._remote_results(req.app, req.proof)
+            reply, holder, refusals = got.best, got.holder, got.refusals
         if reply is None and app is not None:
-            reply = await self._app_results(req.app)
+            reply, holder = await self._app_results(req.app), self.host.node_id
         if not isinstance(reply, AppResults):
+            if refusals:
+                log.warning("results of app %s: %s", req.app, "; ".join(refusals))
+                why = "; ".join(refusals)
+                await ch.send(lm.Failure(4, f"no holder gave app {req.app} to you: {why}"))
+                return
             await ch.send(lm.Failure(4, f"no machine holds app {req.app}"))
             return
         await ch.send(
@@ -112,36 +129,32 @@ class LocalRequests(NodeDaemonBase):
                 outcome=reply.outcome,
                 results=reply.results,
                 outputs=reply.outputs,
+                manifest=reply.manifest,
+                manifest_signature=reply.manifest_signature,
+                holder=holder,
             )
         )
 
-    async def _app_results(self, app_id: str) -> AppResults | Error:
-        app = self._app(app_id)
-        if app is None:
-            return Error(f"no app {app_id} here")
-        # The table first, then the files: files are in place before the table says a task
-        # is done, so this order never reports a task whose files the tar would miss.
-        complete, outcome, results = app.complete, app.outcome, app.results()
-        outputs = await asyncio.to_thread(app.store.export)
-        return AppResults(
-            app=app.app_id,
-            name=app.spec.name,
-            term=app.term,
-            complete=complete,
-            outcome=outcome if complete else "",
-            results=results,
-            outputs=outputs,
-        )
-
-    async def _remote_results(self, app_id: str) -> AppResults | None:
-        if self.discovery is None:
+    def _proof_problem(self, proof: str) -> str | None:
+        """A proof the CLI made for another daemon would be refused by every holder: say so
+        here, where the cause is plain."""
+        if not proof:
             return None
+        try:
+            node = RequestProof.decode(proof).node
+        except ProofError as e:
+            return str(e)
+        if node != self.host.node_id:
+            return f"the request proof names node {node}, but this daemon is {self.host.node_id}"
+        return None
+
+    async def _remote_results(self, app_id: str, proof: str) -> app_directory.Collected:
+        if self.discovery is None:
+            return app_directory.Collected()
         await self._settle()
         timeout = max(self.config.ping_timeout, self.config.connect_timeout)
-        found = await app_directory.find_holder(app_id, self.discovery, self.me, timeout)
-        if found is None:
-            return None
-        return await app_directory.fetch(found[0], app_id, self.me, 60.0)
+        found = await app_directory.holders(app_id, self.discovery, self.me, timeout)
+        return await app_directory.collect(app_id, found, self.me, 60.0, proof)
 
     async def _local_status(self, ch: LocalChannel, req: lm.StatusRequest) -> None:
         deadline = time.monotonic() + max(0.1, req.timeout)
@@ -202,9 +215,18 @@ class LocalRequests(NodeDaemonBase):
             await self._settle()
             peers = self._rivals(req.app)
             why = "no coordinator record"
+            problem = self._proof_problem(req.proof)
+            if problem:
+                await ch.send(lm.Failure(2, problem))
+                return
             for peer in sorted(peers, key=lambda p: -p.term):
                 why = await app_directory.cancel(
-                    peer, req.app, self.me, self.config.connect_timeout, "cancelled by the user"
+                    peer,
+                    req.app,
+                    self.me,
+                    self.config.connect_timeout,
+                    "cancelled by the user",
+                    req.proof,
                 )
                 if not why:
                     await ch.send(lm.Ok(f"app {req.app} cancelled"))

@@ -7,8 +7,9 @@ answers coordinators on its authenticated control port.
 
 This file holds the life cycle, housekeeping, the owner policy, the control channel and the
 apps coordinated here; advertising.py publishes and reads the mDNS records; local_requests.py
-answers the CLI; journal_resume.py resumes apps after a restart; replica_handlers.py keeps the
-journal copies this machine holds as a replica.
+answers the CLI; app_requests.py answers other daemons about the apps held here;
+journal_resume.py resumes apps after a restart; replica_handlers.py keeps the journal copies
+this machine holds as a replica.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from bonjourgrid.control.admission import raise_open_files_limit
 from bonjourgrid.control.channel import Channel, serve, serve_local
 from bonjourgrid.control.messages import (
     AppQuery,
-    AppState,
     CancelApp,
     Error,
     FetchApp,
@@ -310,17 +310,11 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         elif isinstance(first, VoteRequest):
             await ch.send(self.election.vote(first, self.apps.get(first.app)))
         elif isinstance(first, AppQuery):
-            app = self.apps.get(first.app)
-            await ch.send(app.state() if app else AppState(first.app, 0, "", False, False))
+            await self._answer_query(ch, first)
         elif isinstance(first, FetchApp):
-            await ch.send(await self._app_results(first.app))
+            await self._answer_fetch(ch, first)
         elif isinstance(first, CancelApp):
-            app = self.apps.get(first.app)
-            if app is None or not app.role.coordinating:
-                await ch.send(Error(f"app {first.app} is not coordinated here"))
-            else:
-                await app.cancel(first.reason)
-                await ch.send(app.state())
+            await self._answer_cancel(ch, first)
         else:
             await ch.send(Error(f"unexpected {type(first).__name__} to start a conversation"))
 

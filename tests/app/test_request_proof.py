@@ -50,20 +50,20 @@ def test_the_submitters_fresh_proof_is_accepted_and_round_trips() -> None:
     assert p.fingerprint == ALICE.public.fingerprint
 
 
-def test_another_users_key_is_refused_as_not_the_submitter() -> None:
-    with pytest.raises(ProofRefused, match=r"not the submitter.*signed by key"):
+def test_another_users_key_is_refused() -> None:
+    with pytest.raises(ProofRefused, match="signed by key"):
         _verify(_proof(MALLORY))
 
 
 def test_a_forged_signature_claiming_the_submitters_fingerprint_is_refused() -> None:
     d = json.loads(_proof(MALLORY))
     d["fingerprint"] = ALICE.public.fingerprint
-    with pytest.raises(ProofRefused, match=r"not the submitter.*forged"):
+    with pytest.raises(ProofRefused, match="a forged proof"):
         _verify(json.dumps(d))
 
 
 def test_no_proof_is_refused() -> None:
-    with pytest.raises(ProofRefused, match="only its submitter"):
+    with pytest.raises(ProofRefused, match="no proof came"):
         _verify("")
 
 
@@ -89,7 +89,7 @@ def test_changing_any_signed_field_breaks_the_proof() -> None:
                        ("nonce", "0" * 32), ("action", "cancel")):  # fmt: skip
         d = json.loads(_proof())
         d[key] = value
-        with pytest.raises(ProofRefused, match="not the submitter"):
+        with pytest.raises(ProofRefused, match="forged"):
             _verify(json.dumps(d), app=d["app"], node=d["node"], action=d["action"])
 
 
