@@ -337,8 +337,8 @@ def decode_node(props: Mapping[bytes, bytes | None]) -> NodeTxt:
         app=app,
         coordinator=coordinator,
         attributes=_read_attributes(d),
-        isolation=short_reason(d["iso"])[:16] if d.get("iso") else "",
-        isolation_reason=short_reason(d["isr"]) if d.get("isr") else "",
+        isolation=short_reason(d.get("iso") or "")[:16] if d.get("iso") else "",
+        isolation_reason=short_reason(d.get("isr") or "") if d.get("isr") else "",
     )
 
 
