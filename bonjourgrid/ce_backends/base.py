@@ -124,6 +124,12 @@ class WorkerBackend(ABC):
         """Send future results to ``sink``; returns the results not yet acknowledged."""
         return []
 
+    def serving(self, coordinator_address: str) -> None:
+        """The volunteer now serves the coordinator whose (proven) channel comes from this IP
+        address: at reservation and after each re-homing. BOINC attaches only to a project
+        served there."""
+        return None
+
     def running(self) -> list[str]:
         """``task#attempt`` of every attempt running here (for HeartbeatAck)."""
         return []

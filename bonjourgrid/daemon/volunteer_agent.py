@@ -162,11 +162,6 @@ class VolunteerAgent:
 
     async def serve(self, ch: Channel, first: Reserve) -> None:
         """Answer a reservation; if accepted, serve the coordinator on this channel."""
-        if first.coordinator != ch.peer_node:
-            # The coordinator is the node the handshake proved, never the one a grid-key
-            # holder names (the channel refuses such a Reserve too: control/sender_claims.py).
-            log.warning("refused a Reserve from %s naming coordinator %s", ch, first.coordinator)
-            return
         if not self.offering:
             await ch.send(ReserveReply(first.app, False, "not volunteering", 0))
             return
@@ -224,6 +219,7 @@ class VolunteerAgent:
             await old.close()
         worker = self.worker
         assert worker is not None
+        worker.serving(ch.peer_address[0])
 
         async def sink(result: TaskResult) -> None:
             await ch.send(result)

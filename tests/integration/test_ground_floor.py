@@ -168,19 +168,17 @@ def test_fresh_status_on_ninth_host_lists_eight_idle_volunteers_with_resources(
 
 _PROBE = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, secrets, sys
     from pathlib import Path
     from bonjourgrid.control.channel import AuthError, connect
     from bonjourgrid.control.messages import Release, Reserve, ReserveReply
-    from bonjourgrid.control.nodekey import NodeKey
     from bonjourgrid.gridkey import load_key
 
     async def main(key_file, address, port, app):
         key = load_key(Path(key_file))
-        node = NodeKey.generate()
-        me = node.node_id
+        me = secrets.token_hex(4)
         try:
-            ch = await connect(address, port, key=key, node=node, timeout=5)
+            ch = await connect(address, port, key=key, node_id=me, timeout=5)
         except AuthError as e:
             print(json.dumps({"connected": False, "error": str(e)}))
             return

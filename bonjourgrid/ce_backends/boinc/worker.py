@@ -13,6 +13,11 @@
     close()                                    project_detach (other projects untouched),
                                                 stop our client, remove ctx.root
 
+A BoincAttach is obeyed only for a project of this app served by the coordinator this
+volunteer serves now (``attach_problem``): ``http://<the coordinator's channel address>:<any
+port>/bjg/<app>/``; a rogue key holder cannot point the client at another host (someone's
+BOINC project, a LAN service) and gets ``BoincAttached(ok=False)`` with the reason.
+
 BOINC moves the tasks: ``stage`` keeps nothing, ``start`` refuses ``RunTask``. A volunteer
 whose owner already runs boinc-client can point bjgrid at it: ``BJGRID_BOINC_DIR`` (its data
 directory, for ``gui_rpc_auth.cfg``) and ``BJGRID_BOINC_PORT`` (its GUI RPC port, default
@@ -24,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -52,6 +59,46 @@ WORK_QUERY_TIMEOUT = 2.0
 """Seconds for the project's ``work`` answer (a LAN round trip; a miss only skips a nudge)."""
 
 SocketFactory = Callable[[], socket.socket]
+_AUTHENTICATOR = re.compile(r"[0-9a-f]{32}")
+"""What ``Project.add_account`` makes; anything else is not from a bjgrid project."""
+
+
+def attach_problem(master_url: str, authenticator: str, app: str, coordinator: str | None) -> str:
+    """Why a BoincAttach for ``app`` must not be obeyed ('' when it may), given the address of
+    the coordinator this volunteer serves now (None: none known)."""
+    if coordinator is None:
+        return "no coordinator is known for this app here"
+    try:
+        parts = urlsplit(master_url)
+        port = parts.port
+    except ValueError as e:
+        return f"unreadable master URL {master_url!r}: {e}"
+    if parts.scheme != "http" or parts.username or parts.password or parts.query or parts.fragment:
+        return f"master URL {master_url!r} is not a plain http URL"
+    if port is None or not parts.hostname:
+        return f"master URL {master_url!r} names no host and port"
+    if parts.path != f"/bjg/{app}/":
+        return f"master URL {master_url!r} is not app {app}'s project"
+    if not _same_address(parts.hostname, coordinator):
+        return (
+            f"master URL {master_url!r} is not served by this app's coordinator "
+            f"({coordinator}): refused"
+        )
+    if not _AUTHENTICATOR.fullmatch(authenticator):
+        return "the authenticator is not one a bjgrid project makes"
+    return ""
+
+
+def _same_address(host: str, coordinator: str) -> bool:
+    def norm(a: str) -> str:
+        try:
+            ip = ipaddress.ip_address(a.split("%", 1)[0])
+        except ValueError:
+            return a.lower()
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return str(mapped or ip)
+
+    return norm(host) == norm(coordinator)
 
 
 def _plain_socket() -> socket.socket:
@@ -88,6 +135,8 @@ class BoincWorker(WorkerBackend):
         self.rpc: GuiRpcClient | None = None
         self.url: str | None = None
         """The project this app's client is attached to."""
+        self.coordinator: str | None = None
+        """The IP address of the coordinator this volunteer serves now (``serving``)."""
         self._nudger: asyncio.Task[None] | None = None
         self.nudges = 0
         """``project_update`` calls made (for tests and measurements)."""
@@ -103,9 +152,18 @@ class BoincWorker(WorkerBackend):
     async def cancel(self, task: str, attempt: int) -> None:
         return None  # the project aborts the result on the client's next RPC
 
+    def serving(self, coordinator_address: str) -> None:
+        self.coordinator = coordinator_address
+
     async def handle(self, msg: object) -> object | None:
         if not isinstance(msg, BoincAttach):
             return await super().handle(msg)
+        why = attach_problem(msg.master_url, msg.authenticator, self.ctx.app, self.coordinator)
+        if msg.app != self.ctx.app:
+            why = f"a BoincAttach for app {msg.app} on app {self.ctx.app}'s link"
+        if why:
+            log.warning("app %s: BoincAttach refused: %s", self.ctx.app, why)
+            return BoincAttached(msg.app, False, why, "")
         try:
             await asyncio.to_thread(self._attach, msg)
         except Exception as e:
@@ -130,7 +188,7 @@ class BoincWorker(WorkerBackend):
         mine = f"/bjg/{msg.app}/"
         urls = [p.master_url for p in rpc.projects()]
         for url in urls:  # this app's project under an earlier term (another address)
-            if mine in url and url != msg.master_url:
+            if _path_of(url) == mine and url != msg.master_url:
                 rpc.project_detach(url)
         if msg.master_url not in urls:
             rpc.project_attach(msg.master_url, msg.authenticator, msg.project_name)
@@ -232,4 +290,11 @@ class BoincWorker(WorkerBackend):
         return len(words) == 2 and words[0] == b"waiting" and words[1] != b"0"
 
 
-__all__ = ["DIR_ENV", "PORT_ENV", "BoincWorker"]
+def _path_of(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
+
+
+__all__ = ["DIR_ENV", "PORT_ENV", "BoincWorker", "attach_problem"]
