@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bonjourgrid.control.channel import LocalChannel, open_local
-from bonjourgrid.daemon.hostinfo import detect, load_node_id
+from bonjourgrid.daemon.hostinfo import detect, load_node_key
 from bonjourgrid.daemon.local_messages import LOCAL, Failure
 from bonjourgrid.daemon.lock import DaemonRunning
 from bonjourgrid.daemon.node import NodeDaemon
@@ -67,7 +67,7 @@ async def daemon_session(
         return
     key = ctx.key()
     paths.ensure()
-    host = detect(load_node_id(paths.node_id_file))
+    host = detect(load_node_key(paths.state_dir))
     daemon = NodeDaemon(
         paths=paths,
         config=ctx.config,

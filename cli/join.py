@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from bonjourgrid.config import VolunteerFileError, read_volunteer_file
-from bonjourgrid.daemon.hostinfo import detect, load_node_id
+from bonjourgrid.daemon.hostinfo import detect, load_node_key
 from bonjourgrid.daemon.lock import DaemonRunning
 from bonjourgrid.daemon.node import NodeDaemon
 from bonjourgrid.discovery import DiscoveryError
@@ -140,7 +140,7 @@ def join(
     if allow_unisolated or no_mdns:  # --local workers run the submitting user's own code
         sandbox = dataclasses.replace(settings.sandbox, allow_unisolated=True)
         settings = dataclasses.replace(settings, sandbox=sandbox)
-    host = detect(load_node_id(paths.node_id_file), slots=slots)
+    host = detect(load_node_key(paths.state_dir), slots=slots)
     host = dataclasses.replace(
         host, slots=settings.slots(host.slots), mem_mb=settings.memory_mb(host.mem_mb)
     )

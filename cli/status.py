@@ -69,6 +69,8 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
         if r.get("isolation") in ("none", "unisolated"):
             what = "refuses tasks" if r["isolation"] == "none" else "runs tasks unisolated"
             ctx.out.print(f"{r['host']} {what}: {r.get('isolation_reason') or 'see its log'}")
+        if r.get("refused"):
+            ctx.out.print(f"{r['host']} ({r['id']}) refused us: {r['refused']}", markup=False)
     ctx.out.print(f"{len(rows)} machine(s) on grid {ctx.key().grid_id}")
 
 

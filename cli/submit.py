@@ -45,6 +45,7 @@ from .context import (
 from .daemon_client import DaemonSession, daemon_session
 from .local_workers import local_workers
 from .progress import ProgressView
+from .proofs import request_proof
 
 _HELP = f"""Run the application described by APP_JSON on the grid.
 
@@ -154,6 +155,7 @@ def submit(
     ).hexdigest()
     out_dir = output or Path(f"{spec.name}-results")
     job = _Job(ctx, spec, bundle, digest, fresh, out_dir, as_json, detach)
+    job.sign_key = sign_key
     job.signature, job.signer = _signature(ctx, spec, bundle, sign_key)
     try:
         with _local_grid(ctx, local) as peers:
@@ -210,6 +212,7 @@ class _Job:
         self.ctx, self.spec, self.bundle, self.digest = ctx, spec, bundle, digest
         self.fresh, self.out_dir, self.as_json, self.detach = fresh, out_dir, as_json, detach
         self.interrupts = 0
+        self.sign_key: Path | None = None
         self.signature, self.signer = "", ""
 
     async def run(self, peers: list[tuple[str, int]] | None) -> int:
@@ -283,15 +286,21 @@ class _Job:
             loop.remove_signal_handler(signal.SIGINT)
         return last
 
+    def _proof(self, session: DaemonSession, action: str, app_id: str) -> str:
+        """After a takeover the app's holder is another machine: prove it is the submitter."""
+        return request_proof(self.ctx, session, action, app_id, self.sign_key)
+
     async def _cancel_when(self, session: DaemonSession, app_id: str, ev: asyncio.Event) -> None:
         await ev.wait()
         with contextlib.suppress(Exception):
-            await session.call(CancelApp(app_id), timeout=10)
+            proof = self._proof(session, "cancel", app_id)
+            await session.call(CancelApp(app_id, proof), timeout=10)
 
     async def _collect(self, session: DaemonSession, app_id: str, last: Progress | None) -> int:
         following = False
         while True:
-            reply = await session.call(FetchResults(app_id), timeout=300)
+            proof = self._proof(session, "results", app_id)  # one per request (nonce)
+            reply = await session.call(FetchResults(app_id, proof), timeout=300)
             assert isinstance(reply, Results)
             if reply.complete or self.interrupts:
                 break

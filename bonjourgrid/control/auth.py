@@ -1,35 +1,64 @@
-"""Mutual authentication with the grid key, and per-frame MACs with sequence numbers. Pure.
+"""Mutual authentication: the grid key and each side's node key; per-frame MACs. Pure.
 
-Theory of operation (full wire details in docs/protocol.md):
+Theory of operation (version 2; full wire details in docs/protocol.md):
 
-1. client -> server  ``HELLO``: version, grid id, client node id, client nonce (clear).
-2. server -> client  ``SERVER_HELLO``: version, grid id, server node id, server nonce, and
-   ``HMAC(key, "srv" || transcript)``; or ``REFUSAL`` (a reason) for a wrong grid or version.
-3. client -> server  ``PROOF``: ``HMAC(key, "cli" || transcript)`` once the server's proof holds.
-4. server -> client  ``WELCOME``: ``HMAC(key, "acc" || transcript)``; or ``REFUSAL``.
+1. client -> server  ``HELLO``: version, grid id, client node id, client ephemeral X25519
+   public key, client node public key (Ed25519), all in clear.
+2. server -> client  ``SERVER_HELLO``: the same for the server, then
+   ``HMAC(grid key, "srv" || transcript)`` and the server's node-key signature of
+   ``"srv" || transcript``; or ``REFUSAL`` (a reason) for a wrong grid, version or id.
+3. client -> server  ``PROOF``: ``HMAC(grid key, "cli" || transcript)`` and the client's
+   node-key signature of ``"cli" || transcript``, once the server's proofs hold.
+4. server -> client  ``WELCOME``: ``HMAC(grid key, "acc" || transcript)``; or ``REFUSAL``.
 
-The transcript binds the protocol version, the grid id, both node ids and both nonces, so a
-proof is good for one connection only. Two directional keys are then derived from the key and
-the transcript (HKDF-style: extract then expand with HMAC-SHA256). Each later frame body is
+Each side checks that the fingerprint of the peer's node public key is the node id it
+claims (``control/nodekey.py``) and that its signature holds, so ``peer.node_id`` is proven:
+holding the grid key is not enough to speak as another node. The transcript binds the
+version, the grid id, both node ids, both ephemeral keys and both node keys, so proofs are
+good for one connection only.
+
+The session keys come from the grid key, the X25519 shared secret of the two ephemeral keys
+and the transcript (HKDF-style: extract then expand with HMAC-SHA256). The shared secret is
+what stops a grid-key holder who relays a handshake between two honest nodes (each believing
+it talks to the other) from reading or writing their frames. Each later frame body is
 ``seq (u64) || payload || HMAC-SHA256(direction key, seq || payload)``; the receiver wants
 ``seq`` to be exactly 0, 1, 2, ... so replayed, reordered, dropped or tampered frames fail.
-Nonces are passed in (the channel draws them from ``secrets``), so this module is deterministic.
+
+Randomness is passed in (the channel draws each side's ephemeral secret from ``secrets``),
+so this module is deterministic. A peer of another version is refused with a reason that
+names both versions (``version_refusal``): it reaches the other side's log and ``bjgrid
+status``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bonjourgrid.control.nodekey import (
+    PUBLIC_BYTES,
+    SIGNATURE_BYTES,
+    NodeKey,
+    node_fingerprint,
+    verify,
+)
 from bonjourgrid.gridkey import GridKey
 
-PROTOCOL_VERSION = 1
-NONCE_BYTES = 32
+PROTOCOL_VERSION = 2
+"""2: node keys in the handshake and ephemeral X25519 session keys (1: grid key only)."""
+EPHEMERAL_BYTES = 32
+NONCE_BYTES = EPHEMERAL_BYTES
+"""The ephemeral X25519 key is fresh per connection: it is also the handshake's nonce."""
 MAC_BYTES = 32
 MAX_HANDSHAKE_FRAME = 1024
-"""Handshake messages are tiny; anything longer before authentication is refused unread."""
+"""Handshake messages are small (a SERVER_HELLO is at most ~750 bytes with the longest ids
+and is ~250 in practice); anything longer before authentication is refused unread."""
 
 FRAME_OVERHEAD = 8 + MAC_BYTES
 
@@ -42,10 +71,17 @@ _VERSION = struct.Struct(">H")
 _SEQ = struct.Struct(">Q")
 _MAX_REFUSAL_TEXT = 300
 _MAX_SEQ = 2**64 - 1
+_PROOFS = MAC_BYTES + SIGNATURE_BYTES
+_VERSION_REFUSAL = re.compile(
+    r"speaks (?:control )?protocol(?: version)? (\d+), (?:we speak|this bjgrid speaks) (\d+)"
+)
+"""How version 1 (``peer speaks protocol version 2, we speak 1``) and later versions
+(``version_refusal``) word the refusal of our hello: the second number is the peer's."""
 
 
 class HandshakeError(Exception):
-    """The handshake failed. ``reason``: malformed | version | grid | proof | refused."""
+    """The handshake failed. ``reason``: malformed | version | grid | identity | proof |
+    refused."""
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
@@ -61,7 +97,18 @@ class Hello:
     version: int
     grid_id: str
     node_id: str
-    nonce: bytes
+    ephemeral: bytes
+    """The sender's ephemeral X25519 public key (fresh per connection: the nonce)."""
+    node_public: bytes
+    """The sender's Ed25519 node public key; its fingerprint must be ``node_id``."""
+
+
+def version_refusal(peer: str, theirs: int, ours: int = PROTOCOL_VERSION) -> str:
+    """The reason given to (and about) a peer of another protocol version (``peer``: its
+    node id or address, "" if unknown)."""
+    who = f"peer {peer}" if peer else "the peer"
+    upgrade = "upgrade it" if theirs < ours else "upgrade this bjgrid"
+    return f"{who} speaks control protocol {theirs}, this bjgrid speaks {ours}: {upgrade}"
 
 
 # --- handshake message encoding --------------------------------------------------------------
@@ -74,15 +121,16 @@ def _short(text: str) -> bytes:
     return bytes([len(raw)]) + raw
 
 
-def _encode_hello(magic: bytes, hello: Hello, proof: bytes = b"") -> bytes:
+def _encode_hello(magic: bytes, hello: Hello, proofs: bytes = b"") -> bytes:
     return b"".join(
         [
             magic,
             _VERSION.pack(hello.version),
             _short(hello.grid_id),
             _short(hello.node_id),
-            hello.nonce,
-            proof,
+            hello.ephemeral,
+            hello.node_public,
+            proofs,
         ]
     )
 
@@ -110,27 +158,44 @@ class _Reader:
             raise HandshakeError("trailing bytes in handshake message", reason="malformed")
 
 
+def _printable(text: str) -> str:
+    """An unauthenticated name, safe to quote in a log line or a status note."""
+    return repr(text[:64]) if not text.isprintable() or not text else text[:64]
+
+
 def _check_refusal(data: bytes) -> None:
     if data.startswith(_REFUSAL):
         text = data[len(_REFUSAL) :][:_MAX_REFUSAL_TEXT].decode("utf-8", "replace")
+        other = _VERSION_REFUSAL.search(text)
+        if other is not None and int(other.group(2)) != PROTOCOL_VERSION:
+            raise HandshakeError(version_refusal("", int(other.group(2))), reason="version")
         raise HandshakeError(f"refused by peer: {text}", reason="refused")
 
 
-def _parse_hello(magic: bytes, data: bytes, proof_len: int) -> tuple[Hello, bytes]:
+def _parse_hello(magic: bytes, data: bytes, proofs_len: int) -> tuple[Hello, bytes]:
     r = _Reader(data)
     if r.take(len(magic)) != magic:
         raise HandshakeError("not a bjgrid control handshake", reason="malformed")
     (version,) = _VERSION.unpack(r.take(_VERSION.size))
     if version != PROTOCOL_VERSION:
-        raise HandshakeError(
-            f"peer speaks protocol version {version}, we speak {PROTOCOL_VERSION}",
-            reason="version",
-        )
+        # Every version so far starts with the grid id and node id: name the peer if we can.
+        try:
+            _grid, who = r.short_text(), _printable(r.short_text())
+        except HandshakeError:
+            who = "?"
+        raise HandshakeError(version_refusal(who, version), reason="version")
     grid_id, node_id = r.short_text(), r.short_text()
-    nonce = r.take(NONCE_BYTES)
-    proof = r.take(proof_len)
+    ephemeral, node_public = r.take(EPHEMERAL_BYTES), r.take(PUBLIC_BYTES)
+    proofs = r.take(proofs_len)
     r.end()
-    return Hello(version, grid_id, node_id, nonce), proof
+    hello = Hello(version, grid_id, node_id, ephemeral, node_public)
+    if node_fingerprint(node_public) != node_id:
+        raise HandshakeError(
+            f"peer claims node id {_printable(node_id)} with a key whose fingerprint is "
+            f"{node_fingerprint(node_public)}",
+            reason="identity",
+        )
+    return hello, proofs
 
 
 def refusal(text: str) -> bytes:
@@ -143,13 +208,15 @@ def refusal(text: str) -> bytes:
 
 def _transcript(client: Hello, server: Hello) -> bytes:
     parts = [
-        b"bjgrid control handshake",
+        b"bjgrid control handshake v2",
         _VERSION.pack(client.version),
         client.grid_id.encode(),
         client.node_id.encode(),
         server.node_id.encode(),
-        client.nonce,
-        server.nonce,
+        client.ephemeral,
+        server.ephemeral,
+        client.node_public,
+        server.node_public,
     ]
     return b"".join(struct.pack(">H", len(p)) + p for p in parts)
 
@@ -158,45 +225,86 @@ def _mac(key: bytes, label: bytes, data: bytes) -> bytes:
     return hmac.new(key, label + b"\0" + data, hashlib.sha256).digest()
 
 
-def _session(key: GridKey, transcript: bytes, *, client: bool) -> Session:
-    prk = _mac(key.secret, b"bjgrid session", transcript)
+def _signed(label: bytes, transcript: bytes) -> bytes:
+    return b"bjgrid node signature\0" + label + b"\0" + transcript
+
+
+def _proofs(key: GridKey, node: NodeKey, label: bytes, transcript: bytes) -> bytes:
+    """The grid-key MAC and the node-key signature of ``label || transcript``."""
+    return _mac(key.secret, label, transcript) + node.sign(_signed(label, transcript))
+
+
+def _check_proofs(
+    key: GridKey, peer: Hello, label: bytes, transcript: bytes, proofs: bytes
+) -> None:
+    mac, sig = proofs[:MAC_BYTES], proofs[MAC_BYTES:]
+    who = _printable(peer.node_id)
+    if not hmac.compare_digest(mac, _mac(key.secret, label, transcript)):
+        raise HandshakeError(
+            f"peer {who} failed to prove the grid key (wrong key?)", reason="proof"
+        )
+    if not verify(peer.node_public, sig, _signed(label, transcript)):
+        raise HandshakeError(f"peer {who} failed to prove its node key", reason="identity")
+
+
+class _Ephemeral:
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) != EPHEMERAL_BYTES:
+            raise ValueError(f"the ephemeral secret must be {EPHEMERAL_BYTES} bytes")
+        self._private = X25519PrivateKey.from_private_bytes(secret)
+        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def shared(self, peer_public: bytes) -> bytes:
+        try:
+            return self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError:  # a low-order point: the shared secret would be all zeros
+            raise HandshakeError("unusable ephemeral key from peer", reason="malformed") from None
+
+
+def _session(key: GridKey, shared: bytes, transcript: bytes, *, client: bool) -> Session:
+    prk = _mac(key.secret, b"bjgrid session v2", shared + transcript)
     c2s = _mac(prk, b"client to server", b"\x01")
     s2c = _mac(prk, b"server to client", b"\x01")
     send, recv = (c2s, s2c) if client else (s2c, c2s)
     return Session(Sealer(send), Opener(recv))
 
 
-class ClientHandshake:
-    """The connecting side: ``hello()``, ``on_server_hello()`` -> proof, ``on_welcome()``."""
+def _check_grid(key: GridKey, peer: Hello) -> None:
+    if peer.grid_id != key.grid_id:
+        raise HandshakeError(
+            f"peer {_printable(peer.node_id)} is on grid {_printable(peer.grid_id)}, "
+            f"we are on {key.grid_id}",
+            reason="grid",
+        )
 
-    def __init__(self, key: GridKey, node_id: str, nonce: bytes) -> None:
-        if len(nonce) != NONCE_BYTES:
-            raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
-        self._key = key
-        self._hello = Hello(PROTOCOL_VERSION, key.grid_id, node_id, nonce)
+
+class ClientHandshake:
+    """The connecting side: ``hello()``, ``on_server_hello()`` -> proof, ``on_welcome()``.
+    ``ephemeral``: 32 fresh random bytes (this connection's X25519 secret)."""
+
+    def __init__(self, key: GridKey, node: NodeKey, ephemeral: bytes) -> None:
+        self._key, self._node = key, node
+        self._eph = _Ephemeral(ephemeral)
+        self._hello = Hello(
+            PROTOCOL_VERSION, key.grid_id, node.node_id, self._eph.public, node.public
+        )
         self._transcript: bytes | None = None
+        self._shared = b""
         self.peer: Hello | None = None
 
     def hello(self) -> bytes:
         return _encode_hello(_HELLO, self._hello)
 
     def on_server_hello(self, data: bytes) -> bytes:
-        """Check the server's hello and proof; return our PROOF message."""
+        """Check the server's hello, identity and proofs; return our PROOF message."""
         _check_refusal(data)
-        server, proof = _parse_hello(_SERVER_HELLO, data, MAC_BYTES)
-        if server.grid_id != self._key.grid_id:
-            raise HandshakeError(
-                f"peer {server.node_id!r} is on grid {server.grid_id}, "
-                f"we are on {self._key.grid_id}",
-                reason="grid",
-            )
+        server, proofs = _parse_hello(_SERVER_HELLO, data, _PROOFS)
+        _check_grid(self._key, server)
         transcript = _transcript(self._hello, server)
-        if not hmac.compare_digest(proof, _mac(self._key.secret, b"srv", transcript)):
-            raise HandshakeError(
-                f"peer {server.node_id!r} failed to prove the grid key", reason="proof"
-            )
+        _check_proofs(self._key, server, b"srv", transcript, proofs)
+        self._shared = self._eph.shared(server.ephemeral)
         self.peer, self._transcript = server, transcript
-        return _PROOF + _mac(self._key.secret, b"cli", transcript)
+        return _PROOF + _proofs(self._key, self._node, b"cli", transcript)
 
     def on_welcome(self, data: bytes) -> Session:
         """Check the server's acceptance; return the client's session."""
@@ -206,47 +314,48 @@ class ClientHandshake:
         expected = _WELCOME + _mac(self._key.secret, b"acc", self._transcript)
         if not hmac.compare_digest(data, expected):
             raise HandshakeError("bad WELCOME from peer", reason="proof")
-        return _session(self._key, self._transcript, client=True)
+        return _session(self._key, self._shared, self._transcript, client=True)
 
 
 class ServerHandshake:
-    """The accepting side: ``on_client_hello()`` -> SERVER_HELLO, ``on_proof()``."""
+    """The accepting side: ``on_client_hello()`` -> SERVER_HELLO, ``on_proof()``.
+    ``ephemeral``: 32 fresh random bytes (this connection's X25519 secret)."""
 
-    def __init__(self, key: GridKey, node_id: str, nonce: bytes) -> None:
-        if len(nonce) != NONCE_BYTES:
-            raise ValueError(f"nonce must be {NONCE_BYTES} bytes")
-        self._key = key
-        self._hello = Hello(PROTOCOL_VERSION, key.grid_id, node_id, nonce)
+    def __init__(self, key: GridKey, node: NodeKey, ephemeral: bytes) -> None:
+        self._key, self._node = key, node
+        self._eph = _Ephemeral(ephemeral)
+        self._hello = Hello(
+            PROTOCOL_VERSION, key.grid_id, node.node_id, self._eph.public, node.public
+        )
         self._transcript: bytes | None = None
+        self._shared = b""
         self.peer: Hello | None = None
 
     def on_client_hello(self, data: bytes) -> bytes:
-        """Check the client's hello; return our SERVER_HELLO (with our proof)."""
+        """Check the client's hello (version, grid, id = fingerprint of its key); return our
+        SERVER_HELLO (with our proofs)."""
         client, _ = _parse_hello(_HELLO, data, 0)
         self.peer = client
-        if client.grid_id != self._key.grid_id:
-            raise HandshakeError(
-                f"peer {client.node_id!r} is on grid {client.grid_id}, "
-                f"we are on {self._key.grid_id}",
-                reason="grid",
-            )
+        _check_grid(self._key, client)
+        self._shared = self._eph.shared(client.ephemeral)
         self._transcript = _transcript(client, self._hello)
         return _encode_hello(
-            _SERVER_HELLO, self._hello, _mac(self._key.secret, b"srv", self._transcript)
+            _SERVER_HELLO,
+            self._hello,
+            _proofs(self._key, self._node, b"srv", self._transcript),
         )
 
     def on_proof(self, data: bytes) -> tuple[bytes, Session]:
-        """Check the client's proof; return our WELCOME and the server's session."""
+        """Check the client's proofs; return our WELCOME and the server's session."""
         if self._transcript is None or self.peer is None:
             raise RuntimeError("on_proof before on_client_hello")
-        expected = _PROOF + _mac(self._key.secret, b"cli", self._transcript)
-        if not hmac.compare_digest(data, expected):
+        if len(data) != len(_PROOF) + _PROOFS or not data.startswith(_PROOF):
             raise HandshakeError(
-                f"peer {self.peer.node_id!r} failed to prove the grid key (wrong key?)",
-                reason="proof",
+                f"peer {_printable(self.peer.node_id)} sent a malformed PROOF", reason="proof"
             )
+        _check_proofs(self._key, self.peer, b"cli", self._transcript, data[len(_PROOF) :])
         welcome = _WELCOME + _mac(self._key.secret, b"acc", self._transcript)
-        return welcome, _session(self._key, self._transcript, client=False)
+        return welcome, _session(self._key, self._shared, self._transcript, client=False)
 
 
 # --- per-frame MAC -------------------------------------------------------------------------

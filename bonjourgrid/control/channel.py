@@ -4,8 +4,10 @@ socket between the CLI and its local daemon.
 Contract shared by both kinds: ``send`` may be called by several tasks at once (serialised by a
 lock); ``recv`` returns the next valid message; an authentic frame whose payload does not decode
 or whose ids fail the rules (control/message_checks.py) is logged and closes the channel,
-and ``recv`` raises :class:`ChannelClosed` at end of stream or on any framing or
-authentication failure (the connection is then closed). ``close`` is idempotent.
+as does, on an authenticated channel, a message naming a sender other than the node the
+handshake proved (control/sender_claims.py); and ``recv`` raises :class:`ChannelClosed` at
+end of stream or on any framing or authentication failure (the connection is then closed).
+``close`` is idempotent.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from bonjourgrid.control.admission import (
     RateLimitedLog,
 )
 from bonjourgrid.control.auth import (
+    EPHEMERAL_BYTES,
     MAX_HANDSHAKE_FRAME,
-    NONCE_BYTES,
     ClientHandshake,
     FrameAuthError,
     HandshakeError,
@@ -40,6 +42,8 @@ from bonjourgrid.control.auth import (
 from bonjourgrid.control.codec import MessageError, Registry
 from bonjourgrid.control.framing import MAX_FRAME, FrameReader, FrameTooLarge, write_frame
 from bonjourgrid.control.messages import CONTROL
+from bonjourgrid.control.nodekey import NodeKey
+from bonjourgrid.control.sender_claims import false_claim
 from bonjourgrid.gridkey import GridKey
 
 log = logging.getLogger("bonjourgrid.control")
@@ -53,7 +57,12 @@ class ChannelClosed(Exception):
 
 
 class AuthError(Exception):
-    """The peer could not be authenticated (wrong grid, wrong key, bad handshake)."""
+    """The peer could not be authenticated (wrong grid, key, version or identity, bad
+    handshake). ``reason`` as in ``HandshakeError`` (``broken`` if the peer hung up)."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class _FrameChannel:
@@ -74,6 +83,11 @@ class _FrameChannel:
 
     def _open(self, frame: bytes) -> bytes:
         return frame
+
+    def _refuse(self, msg: object) -> str | None:
+        """Why an authentic, valid message must still end the conversation (None: it need
+        not)."""
+        return None
 
     @property
     def closed(self) -> bool:
@@ -114,13 +128,19 @@ class _FrameChannel:
                     self._abort()
                     raise ChannelClosed(f"{self}: {e}") from e
                 try:
-                    return self._registry.decode(payload)
+                    msg = self._registry.decode(payload)
                 except MessageError as e:
                     # An authentic peer that sends an invalid message (a bad id, a path, an
                     # unknown kind) is buggy or hostile: refuse it and end the conversation.
                     log.warning("refused an invalid message from %s, closing: %s", self, e)
                     self._abort()
                     raise ChannelClosed(f"{self}: invalid message: {e}") from e
+                why = self._refuse(msg)
+                if why is not None:
+                    log.warning("refused a message from %s, closing: %s", self, why)
+                    self._abort()
+                    raise ChannelClosed(f"{self}: {why}")
+                return msg
 
     async def request(self, msg: object, *, timeout: float) -> object:
         """Send ``msg`` and return the next message. On timeout the channel is closed (a late
@@ -171,7 +191,8 @@ def _peer_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
 
 
 class Channel(_FrameChannel):
-    """An authenticated TCP channel to another daemon of the same grid."""
+    """An authenticated TCP channel to another daemon of the same grid. ``peer_node`` is
+    proven (the peer showed the node key whose fingerprint it is and signed the handshake)."""
 
     def __init__(
         self,
@@ -199,6 +220,9 @@ class Channel(_FrameChannel):
     def _open(self, frame: bytes) -> bytes:
         return self._session.opener.open(frame)
 
+    def _refuse(self, msg: object) -> str | None:
+        return false_claim(msg, self.peer_node)
+
     def __str__(self) -> str:
         host, port = self.peer_address
         return f"control channel with {self.peer_node} at {host}:{port}"
@@ -209,25 +233,35 @@ async def connect(
     port: int,
     *,
     key: GridKey,
-    node_id: str,
+    node: NodeKey,
     timeout: float,
     registry: Registry = CONTROL,
     local_addr: str | None = None,
+    expect: str | None = None,
 ) -> Channel:
-    """Open an authenticated channel; AuthError, OSError or asyncio.TimeoutError on failure.
-    ``timeout`` bounds the connection and the handshake together."""
-    return await asyncio.wait_for(_connect(host, port, key, node_id, registry, local_addr), timeout)
+    """Open an authenticated channel as ``node``; AuthError, OSError or asyncio.TimeoutError
+    on failure. ``timeout`` bounds the connection and the handshake together. ``expect``: the
+    node id we mean to reach (from its mDNS record); a peer that proves another is refused
+    (AuthError, reason ``identity``)."""
+    ch = await asyncio.wait_for(_connect(host, port, key, node, registry, local_addr), timeout)
+    if expect is not None and ch.peer_node != expect:
+        ch._abort()
+        raise AuthError(
+            f"{host}:{port}: expected node {expect}, the peer proved it is {ch.peer_node}",
+            reason="identity",
+        )
+    return ch
 
 
 async def _connect(
-    host: str, port: int, key: GridKey, node_id: str, registry: Registry, local_addr: str | None
+    host: str, port: int, key: GridKey, node: NodeKey, registry: Registry, local_addr: str | None
 ) -> Channel:
     reader, writer = await asyncio.open_connection(
         host, port, local_addr=(local_addr, 0) if local_addr else None
     )
     try:
         frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
-        hs = ClientHandshake(key, node_id, secrets.token_bytes(NONCE_BYTES))
+        hs = ClientHandshake(key, node, secrets.token_bytes(EPHEMERAL_BYTES))
         write_frame(writer, hs.hello())
         await writer.drain()
         write_frame(writer, hs.on_server_hello(await frames.read()))
@@ -236,10 +270,12 @@ async def _connect(
     except HandshakeError as e:
         writer.transport.abort()
         log.debug("control handshake with %s:%d failed: %s", host, port, e)
-        raise AuthError(f"{host}:{port}: {e}") from None
+        raise AuthError(f"{host}:{port}: {e}", reason=e.reason) from None
     except (EOFError, FrameTooLarge) as e:
         writer.transport.abort()
-        raise AuthError(f"{host}:{port}: handshake broken off by peer ({e})") from None
+        raise AuthError(
+            f"{host}:{port}: handshake broken off by peer ({e})", reason="broken"
+        ) from None
     except BaseException:
         writer.transport.abort()
         raise
@@ -257,7 +293,7 @@ async def _accept(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     key: GridKey,
-    node_id: str,
+    node: NodeKey,
     registry: Registry,
     say: _RefusalLog | None = None,
 ) -> Channel | None:
@@ -265,7 +301,7 @@ async def _accept(
     say = say or log.log
     host, port = _peer_address(writer)
     frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
-    hs = ServerHandshake(key, node_id, secrets.token_bytes(NONCE_BYTES))
+    hs = ServerHandshake(key, node, secrets.token_bytes(EPHEMERAL_BYTES))
     try:
         write_frame(writer, hs.on_client_hello(await frames.read()))
         await writer.drain()
@@ -310,7 +346,7 @@ async def serve(
     port: int,
     *,
     key: GridKey,
-    node_id: str,
+    node: NodeKey,
     on_channel: Callable[[Channel], Awaitable[None]],
     handshake_timeout: float = 5.0,
     registry: Registry = CONTROL,
@@ -354,7 +390,7 @@ async def serve(
             )
         try:
             channel = await asyncio.wait_for(
-                _accept(reader, writer, key, node_id, registry, say), handshake_timeout
+                _accept(reader, writer, key, node, registry, say), handshake_timeout
             )
         except asyncio.TimeoutError:
             say(

@@ -10,16 +10,19 @@ from dataclasses import dataclass
 
 from bonjourgrid.control.channel import connect
 from bonjourgrid.control.messages import AppQuery, AppState
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import GridKey
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who coordinates: this daemon's node and host, with the grid key."""
+    """Who coordinates: this daemon's node and host, with the grid key and the node key
+    (``node`` is its fingerprint)."""
 
     node: str
     host: str
     key: GridKey
+    node_key: NodeKey
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ async def ask(peer: Peer, msg: object, me: Identity, timeout: float) -> object |
     """One request to ``peer`` over a fresh authenticated channel; None if it is silent."""
     for address in peer.addresses:
         try:
-            ch = await connect(address, peer.port, key=me.key, node_id=me.node, timeout=timeout)
+            ch = await connect(
+                address, peer.port, key=me.key, node=me.node_key, timeout=timeout, expect=peer.node
+            )
         except Exception:
             continue
         try:

@@ -81,8 +81,9 @@ class Recruitment(AppCoordinatorBase):
                     address,
                     offer.port,
                     key=self.me.key,
-                    node_id=self.me.node,
+                    node=self.me.node_key,
                     timeout=cfg.connect_timeout,
+                    expect=offer.node,  # the link's node is then the proven peer
                 )
             except Exception as e:
                 log.debug("app %s: cannot reach %s at %s: %s", self.app_id, offer.host, address, e)

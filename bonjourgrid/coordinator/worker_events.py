@@ -1,5 +1,11 @@
 """Events from the workers of an app: results committed exactly once (by task and attempt)
-and acknowledged once durable on the replicas, attempts given back, workers lost."""
+and acknowledged once durable on the replicas, attempts given back, workers lost.
+
+A result or a give-back for the latest attempt of a task is accepted only from the worker
+that attempt was placed on: the link's peer node is proven by the control handshake
+(control/auth.py), and any other grid-key holder's claim about it is refused, logged, and
+ends its link; the attempt keeps running where it was placed.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +34,38 @@ log = logging.getLogger(__name__)
 class WorkerEvents(AppCoordinatorBase):
     """The part of ``AppCoordinator`` that handles what workers and backends send (a mixin)."""
 
+    def _not_placed_there(self, link: WorkerLink, task: str, attempt: int) -> str | None:
+        """Why ``link`` may not speak for attempt ``attempt`` of ``task`` (None: it may).
+
+        The task table knows where each task's latest attempt was placed; only that attempt
+        can change the table (``accepts``), so only it needs guarding. An older attempt's
+        result changes nothing and is handled as before (a duplicate is acknowledged).
+        """
+        if task not in self.spec.task_ids:
+            return None  # dropped by the handlers: names no task of ours
+        rec = self.table.record(task)
+        peer = link.channel.peer_node
+        if attempt == rec.attempts and rec.worker != peer:
+            return (
+                f"{task}#{attempt} was placed on {rec.worker or 'the CE middleware'}, "
+                f"not on {peer} ({link.host})"
+            )
+        return None
+
+    async def _refuse_claim(self, link: WorkerLink, kind: str, why: str) -> None:
+        """Log and end the link: its reader then sees the close and the worker counts as
+        lost (what it ran for us is requeued), whatever it claimed about others' attempts."""
+        log.warning(
+            "app %s: refused a %s from %s: %s; closing its link", self.app_id, kind, link.host, why
+        )
+        await link.channel.close()
+
     async def _on_message(self, link: WorkerLink, msg: object) -> None:
+        if isinstance(msg, (TaskResult, GiveBack)):
+            why = self._not_placed_there(link, msg.task, msg.attempt)
+            if why is not None:
+                await self._refuse_claim(link, type(msg).__name__, why)
+                return
         if isinstance(msg, TaskResult):
             key = (msg.task, msg.attempt)
             self._results_in_flight.add(key)

@@ -74,7 +74,7 @@ class Advertising(NodeDaemonBase):
         """``--local`` workers have no mDNS: learn their state by asking them directly."""
         pongs = await asyncio.gather(
             *(
-                ping(a, p, self.key, self.host.node_id, self.config.ping_timeout)
+                ping(a, p, self.key, self.me.node_key, self.config.ping_timeout)
                 for a, p in self.static_peers
             )
         )

@@ -168,7 +168,7 @@ class LocalRequests(AppRequests):
             machines, coords = [], []
         budget = min(self.config.ping_timeout, max(0.05, deadline - time.monotonic() - 0.05))
         rows = await machine_rows(
-            machines, coords, key=self.key, node_id=self.host.node_id, timeout=budget
+            machines, coords, key=self.key, node=self.me.node_key, timeout=budget
         )
         await ch.send(lm.StatusReply(list(rows)))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import logging
 import os
@@ -41,6 +42,7 @@ from bonjourgrid.control.messages import (
 )
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.coordinator.peers import Identity
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.advertising import Advertising
@@ -102,6 +104,14 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         """App -> (term, workers, demand) last published in its ``_bjg-coord`` record."""
         self.config = config
         self.key = key
+        node_key = host.node_key
+        if node_key is None:  # a host described by hand (tests): a throwaway identity
+            node_key = NodeKey.generate()
+            host = dataclasses.replace(host, node_id=node_key.node_id, node_key=node_key)
+        elif node_key.node_id != host.node_id:
+            raise ValueError(f"node id {host.node_id} is not the fingerprint of its node key")
+        self.node_key = node_key
+        """This node's key: its fingerprint is ``host.node_id``, proven in every handshake."""
         self.host = host
         self.volunteer = volunteer
         self.mdns = mdns
@@ -118,7 +128,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._kick = asyncio.Event()
-        self.me = Identity(host.node_id, host.hostname, key)
+        self.me = Identity(host.node_id, host.hostname, key, node_key)
         self.journal: Journal | None = None
         self._loaded = asyncio.Event()
         """Set once the journal's apps are back (a submit waits for it, to re-attach)."""
@@ -161,7 +171,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
                 self.listen,
                 self.port,
                 key=self.key,
-                node_id=self.host.node_id,
+                node=self.node_key,
                 on_channel=self._on_control,
             )
             self._servers.append(server)

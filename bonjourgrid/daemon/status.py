@@ -2,7 +2,10 @@
 
 mDNS keeps a machine that died without a goodbye listed for over an hour (DESIGN.md), so a
 listing alone proves nothing: every machine is pinged over the authenticated channel, and one
-that does not answer in time is shown as unreachable, never as plain idle.
+that does not answer in time is shown as unreachable, never as plain idle. One that refuses
+our handshake for a reason worth acting on (another control protocol version: "upgrade it";
+a node id its key does not prove; another grid) is shown unreachable with that reason in
+``refused``.
 """
 
 from __future__ import annotations
@@ -11,19 +14,27 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from bonjourgrid.control.channel import connect
+from bonjourgrid.control.channel import AuthError, connect
 from bonjourgrid.control.messages import Ping, Pong
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.discovery import CoordinatorRecord, Machine
 from bonjourgrid.gridkey import GridKey
 
 log = logging.getLogger(__name__)
 
 
-async def ping(address: str, port: int, key: GridKey, node_id: str, timeout: float) -> Pong | None:
-    """The machine's own answer, or None if it gave none within ``timeout`` (all included)."""
+_SHOWN_REFUSALS = frozenset({"version", "identity", "grid"})
+"""Handshake failures ``status`` explains (AuthError.reason); others are plain unreachable."""
+
+
+async def ask_pong(
+    address: str, port: int, key: GridKey, node: NodeKey, timeout: float, expect: str | None
+) -> tuple[Pong | None, str]:
+    """The machine's own answer (None if none within ``timeout``, all included), and why it
+    refused us when it did for a reason in ``_SHOWN_REFUSALS`` ("" otherwise)."""
 
     async def ask() -> object:
-        ch = await connect(address, port, key=key, node_id=node_id, timeout=timeout)
+        ch = await connect(address, port, key=key, node=node, timeout=timeout, expect=expect)
         try:
             return await ch.request(Ping(), timeout=timeout)
         finally:
@@ -31,18 +42,30 @@ async def ping(address: str, port: int, key: GridKey, node_id: str, timeout: flo
 
     try:
         reply = await asyncio.wait_for(ask(), timeout)
+    except AuthError as e:
+        log.debug("ping %s:%d refused: %s", address, port, e)
+        return None, str(e) if e.reason in _SHOWN_REFUSALS else ""
     except Exception as e:
         log.debug("ping %s:%d failed: %s", address, port, e)
-        return None
-    return reply if isinstance(reply, Pong) else None
+        return None, ""
+    return (reply if isinstance(reply, Pong) else None), ""
 
 
-async def _ping_any(m: Machine, key: GridKey, node_id: str, timeout: float) -> Pong | None:
+async def ping(address: str, port: int, key: GridKey, node: NodeKey, timeout: float) -> Pong | None:
+    """The machine's own answer, or None if it gave none within ``timeout`` (all included)."""
+    return (await ask_pong(address, port, key, node, timeout, None))[0]
+
+
+async def _ping_any(
+    m: Machine, key: GridKey, node: NodeKey, timeout: float
+) -> tuple[Pong | None, str]:
+    refused = ""
     for address in m.addresses:
-        pong = await ping(address, m.port, key, node_id, timeout)
-        if pong is not None and pong.node == m.node:
-            return pong
-    return None
+        pong, why = await ask_pong(address, m.port, key, node, timeout, m.node)
+        if pong is not None:
+            return pong, ""
+        refused = refused or why
+    return None, refused
 
 
 async def machine_rows(
@@ -50,13 +73,14 @@ async def machine_rows(
     coords: Sequence[CoordinatorRecord],
     *,
     key: GridKey,
-    node_id: str,
+    node: NodeKey,
     timeout: float,
 ) -> list[dict[str, object]]:
-    """One row per machine, in DESIGN.md's `status --json` shape, sorted by host name."""
-    pongs = await asyncio.gather(*(_ping_any(m, key, node_id, timeout) for m in machines))
+    """One row per machine, in DESIGN.md's `status --json` shape plus ``refused`` (why the
+    machine refused our handshake, null if it did not), sorted by host name."""
+    answers = await asyncio.gather(*(_ping_any(m, key, node, timeout) for m in machines))
     rows: list[dict[str, object]] = []
-    for m, pong in zip(machines, pongs, strict=True):
+    for m, (pong, refused) in zip(machines, answers, strict=True):
         advertised = sorted(c.app for c in coords if c.node == m.node)
         if pong is not None and pong.state in ("idle", "worker"):
             row: dict[str, object] = {
@@ -70,6 +94,7 @@ async def machine_rows(
                 "app": pong.app if pong.state == "worker" else None,
                 "coordinator": pong.coordinator if pong.state == "worker" else None,
                 "coordinates": sorted(pong.coordinates),
+                "refused": None,
                 **_isolation(m),
             }
         else:
@@ -84,6 +109,7 @@ async def machine_rows(
                 "app": m.txt.app if m.state == "worker" else None,
                 "coordinator": m.txt.coordinator if m.state == "worker" else None,
                 "coordinates": advertised,
+                "refused": refused or None,
                 **_isolation(m),
             }
         rows.append(row)

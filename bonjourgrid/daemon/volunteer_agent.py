@@ -162,6 +162,11 @@ class VolunteerAgent:
 
     async def serve(self, ch: Channel, first: Reserve) -> None:
         """Answer a reservation; if accepted, serve the coordinator on this channel."""
+        if first.coordinator != ch.peer_node:
+            # The coordinator is the node the handshake proved, never the one a grid-key
+            # holder names (the channel refuses such a Reserve too: control/sender_claims.py).
+            log.warning("refused a Reserve from %s naming coordinator %s", ch, first.coordinator)
+            return
         if not self.offering:
             await ch.send(ReserveReply(first.app, False, "not volunteering", 0))
             return

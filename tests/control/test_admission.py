@@ -13,7 +13,10 @@ import pytest
 
 from bonjourgrid.control.admission import HandshakeGate, RateLimitedLog, raise_open_files_limit
 from bonjourgrid.control.channel import Channel, connect, serve
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import GridKey
+
+MEMBER = NodeKey(b"m" * 32)
 
 
 def _closer(closed: list[str], name: str):  # type: ignore[no-untyped-def]
@@ -87,7 +90,7 @@ async def _flood_then_member() -> tuple[int, int, list[str]]:
         served.append(ch.peer_node)
 
     server = await serve(
-        "127.0.0.1", 0, key=key, node_id="srv", on_channel=on_channel,
+        "127.0.0.1", 0, key=key, node=NodeKey.generate(), on_channel=on_channel,
         handshake_timeout=30.0, max_handshakes=16, max_handshakes_per_peer=4,
     )  # fmt: skip
     port = server.sockets[0].getsockname()[1]
@@ -99,7 +102,7 @@ async def _flood_then_member() -> tuple[int, int, list[str]]:
         closed = sum(await asyncio.gather(*(_closed_by_server(r) for r, _ in idle)))
         # A grid member still gets through (from another source address: 127.0.0.2).
         ch = await connect(
-            "127.0.0.1", port, key=key, node_id="member", timeout=10, local_addr="127.0.0.2"
+            "127.0.0.1", port, key=key, node=MEMBER, timeout=10, local_addr="127.0.0.2"
         )
         await ch.close()
         for _ in range(100):
@@ -119,4 +122,4 @@ def test_idle_connections_beyond_the_bound_are_closed_at_once_and_members_still_
 ) -> None:
     closed, opened, served = run(_flood_then_member())
     assert opened - closed == 4, (opened, closed)  # the per-address bound, held till deadline
-    assert served == ["member"]
+    assert served == [MEMBER.node_id]

@@ -12,10 +12,14 @@ from bonjourgrid.control.auth import (
     Session,
     refusal,
 )
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import GridKey
 
 KEY = GridKey(b"k" * 32)
 OTHER = GridKey(b"o" * 32)
+CLIENT = NodeKey(b"C" * 32)
+SERVER = NodeKey(b"S" * 32)
+INTRUDER = NodeKey(b"I" * 32)
 
 
 class SameGridIdKey(GridKey):
@@ -33,14 +37,14 @@ class SameGridIdKey(GridKey):
 def handshake(
     client_key: GridKey = KEY, server_key: GridKey = KEY, *, cn: bytes = b"c" * 32
 ) -> tuple[Session, Session]:
-    client = ClientHandshake(client_key, "client-node", cn)
-    server = ServerHandshake(server_key, "server-node", b"s" * 32)
+    client = ClientHandshake(client_key, CLIENT, cn)
+    server = ServerHandshake(server_key, SERVER, b"s" * 32)
     proof = client.on_server_hello(server.on_client_hello(client.hello()))
     welcome, server_session = server.on_proof(proof)
     client_session = client.on_welcome(welcome)
     assert client.peer is not None and server.peer is not None
-    assert client.peer.node_id == "server-node"
-    assert server.peer.node_id == "client-node"
+    assert client.peer.node_id == SERVER.node_id
+    assert server.peer.node_id == CLIENT.node_id
     return client_session, server_session
 
 
@@ -66,8 +70,8 @@ def test_sessions_differ_per_connection() -> None:
 
 
 def test_wrong_key_with_its_own_grid_id_is_refused_by_the_server() -> None:
-    client = ClientHandshake(OTHER, "intruder", b"c" * 32)
-    server = ServerHandshake(KEY, "server-node", b"s" * 32)
+    client = ClientHandshake(OTHER, INTRUDER, b"c" * 32)
+    server = ServerHandshake(KEY, SERVER, b"s" * 32)
     with pytest.raises(HandshakeError, match=f"is on grid {OTHER.grid_id}, we are on") as e:
         server.on_client_hello(client.hello())
     assert e.value.reason == "grid"
@@ -75,8 +79,8 @@ def test_wrong_key_with_its_own_grid_id_is_refused_by_the_server() -> None:
 
 def test_wrong_key_claiming_our_grid_id_fails_the_client_proof() -> None:
     liar = SameGridIdKey(b"o" * 32, KEY.grid_id)
-    client = ClientHandshake(liar, "intruder", b"c" * 32)
-    server = ServerHandshake(KEY, "server-node", b"s" * 32)
+    client = ClientHandshake(liar, INTRUDER, b"c" * 32)
+    server = ServerHandshake(KEY, SERVER, b"s" * 32)
     server_hello = server.on_client_hello(client.hello())
     # The client cannot check the server's proof either, so an honest client stops here...
     with pytest.raises(HandshakeError) as e:
@@ -84,49 +88,49 @@ def test_wrong_key_claiming_our_grid_id_fails_the_client_proof() -> None:
     assert e.value.reason == "proof"
     # ...and a forged proof gets the intruder nowhere.
     with pytest.raises(HandshakeError) as e:
-        server.on_proof(b"BJGP" + b"\0" * MAC_BYTES)
+        server.on_proof(b"BJGP" + b"\0" * (MAC_BYTES + 64))
     assert e.value.reason == "proof"
 
 
 def test_wrong_key_server_claiming_our_grid_id_is_refused_by_the_client() -> None:
-    client = ClientHandshake(KEY, "client-node", b"c" * 32)
-    server = ServerHandshake(SameGridIdKey(b"o" * 32, KEY.grid_id), "fake-server", b"s" * 32)
+    client = ClientHandshake(KEY, CLIENT, b"c" * 32)
+    server = ServerHandshake(SameGridIdKey(b"o" * 32, KEY.grid_id), INTRUDER, b"s" * 32)
     with pytest.raises(HandshakeError, match="failed to prove") as e:
         client.on_server_hello(server.on_client_hello(client.hello()))
     assert e.value.reason == "proof"
 
 
 def test_proof_from_another_connection_is_refused() -> None:
-    # A recorded proof is bound to its transcript (nonces): it does not open a new connection.
-    old_client = ClientHandshake(KEY, "client-node", b"1" * 32)
-    old_server = ServerHandshake(KEY, "server-node", b"s" * 32)
+    # A recorded proof is bound to its transcript (ephemeral keys): it opens no new connection.
+    old_client = ClientHandshake(KEY, CLIENT, b"1" * 32)
+    old_server = ServerHandshake(KEY, SERVER, b"s" * 32)
     old_proof = old_client.on_server_hello(old_server.on_client_hello(old_client.hello()))
-    new_server = ServerHandshake(KEY, "server-node", b"t" * 32)
+    new_server = ServerHandshake(KEY, SERVER, b"t" * 32)
     new_server.on_client_hello(old_client.hello())  # same client hello replayed
     with pytest.raises(HandshakeError, match="failed to prove"):
         new_server.on_proof(old_proof)
 
 
-def test_other_protocol_version_is_refused() -> None:
-    hello = bytearray(ClientHandshake(KEY, "n", b"c" * 32).hello())
+def test_newer_protocol_version_is_refused_naming_both() -> None:
+    hello = bytearray(ClientHandshake(KEY, CLIENT, b"c" * 32).hello())
     hello[4:6] = (PROTOCOL_VERSION + 1).to_bytes(2, "big")
-    with pytest.raises(HandshakeError, match="version") as e:
-        ServerHandshake(KEY, "s", b"s" * 32).on_client_hello(bytes(hello))
+    with pytest.raises(HandshakeError, match="upgrade this bjgrid") as e:
+        ServerHandshake(KEY, SERVER, b"s" * 32).on_client_hello(bytes(hello))
     assert e.value.reason == "version"
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"GET / HTTP/1.1\r\n", b"BJGH", b"BJGH\x00\x01\x08abc", b"BJGH\x00\x01" + b"\xff" * 80],
+    [b"", b"GET / HTTP/1.1\r\n", b"BJGH", b"BJGH\x00\x02\x08abc", b"BJGH\x00\x02" + b"\xff" * 80],
 )
 def test_malformed_hello_is_refused(data: bytes) -> None:
     with pytest.raises(HandshakeError) as e:
-        ServerHandshake(KEY, "s", b"s" * 32).on_client_hello(data)
+        ServerHandshake(KEY, SERVER, b"s" * 32).on_client_hello(data)
     assert e.value.reason == "malformed"
 
 
 def test_refusal_reaches_the_client_as_its_reason() -> None:
-    client = ClientHandshake(KEY, "n", b"c" * 32)
+    client = ClientHandshake(KEY, CLIENT, b"c" * 32)
     with pytest.raises(HandshakeError, match="refused by peer: go away") as e:
         client.on_server_hello(refusal("go away"))
     assert e.value.reason == "refused"

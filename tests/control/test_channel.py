@@ -27,6 +27,7 @@ from bonjourgrid.control import (
     serve,
 )
 from bonjourgrid.control.auth import ClientHandshake, Sealer
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import GridKey
 
 from .test_auth import SameGridIdKey
@@ -34,7 +35,9 @@ from .test_auth import SameGridIdKey
 LOOPBACK = "127.0.0.1"
 KEY = GridKey(b"k" * 32)
 OTHER = GridKey(b"o" * 32)
-RESERVE = Reserve("app-1", "coord-node", "pc-9", 3, 30.0, "embedded")
+VOL = NodeKey(b"v" * 32)
+COORD = NodeKey(b"c" * 32)
+RESERVE = Reserve("app-1", COORD.node_id, "pc-9", 3, 30.0, "embedded")
 Run = Callable[[Awaitable[Any]], Any]
 
 
@@ -62,7 +65,7 @@ class Volunteer:
                     await channel.send(ReserveReply(msg.app, True, "", 4))
                 elif isinstance(msg, Ping):
                     await channel.send(
-                        Pong("vol", "pc-1", "idle", None, None, 4, 4, 4, (), ("embedded",))
+                        Pong(VOL.node_id, "pc-1", "idle", None, None, 4, 4, 4, (), ("embedded",))
                     )
         except ChannelClosed as e:
             await self.events.put(e)
@@ -74,12 +77,12 @@ class Volunteer:
 async def start(
     handler: Callable[[Channel], Awaitable[None]], key: GridKey = KEY, **kw: Any
 ) -> tuple[asyncio.Server, int]:
-    server = await serve(LOOPBACK, 0, key=key, node_id="vol", on_channel=handler, **kw)
+    server = await serve(LOOPBACK, 0, key=key, node=VOL, on_channel=handler, **kw)
     return server, server.sockets[0].getsockname()[1]
 
 
 async def dial(port: int, key: GridKey = KEY, **kw: Any) -> Channel:
-    return await connect(LOOPBACK, port, key=key, node_id="coord", timeout=5, **kw)
+    return await connect(LOOPBACK, port, key=key, node=COORD, timeout=5, **kw)
 
 
 async def hung_up(reader: asyncio.StreamReader) -> bytes:
@@ -93,7 +96,7 @@ async def hung_up(reader: asyncio.StreamReader) -> bytes:
 async def good_conversation(port: int, volunteer: Volunteer) -> None:
     async with await dial(port) as ch:
         assert await ch.request(RESERVE, timeout=5) == ReserveReply("app-1", True, "", 4)
-    assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
+    assert await volunteer.next() == ("peer", COORD.node_id, KEY.grid_id)
     assert await volunteer.next() == RESERVE
     assert isinstance(await volunteer.next(), ChannelClosed)
 
@@ -104,12 +107,12 @@ def test_peers_with_the_same_key_converse(run: Run) -> None:
         server, port = await start(volunteer)
         async with server:
             ch = await dial(port)
-            assert (ch.peer_node, ch.peer_grid) == ("vol", KEY.grid_id)
+            assert (ch.peer_node, ch.peer_grid) == (VOL.node_id, KEY.grid_id)
             assert ch.peer_address == (LOOPBACK, port)
             assert await ch.request(RESERVE, timeout=5) == ReserveReply("app-1", True, "", 4)
             assert isinstance(await ch.request(Ping(), timeout=5), Pong)
             await ch.close()
-            assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
+            assert await volunteer.next() == ("peer", COORD.node_id, KEY.grid_id)
             assert await volunteer.next() == RESERVE
             assert await volunteer.next() == Ping()
             assert isinstance(await volunteer.next(), ChannelClosed)
@@ -128,7 +131,7 @@ def test_concurrent_senders_do_not_interleave_frames(run: Run) -> None:
             big = 200_000  # several socket writes per frame
             msgs = [Release("a", i, "x" * big + str(i)) for i in range(20)]
             await asyncio.gather(*(ch.send(m) for m in msgs))
-            assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
+            assert await volunteer.next() == ("peer", COORD.node_id, KEY.grid_id)
             got = [await volunteer.next() for _ in msgs]
             assert sorted(got, key=lambda m: m.term) == msgs  # type: ignore[attr-defined]
             await ch.close()
@@ -152,7 +155,7 @@ def test_peer_with_a_different_key_is_refused_on_both_sides(
     run(main())
     assert (
         f"refused control connection from {LOOPBACK}:" in caplog_control.text
-        and f"peer 'coord' is on grid {OTHER.grid_id}, we are on {KEY.grid_id}"
+        and f"peer {COORD.node_id} is on grid {OTHER.grid_id}, we are on {KEY.grid_id}"
         in caplog_control.text
     )
 
@@ -179,10 +182,11 @@ def test_reserve_from_a_peer_without_the_key_never_reaches_the_handler(
         server, port = await start(volunteer)
         async with server:
             reader, writer = await asyncio.open_connection(LOOPBACK, port)
-            intruder = ClientHandshake(SameGridIdKey(b"o" * 32, KEY.grid_id), "intruder", b"i" * 32)
+            liar = SameGridIdKey(b"o" * 32, KEY.grid_id)
+            intruder = ClientHandshake(liar, NodeKey(b"i" * 32), b"i" * 32)
             hello = intruder.hello()
             reserve = Sealer(b"guessed key").seal(CONTROL.encode(RESERVE))
-            for frame in (hello, b"BJGP" + b"\0" * 32, reserve):  # proof it cannot compute
+            for frame in (hello, b"BJGP" + b"\0" * 96, reserve):  # proofs it cannot compute
                 writer.write(struct.pack(">I", len(frame)) + frame)
             await writer.drain()
             await hung_up(reader)
@@ -192,7 +196,7 @@ def test_reserve_from_a_peer_without_the_key_never_reaches_the_handler(
             await good_conversation(port, volunteer)
 
     run(main())
-    assert "'intruder' failed to prove the grid key" in caplog_control.text
+    assert f"peer {NodeKey(b'i' * 32).node_id} failed to prove the grid key" in caplog_control.text
 
 
 @pytest.mark.parametrize(
@@ -256,7 +260,7 @@ def test_connect_times_out_against_a_silent_server(run: Run) -> None:
         async with server:
             port = server.sockets[0].getsockname()[1]
             with pytest.raises(asyncio.TimeoutError):
-                await connect(LOOPBACK, port, key=KEY, node_id="c", timeout=0.2)
+                await connect(LOOPBACK, port, key=KEY, node=COORD, timeout=0.2)
 
     run(main())
 
@@ -367,7 +371,7 @@ def test_frames_injected_by_a_man_in_the_middle_are_rejected(
         async with server, proxy_server:
             ch = await dial(proxy_server.sockets[0].getsockname()[1])
             assert await ch.request(RESERVE, timeout=5) == ReserveReply("app-1", True, "", 4)
-            assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
+            assert await volunteer.next() == ("peer", COORD.node_id, KEY.grid_id)
             assert await volunteer.next() == RESERVE
             _hello, _proof, reserve = proxy.frames
             if attack == "replay":
@@ -386,7 +390,7 @@ def test_frames_injected_by_a_man_in_the_middle_are_rejected(
 
     run(main())
     assert logged in caplog_control.text
-    assert "closing control channel with coord" in caplog_control.text
+    assert f"closing control channel with {COORD.node_id}" in caplog_control.text
 
 
 def test_authentic_but_undecodable_message_closes_the_link_and_others_go_on(
@@ -409,7 +413,7 @@ def test_authentic_but_undecodable_message_closes_the_link_and_others_go_on(
             await ch.send(FromTheFuture(1))
             with pytest.raises(ChannelClosed):
                 await ch.request(RESERVE, timeout=5)
-            assert await volunteer.next() == ("peer", "coord", KEY.grid_id)
+            assert await volunteer.next() == ("peer", COORD.node_id, KEY.grid_id)
             assert isinstance(await volunteer.next(), ChannelClosed)  # RESERVE never handled
             await ch.close()
             await good_conversation(port, volunteer)

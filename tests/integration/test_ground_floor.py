@@ -168,17 +168,19 @@ def test_fresh_status_on_ninth_host_lists_eight_idle_volunteers_with_resources(
 
 _PROBE = textwrap.dedent(
     """
-    import asyncio, json, secrets, sys
+    import asyncio, json, sys
     from pathlib import Path
     from bonjourgrid.control.channel import AuthError, connect
     from bonjourgrid.control.messages import Release, Reserve, ReserveReply
+    from bonjourgrid.control.nodekey import NodeKey
     from bonjourgrid.gridkey import load_key
 
     async def main(key_file, address, port, app):
         key = load_key(Path(key_file))
-        me = secrets.token_hex(4)
+        node = NodeKey.generate()
+        me = node.node_id
         try:
-            ch = await connect(address, port, key=key, node_id=me, timeout=5)
+            ch = await connect(address, port, key=key, node=node, timeout=5)
         except AuthError as e:
             print(json.dumps({"connected": False, "error": str(e)}))
             return

@@ -22,7 +22,13 @@ from pathlib import Path
 
 from bonjourgrid.control import messages
 from bonjourgrid.control.channel import ChannelClosed, connect
+from bonjourgrid.control.nodekey import NodeKey
+from bonjourgrid.control.sender_claims import SENDER_FIELDS
 from bonjourgrid.gridkey import load_key
+
+ME = NodeKey.generate()
+"""The rogue's own node key: the handshake proves this id, so a field naming the sender
+holds it (unless it is the field under attack)."""
 
 HARMLESS: dict[type, object] = {
     str: "rogue",
@@ -60,6 +66,9 @@ def forge(cls_name: str, field: str, value: object) -> object:
     msg = copy.copy(cls(**fields))
     if isinstance(value, list) and typing.get_origin(hints[field]) is tuple:
         value = tuple(value)
+    sender = SENDER_FIELDS.get(cls)
+    if sender is not None:
+        object.__setattr__(msg, sender, ME.node_id)
     object.__setattr__(msg, field, value)
     return msg
 
@@ -68,7 +77,7 @@ async def attack(address: str, port: int, key_file: Path, plan: list[list[object
     key = load_key(key_file)
     for cls_name, field, value, after_reserve in plan:
         msg = forge(str(cls_name), str(field), value)
-        ch = await connect(address, port, key=key, node_id="rogue", timeout=10)
+        ch = await connect(address, port, key=key, node=ME, timeout=10)
         outcome: dict[str, object] = {"msg": cls_name, "field": field, "value": value}
         try:
             if after_reserve:
