@@ -7,10 +7,11 @@ link-local 169.254.X.Y/16 address, a 224.0.0.0/4 route (multicast) and nothing e
 route, no DNS, no IPv6 (the user's LAN lab, IPv4 mDNS only). Nothing is created in the root
 namespace, so no packet of ours can reach the machine's real interfaces. Processes run in a
 host's namespace, in a UTS namespace of their own whose hostname is the host's name, and in a
-mount namespace of their own where ``/etc/hosts`` is the LAN's hosts file (every host's name ->
-its link-local address, plus localhost): there is no DNS, yet a host's own name resolves, as
-software such as HTCondor's bindings requires. The file is appended to in place when a host is
-added, so running processes see new hosts; the mounts vanish with the processes.
+mount namespace of their own where ``/etc/hosts`` is the host's own hosts file: localhost and
+its own name -> its link-local address, nothing else, as on a fresh desktop of a lab with no
+DNS (issue 16). So a host's own name resolves, as software such as HTCondor's bindings
+requires, and a dependence on resolving another host's name fails here as it would in a real
+lab. The mounts vanish with the processes.
 
 Works as root, or unprivileged inside ``scripts/userns-run`` (user + mount + net namespaces,
 tmpfs on /run). ``available()`` says which.
@@ -118,7 +119,8 @@ class Host:
         self.address = address
         self.home = home
         self._switch_ns = lan.bridge_ns
-        self._hosts_file = lan.hosts_file
+        self._hosts_file = own_hosts_file(lan.hosts_file, self.name)
+        """This host's ``/etc/hosts``: localhost and its own name only."""
         self._port = f"vh{index}"
         self._inode: int | None = None
         self._procs: list[subprocess.Popen[Any]] = []
@@ -297,7 +299,8 @@ class VirtualLan:
         self.bridge_ns = f"{self.prefix}-sw"
         self.base_dir = Path(base_dir)
         self.hosts_file = self.base_dir / f".{self.prefix}.hosts"
-        """The LAN's ``/etc/hosts``, bind-mounted over ``/etc/hosts`` in every host."""
+        """The LAN's base hosts file (localhost only); each host's own is beside it
+        (:func:`own_hosts_file`), bind-mounted over ``/etc/hosts`` in that host."""
         self.hosts: list[Host] = []
         self._n_hosts = n_hosts
         # 169.254.0.x and 169.254.255.x are reserved (RFC 3927 §2.1).
@@ -369,8 +372,12 @@ class VirtualLan:
             _delete_netns([h.netns for h in self.hosts] + [self.bridge_ns])
         finally:
             _unregister(self)
-            with contextlib.suppress(OSError):
-                self.hosts_file.unlink()
+            for path in [
+                self.hosts_file,
+                *(own_hosts_file(self.hosts_file, h.name) for h in self.hosts),
+            ]:
+                with contextlib.suppress(OSError):
+                    path.unlink()
         left = [n for n in [h.netns for h in self.hosts] + [self.bridge_ns] if _netns_exists(n)]
         if survivors or left:
             raise VlanError(f"{self.prefix}: survivors {survivors}, namespaces left {left}")
@@ -393,11 +400,17 @@ class VirtualLan:
         address = f"169.254.{self._octet3 + (index - 1) // 254}.{(index - 1) % 254 + 1}"
         host = Host(self, index, address, self.base_dir / f"h{index}")
         self.hosts.append(host)  # before creation, so close() cleans up a half-made host
-        # Appended in place (never replaced): the running hosts' bind mounts see the new line.
-        with open(self.hosts_file, "a") as f:
-            f.write(f"{address}\t{host.name}\n")
+        own = own_hosts_file(self.hosts_file, host.name)
+        own.write_text(f"{_HOSTS_HEADER}{address}\t{host.name}\n")
+        os.chmod(own, 0o644)
         host._create(16)
         return host
+
+
+def own_hosts_file(lan_hosts_file: Path, host_name: str) -> Path:
+    """Where host ``host_name`` of the LAN whose base hosts file is ``lan_hosts_file`` keeps
+    its own ``/etc/hosts``."""
+    return lan_hosts_file.with_name(f"{lan_hosts_file.stem}.{host_name}.hosts")
 
 
 # -- process and namespace plumbing --------------------------------------------------------------

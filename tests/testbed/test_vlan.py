@@ -137,6 +137,22 @@ def test_each_host_sees_its_own_hostname(vlan: MakeLan) -> None:
     assert socket.gethostname() not in {h.name for h in lan.hosts}
 
 
+def test_a_host_resolves_its_own_name_and_no_other_like_a_fresh_desktop(vlan: MakeLan) -> None:
+    lan = vlan(3)
+    resolve = (
+        "import socket, sys\ntry: print(socket.gethostbyname(sys.argv[1]))\n"
+        "except OSError: print('-')"
+    )
+    for h in lan.hosts:
+        for other in lan.hosts:
+            got = h.run([sys.executable, "-c", resolve, other.name], timeout=10)
+            want = h.address if other is h else "-"
+            assert got.stdout.decode().strip() == want, (h.name, other.name)
+    late = lan.add_host()
+    got = lan.hosts[0].run([sys.executable, "-c", resolve, late.name], timeout=10)
+    assert got.stdout.decode().strip() == "-"
+
+
 def test_popen_pid_is_the_real_process(vlan: MakeLan) -> None:
     (h1,) = vlan(1).hosts
     proc = h1.popen(["sh", "-c", "echo $$; exec sleep 100"], stdout=subprocess.PIPE)
