@@ -2,10 +2,11 @@
 
 A real throwaway account runs a real ``bjgrid join`` inside a namespace host; its home holds
 a canary file and its grid key. Another host submits an app whose tasks try to read them, to
-reach a third host although ``network`` is false, and to leave a double-forked ``setsid``
-process behind. With bubblewrap: the canaries keep content, mtime and inode and appear in no
-result or log; the connection fails (a task that asks for the network reaches the same
-listener, so the check can fail); no process of the task is left; a legitimate app completes.
+reach a third host although ``network`` is false, to leave a double-forked ``setsid``
+process behind, and to swap their output and logs for links to the grid key while collected.
+With bubblewrap: the canaries keep content, mtime and inode and appear in no result or log;
+the connection fails (a task that asks for the network reaches the same listener, so the
+check can fail); no process of the task is left; a legitimate app completes.
 Without bubblewrap the volunteer refuses tasks and says why in ``bjgrid status``, unless its
 owner passes ``--allow-unisolated`` (then the very same reads succeed: the canaries work).
 """
@@ -70,6 +71,20 @@ _ATTACK = textwrap.dedent(
         alive = [p for p in os.listdir("/proc") if p.isdigit()
                  and sys.argv[2].encode() in open(f"/proc/{p}/cmdline", "rb").read()]
         print("escaped child alive" if alive else "no escaped child")
+    elif what == "swap":  # an escaped child swaps the logs and the output for links
+        open("out.txt", "w").write("legit result")
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            while True:
+                for name in ("stdout", "stderr", "out.txt"):
+                    try:
+                        os.unlink(name)
+                        os.symlink(sys.argv[2], name)
+                    except OSError:
+                        pass
+        time.sleep(0.3)
     """
 )
 
@@ -163,7 +178,8 @@ def row_of(v: Volunteer, timeout: float) -> dict[str, object]:
     raise TimeoutError(f"{v.host.name} not listed idle: {rows}\n{v.grid.log(v.host)[-3000:]}")
 
 
-def write_app(folder: Path, v: Volunteer, name: str) -> Path:
+def write_app(folder: Path, v: Volunteer, name: str, only: tuple[str, ...] = ()) -> Path:
+    """The hostile app (``only``: just these of its tasks)."""
     folder.mkdir(parents=True)
     (folder / "attack.py").write_text(_ATTACK)
     home = v.user.home
@@ -176,9 +192,12 @@ def write_app(folder: Path, v: Volunteer, name: str) -> Path:
         {"id": "netok", "command": ["python3", "attack.py", "connect", v.target.address,
                                     str(PORT)], "requirements": {"network": True}},
         {"id": "escape", "command": ["python3", "attack.py", "escape", MARKER]},
+        {"id": "swap", "command": ["python3", "attack.py", "swap", str(home / "config" /
+                                   "grid.key")], "outputs": ["out.txt"]},
         *({"id": f"sq{n}", "command": f"echo $(({n}*{n})) > sq.txt", "outputs": ["sq.txt"]}
           for n in (1, 2, 3)),
     ]  # fmt: skip
+    tasks = [t for t in tasks if not only or t["id"] in only]
     spec = {"version": 1, "name": name, "workers": 1, "files": ["attack.py"], "tasks": tasks}
     (folder / "app.json").write_text(json.dumps(spec))
     return folder / "app.json"
@@ -196,10 +215,12 @@ def stdout(out: Path, task: str) -> str:
     return (out / task / "stdout").read_text()
 
 
-def marker_processes() -> list[int]:
+def marker_processes(*markers: str) -> list[int]:
+    """Processes of the test's tasks: the escaped ``sleep``'s marker, or ``markers`` (the
+    swapper's argv names the key in the volunteer's home) in their argv."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
-        if any(MARKER in part for part in p.info["cmdline"] or ()):
+        if any(m in part for part in p.info["cmdline"] or () for m in (MARKER, *markers)):
             found.append(p.pid)
     return found
 
@@ -236,7 +257,10 @@ def test_tasks_on_a_non_root_volunteer_cannot_read_its_home_reach_the_lan_or_sta
     code, doc, text = submit(v, write_app(tmp_path / "app", v, "hostile"), out)
     tasks = {t["id"]: t for t in doc["results"]["tasks"]}  # type: ignore[index]
     assert all(t["worker"] == v.host.name for t in tasks.values())
-    assert code == 0, text[-3000:]
+    assert code in (0, 1), text[-3000:]
+    assert [i for i, t in tasks.items() if t["state"] != "done"] in ([], ["swap"]), tasks
+    if tasks["swap"]["state"] == "done":  # else refused: a link left by the swapper
+        assert (out / "swap" / "out.txt").read_text() == "legit result"
 
     # (a) the owner's home is not there: neither the canary nor the grid key.
     assert stdout(out, "read").count("unreadable: No such file or directory") == 2
@@ -246,9 +270,10 @@ def test_tasks_on_a_non_root_volunteer_cannot_read_its_home_reach_the_lan_or_sta
     # (c) the escaped child ran while the task did, and is gone with it.
     assert stdout(out, "escape").strip() == "escaped child alive"
     deadline = time.monotonic() + 5.0
-    while marker_processes() and time.monotonic() < deadline:
+    home = str(v.user.home)
+    while marker_processes(home) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert marker_processes() == []
+    assert marker_processes(home) == []
     # The legitimate tasks of the same app: correct results.
     assert [(out / f"sq{n}" / "sq.txt").read_text() for n in (1, 2, 3)] == ["1\n", "4\n", "9\n"]
 
@@ -286,7 +311,8 @@ def test_without_bubblewrap_the_volunteer_refuses_tasks_unless_its_owner_allows_
     join(v, "--allow-unisolated")
     assert row_of(v, patience(40.0))["isolation"] == "unisolated"
     out = tmp_path / "o2"
-    code, _, text = submit(v, write_app(tmp_path / "allowed", v, "allowed"), out)
+    harmless = ("read", "sq1", "sq2", "sq3")  # unisolated, an escaped child would stay
+    code, _, text = submit(v, write_app(tmp_path / "allowed", v, "allowed", harmless), out)
     assert code == 0, text[-3000:]
     assert [(out / f"sq{n}" / "sq.txt").read_text() for n in (1, 2, 3)] == ["1\n", "4\n", "9\n"]
     # What isolation prevents: unisolated, the very same task reads the owner's secrets.
