@@ -211,3 +211,31 @@ def test_a_failed_report_is_not_a_loss() -> None:
     (a,) = iss.handle(req(ncpus=1), T0).assignments
     (ev,) = iss.handle(req(ncpus=1, work=False, reported=(bad(a.result),)), T0).events
     assert isinstance(ev, Failed) and not ev.requeued and iss.attempts() == []
+
+
+def test_result_names_carry_a_random_part() -> None:
+    iss = issuer(job("t"), job("u"))
+    names = [a.result for a in iss.handle(req(hostid=0), T0).assignments]
+    assert len(names) == 2 and len({n.split("_")[0] for n in names}) == 2
+    for n in names:
+        seq, token = n.split("_")[0].split("-")
+        assert seq.startswith("bjg") and len(token) == 16 and int(token, 16) >= 0
+    fixed = Issuer(IssuerConfig(), token=lambda: "abc")
+    fixed.submit(job("t.x", 2))
+    (a,) = fixed.handle(req(hostid=0), T0).assignments
+    assert (a.result, a.output) == ("bjg1-abc_t-x_2", "bjg1-abc_t-x_2_out")
+
+
+def test_a_host_reports_and_loses_only_its_own_results() -> None:
+    iss = issuer(job("t"))
+    (a,) = iss.handle(req(hostid=0, cpid="c1", name="n1"), T0).assignments
+    # Another account reports it, claims its host id, or its CPID: nothing happens to it.
+    other = iss.handle(req(hostid=0, cpid="c2", name="n2", reported=(bad(a.result),)), T0)
+    assert other.events == () and other.hostid == 2
+    stolen = iss.handle(req(hostid=1, cpid="c2", name="n2", work=False), T0)
+    assert stolen.events == () and stolen.hostid is not None and stolen.hostid != 1
+    cpid = iss.handle(req(hostid=0, cpid="c1", name="n2", work=False), T0)
+    assert cpid.events == () and cpid.hostid not in (None, 1)
+    assert iss.attempts() == [("t", 1)]
+    (done,) = iss.handle(req(hostid=1, name="n1", reported=(ok(a.result),)), T0).events
+    assert isinstance(done, Succeeded) and done.host == "n1"
