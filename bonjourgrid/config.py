@@ -38,6 +38,9 @@ class Config:
     """A worker's reservation lease, renewed by every heartbeat. It outlives suspicion +
     election + re-homing by a clear margin so workers are still reserved when a new
     coordinator reaches them, yet a dead coordinator never holds machines for long."""
+    max_lease: float = 120.0
+    """The longest lease this volunteer grants (seconds): a Reserve or Heartbeat asking for
+    more is clipped to it, so no coordinator holds the machine long after it goes silent."""
 
     # --- failover (issue 4) ---
     takeover_stagger: float = 1.0

@@ -9,6 +9,7 @@ import getpass
 import hashlib
 import json
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 import click
 
 from bonjourgrid.app.bundle import build_bundle, sha256_hex, unpack_files
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.load import AppError, load_app, schema_text
 from bonjourgrid.app.signing import SigningError, load_user_key, sign_app, user_key_path
 from bonjourgrid.app.spec import BACKENDS, AppSpec
@@ -156,7 +158,11 @@ def submit(
     out_dir = output or Path(f"{spec.name}-results")
     job = _Job(ctx, spec, bundle, digest, fresh, out_dir, as_json, detach)
     job.sign_key = sign_key
-    job.signature, job.signer = _signature(ctx, spec, bundle, sign_key)
+    # The app id and CE key are chosen here, before signing: the signature binds both.
+    job.app_id, job.ce_key = secrets.token_hex(4), CEKey.generate()
+    job.signature, job.signer = _signature(
+        ctx, job.app_id, spec, bundle, job.ce_key.public, sign_key
+    )
     try:
         with _local_grid(ctx, local) as peers:
             code = asyncio.run(job.run(peers))
@@ -166,9 +172,12 @@ def submit(
     sys.exit(code)
 
 
-def _signature(ctx: Ctx, spec: AppSpec, bundle: bytes, key_file: Path | None) -> tuple[str, str]:
-    """(encoded signature, signer) of the app by the user's key; ("", "") with a one-line
-    notice when the user has no key and named none."""
+def _signature(
+    ctx: Ctx, app_id: str, spec: AppSpec, bundle: bytes, ce_public: bytes, key_file: Path | None
+) -> tuple[str, str]:
+    """(encoded signature, signer) of app ``app_id`` — its spec, bundle and the CE key that
+    may coordinate it — by the user's key; ("", "") with a one-line notice when the user has
+    no key and named none."""
     path = key_file or user_key_path(ctx.paths.config_dir)
     if key_file is None and not path.exists():
         click.echo(
@@ -181,7 +190,7 @@ def _signature(ctx: Ctx, spec: AppSpec, bundle: bytes, key_file: Path | None) ->
         key = load_user_key(path)
     except SigningError as e:
         raise Abort(str(e), EXIT_BAD_INPUT) from None
-    return sign_app(key, sha256_hex(bundle), spec).encode(), key.user
+    return sign_app(key, app_id, sha256_hex(bundle), spec, ce_public).encode(), key.user
 
 
 @contextlib.contextmanager
@@ -214,6 +223,7 @@ class _Job:
         self.interrupts = 0
         self.sign_key: Path | None = None
         self.signature, self.signer = "", ""
+        self.app_id, self.ce_key = "", CEKey.generate()
 
     async def run(self, peers: list[tuple[str, int]] | None) -> int:
         kw = {} if peers is None else {"mdns": False, "static_peers": peers}
@@ -231,8 +241,10 @@ class _Job:
                     self.digest,
                     self.fresh,
                     getpass.getuser(),
+                    self.app_id,
                     signature=self.signature,
                     signer=self.signer,
+                    ce_secret=self.ce_key.hex(),
                 ),
                 timeout=60,
             )

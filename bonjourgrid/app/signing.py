@@ -1,16 +1,22 @@
 """Signed applications: a user's Ed25519 key signs an app; a volunteer checks whom it trusts.
 
-What is signed (``signed_payload``): a domain tag, then the canonical JSON (sorted keys, no
-spaces, ASCII) of ``{"bundle_sha256", "spec", "user"}``, where ``spec`` is the app spec's JSON
-(``AppSpec.to_json()``: every task's command, environment, outputs and requirements). So a
-changed file, task, command or user name breaks the signature.
+What is signed (``signed_payload``, version 2): a domain tag, then the canonical JSON (sorted
+keys, no spaces, ASCII) of ``{"app", "bundle_sha256", "ce_key", "spec", "user"}``: the app id
+(chosen by ``bjgrid submit`` before it signs), the bundle's checksum, the public half of the
+app's CE key (app/ce_key.py: who may coordinate it), the app spec's JSON (``AppSpec.to_json()``:
+every task's command, environment, outputs and requirements) and the user. So a changed file,
+task, command or user name breaks the signature, and a signature replayed for another app id
+or under another coordinator's key is refused.
 
-The signature travels as an ``AppSignature`` (user name, key fingerprint, public key, the
-64-byte signature; ``encode()`` gives one compact JSON string). A volunteer with a
-``trusted_users`` list (``TrustList``) accepts only apps signed by one of those keys; entries
-are public-key lines as written by ``bjgrid keygen --user`` (``bjgrid-user-pub-v1 <user>
-<hex>``), bare public keys (64 hex digits) or fingerprints (32 hex digits). With no list, any
-app is accepted, but a signature that is present must still be valid.
+The signature travels as an ``AppSignature`` (user name, key fingerprint, public key, app id,
+CE public key, the 64-byte signature; ``encode()`` gives one compact JSON string). Version 1
+signatures (no app id, no CE key) are refused: "signed by an older bjgrid; re-submit".
+
+A volunteer with a ``trusted_users`` list (``TrustList``) accepts only apps signed by one of
+those keys; entries are public-key lines as written by ``bjgrid keygen --user``
+(``bjgrid-user-pub-v1 <user> <hex>``), bare public keys (64 hex digits) or fingerprints (32
+hex digits). With no list, any app is accepted (unsigned ones too), but a signature that is
+present must still be valid.
 
 Key files: ``user.key`` (``bjgrid-user-key-v1 <user> <64 hex seed>``, mode 0600) and
 ``user.pub`` (the public line) in the user's config dir. Everything but ``write_user_key``
@@ -43,7 +49,9 @@ if TYPE_CHECKING:
 KEY_MAGIC = "bjgrid-user-key-v1"
 PUB_MAGIC = "bjgrid-user-pub-v1"
 USER_KEY_FILE = "user.key"
-_DOMAIN = b"bjgrid app signature v1\0"
+_DOMAIN = b"bjgrid app signature v2\0"
+SIGNATURE_VERSION = 2
+OLD_SIGNATURE = "signed by an older bjgrid (signature version 1); re-submit the app"
 _FINGERPRINT_HEX = 32
 """128 bits: a fingerprint in a trust list must resist second preimages, not just typos."""
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -136,15 +144,21 @@ class AppSignature:
     fingerprint: str
     public_key: bytes
     signature: bytes
+    app: str = ""
+    """The app id the signature is bound to."""
+    ce_key: bytes = b""
+    """The raw public CE key (app/ce_key.py) allowed to coordinate the app."""
 
     def encode(self) -> str:
         """One compact JSON string (for a control message or the journal)."""
         return json.dumps(
             {
-                "v": 1,
+                "v": SIGNATURE_VERSION,
                 "user": self.user,
                 "fingerprint": self.fingerprint,
                 "public_key": self.public_key.hex(),
+                "app": self.app,
+                "ce_key": self.ce_key.hex(),
                 "signature": base64.b64encode(self.signature).decode(),
             },
             sort_keys=True,
@@ -153,34 +167,69 @@ class AppSignature:
 
     @classmethod
     def decode(cls, text: str) -> AppSignature:
-        """Parse ``encode()`` output; SigningError if it is not one."""
+        """Parse ``encode()`` output; SigningError if it is not one (``OLD_SIGNATURE`` for a
+        version 1 signature)."""
         try:
             d = json.loads(text)
-            if not isinstance(d, dict) or d.get("v") != 1:
-                raise ValueError("not a version 1 signature")
+            if isinstance(d, dict) and d.get("v") == 1:
+                raise SigningError(OLD_SIGNATURE)
+            if not isinstance(d, dict) or d.get("v") != SIGNATURE_VERSION:
+                raise ValueError(f"not a version {SIGNATURE_VERSION} signature")
             sig = base64.b64decode(d["signature"], validate=True)
             pub = _hex_bytes(str(d["public_key"]), 32, "signature")
-            user, fp = str(d["user"]), str(d["fingerprint"])
+            ce = _hex_bytes(str(d["ce_key"]), 32, "signature's CE key")
+            user, fp, app = str(d["user"]), str(d["fingerprint"]), str(d["app"])
         except (ValueError, KeyError, TypeError, binascii.Error) as e:
             raise SigningError(f"malformed app signature: {e}") from None
         if len(sig) != 64:
             raise SigningError("malformed app signature: signature is not 64 bytes")
-        return cls(user, fp, pub, sig)
+        return cls(user, fp, pub, sig, app, ce)
 
 
-def signed_payload(bundle_sha256: str, spec: AppSpec | Mapping[str, Any], user: str) -> bytes:
+def signature_problem(text: str) -> str | None:
+    """Why an encoded signature (from a journal or a message) cannot be used ("" is an
+    unsigned app: None); e.g. ``OLD_SIGNATURE``."""
+    if not text:
+        return None
+    try:
+        AppSignature.decode(text)
+    except SigningError as e:
+        return str(e)
+    return None
+
+
+def signed_payload(
+    app: str,
+    bundle_sha256: str,
+    spec: AppSpec | Mapping[str, Any],
+    user: str,
+    ce_key: bytes,
+) -> bytes:
     """The exact bytes a user signs for an app (see the module docstring)."""
     spec_json = spec if isinstance(spec, Mapping) else spec.to_json()
-    body = {"bundle_sha256": bundle_sha256.lower(), "spec": spec_json, "user": user}
+    body = {
+        "app": app,
+        "bundle_sha256": bundle_sha256.lower(),
+        "ce_key": ce_key.hex(),
+        "spec": spec_json,
+        "user": user,
+    }
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return _DOMAIN + text.encode("ascii")
 
 
-def sign_app(key: UserKey, bundle_sha256: str, spec: AppSpec | Mapping[str, Any]) -> AppSignature:
-    """Sign an app: its bundle's sha256 and its spec, under the key's user name."""
+def sign_app(
+    key: UserKey,
+    app: str,
+    bundle_sha256: str,
+    spec: AppSpec | Mapping[str, Any],
+    ce_key: bytes,
+) -> AppSignature:
+    """Sign app ``app``: its bundle's sha256, its spec and the CE public key ``ce_key`` that
+    may coordinate it, under the key's user name."""
     pub = key.public
-    sig = key.sign(signed_payload(bundle_sha256, spec, key.user))
-    return AppSignature(key.user, pub.fingerprint, pub.raw, sig)
+    sig = key.sign(signed_payload(app, bundle_sha256, spec, key.user, ce_key))
+    return AppSignature(key.user, pub.fingerprint, pub.raw, sig, app, ce_key)
 
 
 @dataclass(frozen=True)
@@ -223,27 +272,34 @@ class TrustList:
 
 def verify_app(
     signature: AppSignature | None,
+    app: str,
     bundle_sha256: str,
     spec: AppSpec | Mapping[str, Any],
     trusted: TrustList | None,
 ) -> TrustedUser | None:
-    """Accept or refuse an app. Returns who signed it (None for an unsigned app accepted by a
-    volunteer with no trust list); raises SignatureRefused with the reason otherwise."""
+    """Accept or refuse app ``app``. Returns who signed it (None for an unsigned app accepted
+    by a volunteer with no trust list); raises SignatureRefused with the reason otherwise. The
+    CE key the app may be coordinated with is ``signature.ce_key`` once this returned."""
     if signature is None:
         if trusted is None:
             return None
         raise SignatureRefused("app is not signed and this volunteer accepts only trusted users")
+    if signature.app != app:
+        raise SignatureRefused(
+            f"the signature is for app {signature.app!r}, not {app!r} (a replayed signature)"
+        )
     fp = fingerprint(signature.public_key)
     if fp != signature.fingerprint:
         raise SignatureRefused(f"signature fingerprint {signature.fingerprint} != its key's {fp}")
     try:
         Ed25519PublicKey.from_public_bytes(signature.public_key).verify(
-            signature.signature, signed_payload(bundle_sha256, spec, signature.user)
+            signature.signature,
+            signed_payload(app, bundle_sha256, spec, signature.user, signature.ce_key),
         )
     except InvalidSignature:
         raise SignatureRefused(
             f"bad signature by {signature.user!r} (key {fp}): the files or task list were "
-            "changed after signing"
+            "changed after signing, or it names another coordinating key"
         ) from None
     if trusted is None:
         return TrustedUser(fp, signature.user)

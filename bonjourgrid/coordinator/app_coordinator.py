@@ -37,6 +37,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 
 from bonjourgrid.app.bundle import sha256_hex
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.ce_backends.registry import CoordinatorContext, make_coordinator
@@ -99,8 +100,12 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         address: Callable[[], str] = lambda: "127.0.0.1",
         signature: str = "",
         signer: str = "",
+        ce_key: CEKey | None = None,
     ) -> None:
         self.app_id = app_id
+        self.ce_key = ce_key or CEKey.generate()
+        """The app's CE key (app/ce_key.py): every Reserve carries its proof of coordination;
+        for a signed app it is the key the signature names (else volunteers refuse us)."""
         self.signature = signature
         """The submitting user's signature of the app (``AppSignature.encode()``), sent in
         every Reserve so volunteers with ``trusted_users`` can check it; "" unsigned."""

@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING
 
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.config import Config
@@ -41,6 +42,7 @@ class AppCoordinatorBase:
     user: str
     signature: str
     signer: str
+    ce_key: CEKey
     me: Identity
     config: Config
     role: CoordinatorRole

@@ -1,4 +1,8 @@
-"""Recruitment: ask idle volunteers that fit for a reservation, and prepare each one."""
+"""Recruitment: ask idle volunteers that fit for a reservation, and prepare each one.
+
+Every Reserve (a re-homing too) carries the app's CE public key and the CE key's proof that
+this node coordinates the app in this term, made for the one volunteer asked (app/ce_key.py).
+"""
 
 from __future__ import annotations
 
@@ -100,6 +104,9 @@ class Recruitment(AppCoordinatorBase):
                     signature=self.signature,
                     bundle_sha256=self.bundle_sha,
                     spec=self.spec.to_json(),
+                    ce_key=self.ce_key.public.hex(),
+                    # bound to the volunteer the handshake proved (useless at any other)
+                    proof=self.ce_key.prove(self.app_id, self.term, self.me.node, ch.peer_node),
                 )
                 reply = await ch.request(ask, timeout=cfg.connect_timeout)
             except Exception as e:

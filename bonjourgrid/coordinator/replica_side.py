@@ -1,6 +1,7 @@
 """The replica side of an app's journal: follow the coordinator's stream under the quorum
 rules (faulttolerance/quorum.py), keep the election state, and the snapshot a coordinator
-sends a new replica."""
+sends a new replica (with the app's CE key, so that an elected replica can prove to the
+workers that it coordinates the app)."""
 
 from __future__ import annotations
 
@@ -101,4 +102,5 @@ class ReplicaSide(AppCoordinatorBase):
             outputs=self.store.export(),
             signature=self.signature,
             signer=self.signer,
+            ce_secret=self.ce_key.hex(),
         )

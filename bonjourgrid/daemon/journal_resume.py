@@ -1,12 +1,17 @@
 """Resuming after a restart: read the daemon's journal back, resume the apps it coordinated
-(unless another machine holds them now), keep ended apps' results, drop replica copies."""
+(unless another machine holds them now), keep ended apps' results, drop replica copies.
+An unfinished app signed by an older bjgrid (signature version 1) is marked failed with the
+reason ("re-submit the app") instead of being resumed."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
 
+from bonjourgrid.app.ce_key import CEKey
+from bonjourgrid.app.signing import signature_problem
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.daemon import app_directory
@@ -35,6 +40,7 @@ class JournalResume(NodeDaemonBase):
         assert self.journal is not None
         now = time.time()
         for row in self.journal.apps():
+            row = self._fail_if_signed_by_older(row, now)
             role = Role(row.role)
             if role in COORDINATING_ROLES:
                 if self.volunteer:
@@ -55,6 +61,18 @@ class JournalResume(NodeDaemonBase):
                 self.journal.forget(row.app)
                 shutil.rmtree(under(self.paths.apps_dir, row.app), True)
 
+    def _fail_if_signed_by_older(self, row: AppRow, now: float) -> AppRow:
+        """An unfinished app whose signature an older bjgrid made (version 1: bound to no app
+        id or CE key) is marked failed with the reason: no volunteer would accept it now, and
+        it cannot be re-signed here (the user's key is not the daemon's)."""
+        why = signature_problem(row.signature)
+        if why is None or Role(row.role) not in COORDINATING_ROLES:
+            return row
+        assert self.journal is not None
+        log.warning("app %s cannot be resumed: %s", row.app, why)
+        self.journal.update_app(row.app, role=Role.FAILED.value, reason=why, ended=now)
+        return dataclasses.replace(row, role=Role.FAILED.value, reason=why, ended=now)
+
     def _restore(self, row: AppRow, role: CoordinatorRole) -> AppCoordinator:
         assert self.journal is not None
         return self._app_object(
@@ -69,6 +87,8 @@ class JournalResume(NodeDaemonBase):
             replicas=row.replicas,
             signature=row.signature,
             signer=row.signer,
+            # a journal of an older version has none: an unsigned app gets a new one
+            ce_key=CEKey.from_hex(row.ce_key) if row.ce_key else None,
         )
 
     async def _resume(self, row: AppRow) -> AppCoordinator | None:

@@ -42,10 +42,16 @@ class Submit(_Checked):
     """Identity of this submission (app.json path + content): a resubmission re-attaches."""
     fresh: bool
     user: str
+    app: str
+    """The app id ``bjgrid submit`` chose (and signed): the daemon uses it, or refuses it
+    when it is in use already."""
     signature: str = ""
     """``AppSignature.encode()`` by the user's signing key (app/signing.py); "" unsigned."""
     signer: str = ""
     """The user name in the signature ("" unsigned)."""
+    ce_secret: str = ""
+    """The app's private CE key (hex, app/ce_key.py) whose public half the signature names;
+    "" lets the daemon make one (unsigned apps only)."""
 
 
 @LOCAL.register(LocalKind.SUBMITTED)

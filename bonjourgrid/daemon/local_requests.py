@@ -10,7 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bonjourgrid.app.ce_key import CEKey, CEKeyError
 from bonjourgrid.app.request_proof import ProofError, RequestProof
+from bonjourgrid.app.signing import AppSignature, SigningError
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.channel import ChannelClosed, LocalChannel
 from bonjourgrid.control.messages import AppResults, Error
@@ -67,14 +69,24 @@ class LocalRequests(AppRequests):
                         await ch.send(lm.Submitted(resumed.app_id, resumed=True))
                         return
         spec = AppSpec.from_json(req.spec)
-        app = self.submit(
-            spec,
-            req.bundle,
-            digest=req.digest,
-            user=req.user,
-            signature=req.signature,
-            signer=req.signer,
-        )
+        ce_key, why = _submitted_ce_key(req)
+        if ce_key is None:
+            await ch.send(lm.Failure(2, why))
+            return
+        try:
+            app = self.submit(
+                spec,
+                req.bundle,
+                digest=req.digest,
+                user=req.user,
+                signature=req.signature,
+                signer=req.signer,
+                app_id=req.app,
+                ce_key=ce_key,
+            )
+        except ValueError as e:  # the app id is taken: the CLI signs anew with another
+            await ch.send(lm.Failure(2, str(e)))
+            return
         await ch.send(lm.Submitted(app.app_id, resumed=False))
 
     def _app(self, app_id: str) -> AppCoordinator | None:
@@ -235,3 +247,23 @@ class LocalRequests(AppRequests):
                 await ch.send(lm.Failure(4, f"app {req.app} could not be cancelled: {why}"))
                 return
         await ch.send(lm.Failure(4, f"no machine coordinates app {req.app}"))
+
+
+def _submitted_ce_key(req: lm.Submit) -> tuple[CEKey | None, str]:
+    """The CE key a submit brings (made anew for an unsigned app that brings none), or None
+    and why it cannot be used: a signed app must bring the key its signature names."""
+    try:
+        key = CEKey.from_hex(req.ce_secret) if req.ce_secret else None
+    except CEKeyError as e:
+        return None, f"bad CE key: {e}"
+    if not req.signature:
+        return key or CEKey.generate(), ""
+    try:
+        sig = AppSignature.decode(req.signature)
+    except SigningError as e:
+        return None, f"bad signature: {e}"
+    if sig.app != req.app:
+        return None, f"the signature is for app {sig.app!r}, not {req.app!r}"
+    if key is None or key.public != sig.ce_key:
+        return None, "the CE key is not the one the signature names"
+    return key, ""

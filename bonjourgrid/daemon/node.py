@@ -25,6 +25,7 @@ import shutil
 import time
 from collections.abc import Sequence
 
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.config import Config
@@ -339,9 +340,16 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         user: str | None = None,
         signature: str = "",
         signer: str = "",
+        app_id: str = "",
+        ce_key: CEKey | None = None,
     ) -> AppCoordinator:
+        """Coordinate a new app. ``app_id`` and ``ce_key`` are what ``bjgrid submit`` chose
+        (and signed, for a signed app); an unsigned app may leave them to the daemon."""
         assert self.journal is not None, "the daemon is not started"
-        app_id = secrets.token_hex(4)
+        app_id = app_id or secrets.token_hex(4)
+        if app_id in self.apps or self.journal.app(app_id) is not None:
+            raise ValueError(f"app id {app_id} is in use already on this machine")
+        ce_key = ce_key or CEKey.generate()
         user = user or getpass.getuser()
         self.journal.add_app(
             app=app_id,
@@ -355,6 +363,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             coordinator_host=self.host.hostname,
             signature=signature,
             signer=signer,
+            ce_key=ce_key.hex(),
         )
         app = self._app_object(
             app_id=app_id,
@@ -365,6 +374,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             role=None,
             signature=signature,
             signer=signer,
+            ce_key=ce_key,
         )
         self._start_app(app)
         return app
@@ -383,6 +393,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         replicas: tuple[str, ...] = (),
         signature: str = "",
         signer: str = "",
+        ce_key: CEKey | None = None,
     ) -> AppCoordinator:
         assert self.journal is not None
         return AppCoordinator(
@@ -405,6 +416,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             address=self._lan_address,
             signature=signature,
             signer=signer,
+            ce_key=ce_key,
         )
 
     def _lan_address(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
@@ -71,6 +72,7 @@ class NodeDaemonBase:
             replicas: tuple[str, ...] = (),
             signature: str = "",
             signer: str = "",
+            ce_key: CEKey | None = None,
         ) -> AppCoordinator: ...
 
         def submit(
@@ -82,6 +84,8 @@ class NodeDaemonBase:
             user: str | None = None,
             signature: str = "",
             signer: str = "",
+            app_id: str = "",
+            ce_key: CEKey | None = None,
         ) -> AppCoordinator: ...
 
         def _rivals(self, app_id: str) -> list[Peer]: ...

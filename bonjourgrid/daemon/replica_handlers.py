@@ -1,5 +1,9 @@
 """This machine as a replica of an app's journal: open a copy from a coordinator's snapshot,
-follow its stream, keep the results when the app ends, drop a copy a newer term made stale."""
+follow its stream, keep the results when the app ends, drop a copy a newer term made stale.
+
+A snapshot carries the app's CE key (``ReplicaOpen.ce_secret``): a copy is refused without
+one, or with one that is not the key the app's signature names — an elected replica could not
+prove to the workers that it coordinates the app."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import shutil
 import time
 
 from bonjourgrid.app.bundle import unpack_files
+from bonjourgrid.app.ce_key import CEKey, CEKeyError
+from bonjourgrid.app.signing import AppSignature, signature_problem
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.messages import AppEnded, JournalAck, JournalAppend, ReplicaOpen, Replicas
 from bonjourgrid.daemon.node_base import NodeDaemonBase
@@ -73,6 +79,18 @@ class ReplicaHandlers(NodeDaemonBase):
         if not voter.accepts(msg.term, msg.coordinator):
             return JournalAck(msg.app, max(voter.term, old.term if old else 0), 0, False)
         assert self.journal is not None
+        try:
+            ce_key = CEKey.from_hex(msg.ce_secret)
+        except CEKeyError as e:
+            log.warning("app %s: refused a replica snapshot with no usable CE key: %s", msg.app, e)
+            return JournalAck(msg.app, msg.term, 0, False)
+        why = signature_problem(msg.signature)
+        signed = AppSignature.decode(msg.signature) if why is None and msg.signature else None
+        if signed is not None and signed.ce_key != ce_key.public:
+            why = "its CE key is not the one the app's signature names"
+        if why:
+            log.warning("app %s: refused a replica snapshot: %s", msg.app, why)
+            return JournalAck(msg.app, msg.term, 0, False)
         entries = [e for e in msg.entries.split("\n") if e]
         self.journal.add_app(
             app=msg.app,
@@ -88,6 +106,7 @@ class ReplicaHandlers(NodeDaemonBase):
             entries=entries,
             signature=msg.signature,
             signer=msg.signer,
+            ce_key=ce_key.hex(),
         )
         store = under(self.paths.apps_dir, msg.app)
         await asyncio.to_thread(shutil.rmtree, store, True)
@@ -106,6 +125,7 @@ class ReplicaHandlers(NodeDaemonBase):
             replicas=msg.replicas,
             signature=msg.signature,
             signer=msg.signer,
+            ce_key=ce_key,
         )
         app.voter = voter.follow(msg.term, msg.coordinator)
         app.save_election()

@@ -4,6 +4,12 @@ Drives the pure ``Volunteer`` machine with what arrives on authenticated channel
 monotonic clock, runs the app's tasks through its worker backend, and tells the daemon when
 the advertised state changes. Every reservation change is appended to the volunteer's own
 log (``reservations.jsonl``), which is how tests prove no machine served two apps at once.
+
+Trust (docs/security.md): a Reserve is accepted only from the node the channel proved, with a
+valid app signature where ``trusted_users`` is set (bound to the app id and CE key), and with
+the CE key's proof of coordination (app/ce_key.py) — the first one and any re-homing. Every
+RunTask is checked against the spec the app was accepted with (app/task_check.py) before it
+runs; a mismatch is answered with a failed result and logged (``refused-task``).
 """
 
 from __future__ import annotations
@@ -17,13 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bonjourgrid.app.signing import (
-    AppSignature,
-    SignatureRefused,
-    SigningError,
-    TrustList,
-    verify_app,
-)
+from bonjourgrid.app.ce_key import proof_problem
+from bonjourgrid.app.signing import TrustList
+from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import WorkerBackend
 from bonjourgrid.ce_backends.embedded import bwrap
 from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
@@ -50,6 +52,7 @@ from bonjourgrid.control.messages import (
     TaskResult,
 )
 from bonjourgrid.daemon.hostinfo import HostInfo
+from bonjourgrid.daemon.volunteer_trust import admit, task_problem
 from bonjourgrid.safepath import under
 from bonjourgrid.states import volunteer as v
 
@@ -82,7 +85,7 @@ class VolunteerAgent:
         self.reservation_log = reservation_log
         self.offering = offering
         """False for a private daemon (a `submit`/`status` with no `join`): refuses reservations."""
-        self.machine = v.Volunteer()
+        self.machine = v.Volunteer(max_lease=config.max_lease)
         self.worker: WorkerBackend | None = None
         self._link: Channel | None = None
         self._on_state_change = on_state_change
@@ -104,6 +107,11 @@ class VolunteerAgent:
         """Tasks were given back in this busy period: new ones go back at once."""
         self._signed_sha: str | None = None
         """The bundle checksum the accepted app's signature covers (StageApp must match)."""
+        self._spec: AppSpec | None = None
+        """The spec the app was accepted with (the signed one when signed): every RunTask
+        must be one of its tasks exactly as it says."""
+        self._ce_public: bytes | None = None
+        """The app's CE public key: every Reserve (re-homing too) must be proven with it."""
 
     # --- what the daemon asks --------------------------------------------------------------
 
@@ -183,22 +191,60 @@ class VolunteerAgent:
         if was_idle and self.owner_busy:
             await ch.send(ReserveReply(first.app, False, "the owner is using this machine", 0))
             return
+        spec: AppSpec | None = None
+        ce_public = self._ce_public if self.app == first.app else None
         if was_idle:
-            why = self._untrusted(first)
+            why, spec, ce_public = admit(first, self.trusted)
             if why:
                 log.warning("refused app %s of %s: %s", first.app, first.coordinator_host, why)
                 self._log("refused", first.app, first.coordinator, first.term, reason=why)
                 await ch.send(ReserveReply(first.app, False, why, 0))
                 return
-        lease_until = time.monotonic() + first.lease
+        unproven = (
+            "no CE key is known for this app"
+            if ce_public is None
+            else proof_problem(
+                ce_public,
+                first.proof,
+                app=first.app,
+                term=first.term,
+                coordinator=first.coordinator,
+                volunteer=self.host.node_id,
+            )
+        )
+        if first.lease > self.machine.max_lease:
+            log.warning(
+                "app %s: lease of %.0f s asked by %s clipped to max_lease %.0f s",
+                first.app,
+                first.lease,
+                first.coordinator_host,
+                self.machine.max_lease,
+            )
         outcome = self.machine.handle(
-            v.Reserve(first.app, first.coordinator, first.term, lease_until)
+            v.Reserve(
+                first.app,
+                first.coordinator,
+                first.term,
+                time.monotonic(),
+                first.lease,
+                proven=unproven is None,
+            )
         )
         if isinstance(outcome, v.Refused):
+            why = outcome.reason + (f" ({unproven})" if unproven else "")
+            if unproven:
+                log.warning(
+                    "refused reservation of app %s term %d by %s: %s",
+                    first.app,
+                    first.term,
+                    first.coordinator_host,
+                    why,
+                )
+                self._log("refused", first.app, first.coordinator, first.term, reason=why)
             if outcome.fenced_by:
                 await ch.send(Fenced(first.app, outcome.fenced_by))
             else:
-                await ch.send(ReserveReply(first.app, False, outcome.reason, 0))
+                await ch.send(ReserveReply(first.app, False, why, 0))
             return
         if not was_idle:
             self._on_rehomed(first.app, first.term)
@@ -213,6 +259,7 @@ class VolunteerAgent:
             )
             self.worker = make_worker(first.backend, ctx)
             self._signed_sha = first.bundle_sha256 if first.signature else None
+            self._spec, self._ce_public = spec, ce_public
             self._log("reserved", first.app, first.coordinator, first.term)
             await self._on_state_change()
         await ch.send(ReserveReply(first.app, True, "", self.host.slots))
@@ -262,7 +309,7 @@ class VolunteerAgent:
         if worker is None:
             return False
         if isinstance(msg, Heartbeat):
-            out = m.handle(v.Renew(msg.app, msg.term, time.monotonic() + msg.lease))
+            out = m.handle(v.Renew(msg.app, msg.term, time.monotonic(), msg.lease))
             if isinstance(out, v.Refused):
                 log.warning("refused heartbeat: %s", out.reason)
                 if out.fenced_by:
@@ -283,13 +330,29 @@ class VolunteerAgent:
                 await self._on_state_change()
         elif isinstance(msg, RunTask):
             a = m.assignment
-            if a is None or msg.term < a.term or m.state is not v.VolunteerState.WORKER:
-                log.warning("refused task %s: stale or unstaged", msg.task)
+            if a is None or msg.term != a.term or m.state is not v.VolunteerState.WORKER:
+                log.warning("refused task %s: stale, unstaged or of an unproven term", msg.task)
                 return True
             if self._given_back and not worker.has(msg.task, msg.attempt):
                 await ch.send(GiveBack(msg.app, msg.task, msg.attempt, "the owner is back"))
                 return True
             if not worker.has(msg.task, msg.attempt):
+                why = await self._task_problem(msg)
+                if why:
+                    log.warning(
+                        "refused task %s#%d of app %s from %s: %s",
+                        msg.task,
+                        msg.attempt,
+                        msg.app,
+                        a.coordinator,
+                        why,
+                    )
+                    self._log("refused-task", msg.app, a.coordinator, a.term, reason=why)
+                    error = f"refused by the volunteer: {why}"
+                    await ch.send(
+                        TaskResult(msg.app, msg.task, msg.attempt, None, 0.0, error, b"", "")
+                    )
+                    return True
                 self._log_execution(msg)
             worker.start(msg)
         elif isinstance(msg, ResultAck):
@@ -326,16 +389,10 @@ class VolunteerAgent:
 
     # --- the owner policy (bonjourgrid/policy) ---------------------------------------------
 
-    def _untrusted(self, first: Reserve) -> str:
-        """Why this volunteer's trust policy refuses the app ("" when it accepts it)."""
-        try:
-            sig = AppSignature.decode(first.signature) if first.signature else None
-            verify_app(sig, first.bundle_sha256, first.spec, self.trusted)
-        except SignatureRefused as e:
-            return f"signature refused: {e.reason}"
-        except SigningError as e:
-            return f"signature refused: {e}"
-        return ""
+    async def _task_problem(self, msg: RunTask) -> str | None:
+        if self._spec is None:
+            return "no spec was accepted for this app"
+        return await asyncio.to_thread(task_problem, self._spec, msg, self.sandbox)
 
     def has_tasks(self) -> bool:
         return self.worker is not None and bool(self.worker.running())
@@ -379,6 +436,7 @@ class VolunteerAgent:
             log.warning("%s for app %s failed: %s", type(msg).__name__, self.app, e)
 
     async def _back_to_idle(self, app: str, reason: str) -> None:
+        self._spec, self._ce_public, self._signed_sha = None, None, None
         worker, self.worker = self.worker, None
         link, self._link = self._link, None
         if worker is not None:

@@ -96,6 +96,8 @@ class AppRow:
     members_old: tuple[str, ...] | None = None
     """The replica set (``replicas``) has this version; ``members_old`` is the set before
     the last change while that change is not confirmed (faulttolerance/quorum.py)."""
+    ce_key: str = ""
+    """The app's private CE key (hex, app/ce_key.py); "" in journals of older versions."""
 
 
 _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -103,6 +105,7 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("signature", "TEXT NOT NULL DEFAULT ''"),
         ("signer", "TEXT NOT NULL DEFAULT ''"),
         *_ELECTION_COLUMNS,
+        ("ce_key", "TEXT NOT NULL DEFAULT ''"),
     ),
 }
 """Columns added after the first release (added to older journals when opened): append new
@@ -138,14 +141,16 @@ class Journal:
         entries: list[str] | None = None,
         signature: str = "",
         signer: str = "",
+        ce_key: str = "",
     ) -> None:
         """Insert (or replace, with its entries) an app; ``entries`` numbered from 1."""
         with self._tx():
             self._db.execute("DELETE FROM entries WHERE app = ?", (app,))
             self._db.execute(
                 "INSERT OR REPLACE INTO apps (app, spec, bundle, digest, user, term, role,"
-                " coordinator, coordinator_host, replicas, hosts, created, signature, signer)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " coordinator, coordinator_host, replicas, hosts, created, signature, signer,"
+                " ce_key)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     app,
                     json.dumps(spec),
@@ -161,6 +166,7 @@ class Journal:
                     time.time(),
                     signature,
                     signer,
+                    ce_key,
                 ),
             )
             self._db.executemany(
@@ -195,7 +201,7 @@ class Journal:
         rows = self._db.execute(
             "SELECT app, spec, bundle, digest, user, term, role, reason, coordinator,"
             " coordinator_host, replicas, hosts, created, ended, signature, signer,"
-            " voted, leader, journal_term, members_version, members_old"
+            " voted, leader, journal_term, members_version, members_old, ce_key"
             " FROM apps ORDER BY created"
         ).fetchall()
         return [
@@ -221,6 +227,7 @@ class Journal:
                 journal_term=r[18],
                 members_version=r[19],
                 members_old=None if r[20] is None else tuple(json.loads(r[20])),
+                ce_key=r[21],
             )
             for r in rows
         ]

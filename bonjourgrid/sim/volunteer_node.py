@@ -77,7 +77,8 @@ class VolunteerSide:
 
     def _reserve(self, src: str, m: Reserve) -> None:
         now = self.node.clock.now
-        out = self.machine.handle(v.Reserve(m.app, m.coordinator, m.term, now + m.lease))
+        # The simulation models coordinators that hold the app's CE key: every Reserve is proven.
+        out = self.machine.handle(v.Reserve(m.app, m.coordinator, m.term, now, m.lease, True))
         a = self.machine.assignment
         if isinstance(out, v.Refused):
             term = a.term if a is not None and a.app == m.app else 0
@@ -97,7 +98,7 @@ class VolunteerSide:
         if a is None or a.app != m.app:
             self.node.send(src, self.node.stale(m.app))
             return
-        out = self.machine.handle(v.Renew(m.app, m.term, self.node.clock.now + m.lease))
+        out = self.machine.handle(v.Renew(m.app, m.term, self.node.clock.now, m.lease))
         if isinstance(out, v.Refused):
             self.node.send(src, Stale(m.app, a.term, True))
             return

@@ -15,6 +15,13 @@ app claims a higher term and re-homes the worker by reserving it again with that
 app, higher term: accepted, the coordinator changes). Anything from a lower term is stale and
 refused. Terms are only ever learned over the authenticated control channel.
 
+Reservations must be *proven* (``Reserve.proven``: the caller checked the app's CE-key proof
+of coordination, app/ce_key.py): an unproven Reserve is refused from Idle, and a re-homing
+(a higher term or another coordinator) without proof is refused while the worker keeps its
+current coordinator. Any other message carrying a term above the reservation's is refused:
+only a proven Reserve raises a worker's term. Leases are capped at ``max_lease`` seconds
+(the volunteer's config): a longer one asked for is clipped to it.
+
 Advertised state is two-valued (DESIGN.md): Reserved and Worker both advertise as "worker"
 so no rival recruits a reserved machine.
 
@@ -28,6 +35,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+
+DEFAULT_MAX_LEASE = 120.0
+"""Seconds a coordinator may hold this machine without renewing (``max_lease``): well above
+any profile's ``reserve_lease`` (failover needs the lease to outlive an election), and short
+enough that a coordinator asking for a week gets two minutes."""
 
 
 class VolunteerState(str, Enum):
@@ -48,7 +60,11 @@ class Reserve:
     app: str
     coordinator: str
     term: int
-    lease_until: float
+    now: float
+    lease: float
+    """Seconds asked for (clipped to the volunteer's ``max_lease``)."""
+    proven: bool = False
+    """The caller checked the app's proof of coordination for this (app, term, coordinator)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,8 @@ class Activate:
 class Renew:
     app: str
     term: int
-    lease_until: float
+    now: float
+    lease: float
 
 
 @dataclass(frozen=True)
@@ -107,7 +124,8 @@ class Assignment:
 class Volunteer:
     """One machine's volunteer state. Not thread-safe: drive it from one event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_lease: float = DEFAULT_MAX_LEASE) -> None:
+        self.max_lease = max_lease
         self._state = VolunteerState.IDLE
         self._assignment: Assignment | None = None
         self._terms: dict[str, int] = {}
@@ -143,8 +161,10 @@ class Volunteer:
         seen = self._terms.get(ev.app, 0)
         if ev.term < seen:
             return Refused(f"stale term {ev.term} < {seen}", seen)
+        if not ev.proven:
+            return Refused(f"reservation of app {ev.app} without a valid proof of coordination")
         self._seen(ev.app, ev.term)
-        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
+        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, self._until(ev))
         self._state = VolunteerState.RESERVED
         return Accepted(self._state)
 
@@ -157,9 +177,16 @@ class Volunteer:
             return Refused(f"stale term {ev.term} < {a.term}", a.term)
         if ev.term == a.term and ev.coordinator != a.coordinator:
             return Refused(f"app {a.app} term {a.term} belongs to {a.coordinator}")
-        # Same app, same or higher term: a reconnecting coordinator or a takeover (re-homing).
+        if not ev.proven:
+            if ev.term > a.term:
+                return Refused(
+                    f"re-homing app {a.app} to term {ev.term} needs the app's proof of "
+                    f"coordination; staying with {a.coordinator} (term {a.term})"
+                )
+            return Refused(f"reservation of app {ev.app} without a valid proof of coordination")
+        # Same app, same or higher term, proven: a reconnecting coordinator or a takeover.
         self._seen(ev.app, ev.term)
-        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, ev.lease_until)
+        self._assignment = Assignment(ev.app, ev.coordinator, ev.term, self._until(ev))
         return Accepted(self._state)
 
     def _activate(self, ev: Event) -> Outcome:
@@ -181,7 +208,7 @@ class Volunteer:
             return refusal
         a = self._assignment
         self._assignment = Assignment(
-            a.app, a.coordinator, a.term, max(a.lease_until, ev.lease_until)
+            a.app, a.coordinator, a.term, max(a.lease_until, self._until(ev))
         )
         return Accepted(self._state)
 
@@ -211,7 +238,19 @@ class Volunteer:
             return Refused(f"not serving app {app} (serving {a.app})")
         if term < a.term:
             return Refused(f"stale term {term} < {a.term}", a.term)
+        if term > a.term:
+            return Refused(
+                f"term {term} is above the reservation's term {a.term}: only a proven "
+                "Reserve re-homes this worker"
+            )
         return None
+
+    def clipped(self, lease: float) -> float:
+        """The lease granted for ``lease`` seconds asked (at most ``max_lease``)."""
+        return min(max(0.0, lease), self.max_lease)
+
+    def _until(self, ev: Reserve | Renew) -> float:
+        return ev.now + self.clipped(ev.lease)
 
     _MAX_TERMS = 4096
 

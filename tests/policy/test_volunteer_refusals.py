@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from bonjourgrid.app.bundle import sha256_hex
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.signing import TrustList, UserKey, sign_app
 from bonjourgrid.config import Config
 from bonjourgrid.control.messages import Release, Reserve, ReserveReply, StageAck, StageApp
@@ -23,6 +24,8 @@ class FakeChannel:
     """The coordinator's end: scripted messages in, everything the volunteer sends kept."""
 
     local_address = "127.0.0.1"
+    peer_node = "c1"
+    peer_address = ("127.0.0.1", 7000)
 
     def __init__(self, incoming: list[object]) -> None:
         self.sent: list[object] = []
@@ -52,11 +55,15 @@ def agent(tmp_path: Path, trusted: TrustList | None) -> VolunteerAgent:
     )
 
 
+CE = CEKey.generate()
+
+
 def reserve(key: UserKey | None, bundle_sha: str = sha256_hex(BUNDLE)) -> Reserve:
-    sig = sign_app(key, bundle_sha, SPEC).encode() if key else ""
+    sig = sign_app(key, "app-1", bundle_sha, SPEC, CE.public).encode() if key else ""
     return Reserve(
         "app-1", "c1", "coord", 1, 8.0, "embedded",
         user=key.user if key else "", signature=sig, bundle_sha256=bundle_sha, spec=SPEC,
+        ce_key=CE.public.hex(), proof=CE.prove("app-1", 1, "c1", HOST.node_id),
     )  # fmt: skip
 
 
