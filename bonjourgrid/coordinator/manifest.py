@@ -11,9 +11,12 @@ runs before believing an answer: the manifest is for the app asked for, agrees w
 the tar hashes to its entry, with no file missing or extra. A holder whose answer does not add
 up is refused, whatever term it claims.
 
-Not signed yet: a consistent forgery by a holder of the grid key passes these checks. The per-app
-CE key of signature v2 (app/signing.py) is meant to sign it; ``manifest_signature`` travels
-beside it for that (see docs/security.md).
+Signed by the app's CE key (app/ce_key.py: the key allowed to coordinate the app, held by its
+coordinator and handed to its replicas; its public half is in the app's signature), over a
+domain tag and the manifest's bytes (``sign_manifest``, ``manifest_signature_problem``). An
+asker that knows the app's signature refuses an answer whose manifest the CE key did not sign,
+so a grid-key holder claiming a high term cannot pass off results of its own. An asker that
+does not know it (it never held the app) has only the consistency checks.
 """
 
 from __future__ import annotations
@@ -25,9 +28,16 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
 from bonjourgrid.app.bundle import BundleError, unpack_files
 
 VERSION = 1
+_DOMAIN = b"bjgrid result manifest v1\0"
 
 
 class ManifestError(Exception):
@@ -147,3 +157,23 @@ def check_answer(
         elif files[name] != listed[name]:
             problems.append(f"{name} does not hash to its manifest entry")
     return problems
+
+
+def sign_manifest(ce_seed: bytes, manifest: str) -> str:
+    """The CE key's signature (hex) of ``manifest``; ``ce_seed`` is the private key's seed."""
+    private = Ed25519PrivateKey.from_private_bytes(ce_seed)
+    return private.sign(_DOMAIN + manifest.encode()).hex()
+
+
+def manifest_signature_problem(ce_public: bytes, manifest: str, signature: str) -> str | None:
+    """Why ``signature`` does not show that the CE key ``ce_public`` signed ``manifest``
+    (None: it does)."""
+    if not signature:
+        return "the result manifest is not signed by the app's CE key"
+    try:
+        Ed25519PublicKey.from_public_bytes(ce_public).verify(
+            bytes.fromhex(signature), _DOMAIN + manifest.encode()
+        )
+    except (InvalidSignature, ValueError):
+        return "the result manifest's signature is not by the app's CE key"
+    return None

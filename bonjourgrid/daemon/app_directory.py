@@ -101,10 +101,17 @@ class Collected:
 
 
 async def collect(
-    app: str, found: list[tuple[Peer, AppState]], me: Identity, timeout: float, proof: str
+    app: str,
+    found: list[tuple[Peer, AppState]],
+    me: Identity,
+    timeout: float,
+    proof: str,
+    ce_public: bytes | None = None,
 ) -> Collected:
     """Fetch from the holders in ``found`` order, check each answer, keep the first complete
-    consistent one (else the consistent one with most tasks done)."""
+    consistent one (else the consistent one with most tasks done). With ``ce_public`` (the
+    app's CE key, when the asker knows the app's signature) an answer counts only if that
+    key signed its manifest."""
     out = Collected()
     for peer, _state in found:
         reply = await fetch(peer, app, me, timeout, proof)
@@ -112,6 +119,12 @@ async def collect(
             continue
         if isinstance(reply, Error):
             out.refusals.append(f"{peer.node}: {reply.reason}")
+            continue
+        unsigned = ce_public and manifest.manifest_signature_problem(
+            ce_public, reply.manifest, reply.manifest_signature
+        )
+        if unsigned:
+            out.refusals.append(f"{peer.node}: {unsigned}")
             continue
         problems = await asyncio.to_thread(answer_problems, app, reply)
         if problems:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bonjourgrid.app.bundle import pack_files
 from bonjourgrid.coordinator.manifest import (
@@ -17,6 +20,8 @@ from bonjourgrid.coordinator.manifest import (
     check_answer,
     digests,
     make_manifest,
+    manifest_signature_problem,
+    sign_manifest,
 )
 
 APP = "a1b2c3d4"
@@ -146,3 +151,23 @@ def test_outputs_holding_a_link_are_unreadable() -> None:
 
 def test_no_outputs_is_an_empty_digest() -> None:
     assert digests(b"") == {}
+
+
+def _ce() -> tuple[bytes, bytes]:
+    seed = os.urandom(32)
+    pub = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return seed, pub.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def test_a_manifest_signed_by_the_ce_key_verifies_and_nothing_else_does(
+    answer: tuple[dict[str, object], bytes, str],
+) -> None:
+    _, _, doc = answer
+    seed, pub = _ce()
+    other_seed, _ = _ce()
+    sig = sign_manifest(seed, doc)
+    assert manifest_signature_problem(pub, doc, sig) is None
+    assert manifest_signature_problem(pub, doc, "") is not None
+    assert manifest_signature_problem(pub, doc, sign_manifest(other_seed, doc)) is not None
+    assert manifest_signature_problem(pub, doc.replace('"term":3', '"term":9'), sig) is not None
+    assert manifest_signature_problem(pub, doc, "zz") is not None
