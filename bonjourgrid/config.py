@@ -20,6 +20,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PROFILE_ENV = "BJGRID_PROFILE"
+TIMING_ENV = "BJGRID_TIMING"
+"""``name=seconds,...``: override timings of the chosen profile (a lab on a slow link, a
+test that needs a long suspicion), e.g. ``BJGRID_TIMING=suspect_after=20,reserve_lease=30``."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Config:
             heartbeat_interval=0.25,
             suspect_after=1.5,
             reserve_lease=8.0,
+            max_lease=20.0,
             takeover_stagger=1.0,
             rehome_grace=3.0,
             browse_settle=0.5,
@@ -94,13 +98,36 @@ class Config:
 
     @classmethod
     def from_env(cls) -> Config:
-        """The profile named by ``BJGRID_PROFILE`` (``lan`` by default, or ``fast``)."""
+        """The profile named by ``BJGRID_PROFILE`` (``lan`` by default, or ``fast``), with
+        the overrides of ``BJGRID_TIMING``."""
         name = os.environ.get(PROFILE_ENV, "lan")
         if name == "fast":
-            return cls.fast()
-        if name == "lan":
-            return cls.lan()
-        raise ValueError(f"{PROFILE_ENV}={name!r}: expected 'lan' or 'fast'")
+            base = cls.fast()
+        elif name == "lan":
+            base = cls.lan()
+        else:
+            raise ValueError(f"{PROFILE_ENV}={name!r}: expected 'lan' or 'fast'")
+        return base.with_timings(os.environ.get(TIMING_ENV, ""))
+
+    def with_timings(self, text: str) -> Config:
+        """This config with ``name=seconds,...`` overrides (ValueError naming a bad entry)."""
+        timings = {f.name for f in dataclasses.fields(self) if f.type in ("float", float)}
+        changes: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name not in timings:
+                raise ValueError(
+                    f"{TIMING_ENV}: {name!r} is not a timing (one of {', '.join(sorted(timings))})"
+                )
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise ValueError(f"{TIMING_ENV}: {item!r}: expected {name}=<seconds>") from None
+            if not seconds >= 0 or seconds == float("inf"):
+                raise ValueError(f"{TIMING_ENV}: {item!r}: seconds must be finite and >= 0")
+            changes[name] = seconds
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 # --- the volunteer's own settings (``volunteer.toml`` in the config dir) ------------------

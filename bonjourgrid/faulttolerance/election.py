@@ -5,7 +5,10 @@ Failure detection has two sources (DESIGN.md: mDNS is for presence, heartbeats f
 * the control channel: the coordinator heartbeats every worker, replicas included; silence
   for ``suspect_after``, or the channel closing, makes the replica suspect it;
 * mDNS publish/subscribe: the coordinator's ``_bjg-coord`` record leaving (a goodbye) with no
-  "app ended" message before it is a loss, seen at once.
+  "app ended" message before it is a loss, seen at once. A goodbye is an explicit "I am gone",
+  so it needs no ``suspect_after`` of silence: the candidate and its voters, each seeing the
+  goodbye in its own mDNS view, go to the election at once (rank stagger and terms still
+  apply, and the coordinator is still asked first).
 
 A suspicion is checked before anyone acts: the replica asks the coordinator over the
 authenticated channel (``AppQuery``); an answer "I coordinate it" ends the matter. Otherwise
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_GOODBYE_LOOK = 0.1
+"""While waiting out a suspicion, how often the candidate looks for the coordinator's goodbye."""
+
 
 class Election:
     def __init__(
@@ -60,7 +66,8 @@ class Election:
         self._promote = promote
         self._forget = forget
         self._electing: set[str] = set()
-        self._coord_seen: dict[str, bool] = {}
+        self._coord_seen: set[tuple[str, str]] = set()
+        """(app, coordinator node) whose coordinator record this daemon has seen."""
         self._last_try: dict[str, float] = {}
         self._campaigning: set[str] = set()
         """Apps this daemon is asking votes for right now (its own vote is taken)."""
@@ -86,15 +93,20 @@ class Election:
     def _done(self, app_id: str) -> Callable[[asyncio.Task[None]], None]:
         return lambda _task: self._electing.discard(app_id)
 
-    def _suspicion(self, app: AppCoordinator, now: float) -> str | None:
+    def said_goodbye(self, app: AppCoordinator) -> bool:
+        """Whether the app's coordinator record, once seen here, has left the mDNS view."""
         node = app.coordinator[0]
         d = self._discovery()
-        if d is not None:
-            present = any(c.app == app.app_id and c.node == node for c in d.coordinators())
-            if present:
-                self._coord_seen[app.app_id] = True
-            elif self._coord_seen.get(app.app_id):
-                return "the coordinator's record said goodbye"
+        if d is None:
+            return False
+        if any(c.app == app.app_id and c.node == node for c in d.coordinators()):
+            self._coord_seen.add((app.app_id, node))
+            return False
+        return (app.app_id, node) in self._coord_seen
+
+    def _suspicion(self, app: AppCoordinator, now: float) -> str | None:
+        if self.said_goodbye(app):
+            return "the coordinator's record said goodbye"
         if self.agent.app != app.app_id:
             return "this machine no longer serves the app"
         if not self.agent.linked:
@@ -119,12 +131,16 @@ class Election:
         rank = ranks.index(self.me.node) if self.me.node in ranks else len(ranks)
         # Voters grant only after suspect_after of silence of their own: ask no earlier, and
         # let the better-ranked members ask first (takeover_stagger per rank).
+        # After a goodbye, no silence is needed (it may arrive while we wait: look again).
         heard = self.agent.last_heard
         serving = self.agent.app == app.app_id
-        silent = time.monotonic() - heard if serving else float("inf")
-        need = self.config.suspect_after + rank * self.config.takeover_stagger
-        if silent < need:
-            await asyncio.sleep(need - silent)
+        while True:
+            silent = time.monotonic() - heard if serving else float("inf")
+            wait = 0.0 if self.said_goodbye(app) else self.config.suspect_after
+            need = wait + rank * self.config.takeover_stagger
+            if silent >= need:
+                break
+            await asyncio.sleep(min(_GOODBYE_LOOK, need - silent))
             if serving and self.agent.last_heard > heard:
                 return  # the coordinator spoke meanwhile
         if rank:
@@ -204,6 +220,8 @@ class Election:
             return Vote(req.app, app.term, False, why)
         serving = self.agent.app == req.app
         silent = time.monotonic() - self.agent.last_heard if serving else float("inf")
+        if self.said_goodbye(app):
+            silent = float("inf")  # the coordinator said it is gone: no silence to wait for
         voter, why = app.voter.vote(
             term=req.term,
             candidate=req.candidate,

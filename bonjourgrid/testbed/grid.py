@@ -41,7 +41,12 @@ class DaemonDied(RuntimeError):
 
 class Grid:
     def __init__(
-        self, lan: VirtualLan, *, profile: str = "fast", key: GridKey | None = None
+        self,
+        lan: VirtualLan,
+        *,
+        profile: str = "fast",
+        key: GridKey | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.lan = lan
         self.key = key or GridKey.generate()
@@ -49,11 +54,18 @@ class Grid:
         if not self.key_file.exists():
             write_key(self.key, self.key_file)
         self.profile = profile
+        self.extra_env = dict(env or {})
+        """Given to every command of the grid (e.g. ``BJGRID_TIMING``)."""
         self.daemons: dict[str, subprocess.Popen[bytes]] = {}
 
     def env(self, host: Host, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return host.env(
-            {"BJGRID_KEY_FILE": str(self.key_file), "BJGRID_PROFILE": self.profile, **(extra or {})}
+            {
+                "BJGRID_KEY_FILE": str(self.key_file),
+                "BJGRID_PROFILE": self.profile,
+                **self.extra_env,
+                **(extra or {}),
+            }
         )
 
     def join(self, host: Host, *args: str, as_user: RunAs | None = None) -> subprocess.Popen[bytes]:
