@@ -12,7 +12,8 @@ Who may ask what:
 - the same of an **unsigned** app: anyone holding the grid key (as before signatures; an
   unsigned app is its lab's, not one user's).
 
-Each answer to ``FetchApp`` carries its result manifest (coordinator/manifest.py).
+Each answer to ``FetchApp`` carries its result manifest (coordinator/manifest.py), signed by
+the app's CE key.
 """
 
 from __future__ import annotations
@@ -130,4 +131,5 @@ class AppRequests(NodeDaemonBase):
             results=results,
             outputs=outputs,
             manifest=doc,
+            manifest_signature=manifest.sign_manifest(app.ce_key.seed, doc),
         )

@@ -166,7 +166,21 @@ class LocalRequests(AppRequests):
         await self._settle()
         timeout = max(self.config.ping_timeout, self.config.connect_timeout)
         found = await app_directory.holders(app_id, self.discovery, self.me, timeout)
-        return await app_directory.collect(app_id, found, self.me, 60.0, proof)
+        ce = self._known_ce_key(app_id)
+        return await app_directory.collect(app_id, found, self.me, 60.0, proof, ce)
+
+    def _known_ce_key(self, app_id: str) -> bytes | None:
+        """The app's CE public key, from its signature, when this daemon holds or held the
+        app (its journal keeps the signature); None otherwise."""
+        app = self._app(app_id)
+        row = self.journal.app(app_id) if app is None and self.journal is not None else None
+        text = app.signature if app is not None else row.signature if row is not None else ""
+        if not text:
+            return None
+        try:
+            return AppSignature.decode(text).ce_key or None
+        except SigningError:
+            return None
 
     async def _local_status(self, ch: LocalChannel, req: lm.StatusRequest) -> None:
         deadline = time.monotonic() + max(0.1, req.timeout)
