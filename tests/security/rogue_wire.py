@@ -20,6 +20,7 @@ import types
 import typing
 from pathlib import Path
 
+from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.control import messages
 from bonjourgrid.control.channel import ChannelClosed, connect
 from bonjourgrid.control.nodekey import NodeKey
@@ -73,6 +74,20 @@ def forge(cls_name: str, field: str, value: object) -> object:
     return msg
 
 
+ROGUE_CE = CEKey.generate()
+ROGUE_SPEC: dict[str, object] = {"name": "rogue", "tasks": [{"id": "t", "command": "true"}]}
+
+
+def proven_reserve(volunteer: str) -> messages.Reserve:
+    """A valid Reserve of the unsigned app ``rogue`` (its own CE key and proof: what any key
+    holder can make), with a lease that expires soon after."""
+    return messages.Reserve(
+        "rogue", ME.node_id, "rogue", 1, 2.0, "embedded",
+        spec=ROGUE_SPEC, ce_key=ROGUE_CE.public.hex(),
+        proof=ROGUE_CE.prove("rogue", 1, ME.node_id, volunteer),
+    )  # fmt: skip
+
+
 async def attack(address: str, port: int, key_file: Path, plan: list[list[object]]) -> None:
     key = load_key(key_file)
     for cls_name, field, value, after_reserve in plan:
@@ -81,7 +96,7 @@ async def attack(address: str, port: int, key_file: Path, plan: list[list[object
         outcome: dict[str, object] = {"msg": cls_name, "field": field, "value": value}
         try:
             if after_reserve:
-                reserve = forge("Reserve", "lease", 2.0)  # expires soon after
+                reserve = proven_reserve(ch.peer_node)
                 outcome["reserved"] = repr(await ch.request(reserve, timeout=10))
             await ch.send(msg)
             reply = await asyncio.wait_for(ch.recv(), 10)
