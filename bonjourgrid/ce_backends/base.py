@@ -149,3 +149,11 @@ class WorkerBackend(ABC):
     def resume(self) -> None:
         """The owner left again: continue the paused tasks."""
         return None
+
+    async def give_back(self, reason: str) -> list[str] | None:
+        """The owner has needed the machine past the maximum suspension. A backend whose
+        middleware moves the tasks hands them back by the middleware's own means (HTCondor
+        evicts the job to the schedd's queue, BOINC aborts the result) and returns the
+        attempts it gave back. None (the default): the volunteer agent sends ``GiveBack``
+        for each running attempt to the coordinator and cancels it here."""
+        return None

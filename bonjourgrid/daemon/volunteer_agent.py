@@ -416,6 +416,10 @@ class VolunteerAgent:
         worker, link = self.worker, self._link
         if worker is None:
             return []
+        by_middleware = await worker.give_back(reason)  # HTCondor, BOINC: their own means
+        if by_middleware is not None:
+            log.warning("gave back %s through %s: %s", by_middleware, worker.name, reason)
+            return by_middleware
         given = worker.running()
         for name in given:
             task, _, attempt = name.rpartition("#")
