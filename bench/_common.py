@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -23,7 +24,11 @@ import psutil
 from bonjourgrid.testbed import Host, VirtualLan, available
 from bonjourgrid.testbed.grid import Grid
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_DIR = Path(
+    os.environ.get("BJGRID_BENCH_RESULTS") or Path(__file__).resolve().parent / "results"
+)
+"""Where figures go: ``bench/results/`` (git-ignored), or ``$BJGRID_BENCH_RESULTS`` (the smoke
+tests point it at a temporary folder)."""
 # How many `bjgrid join` start at once: each start costs ~0.5 s of CPU (interpreter, imports,
 # zeroconf), so a 2-core box starting 32 at once would spend its time thrashing.
 JOIN_BATCH = 4
@@ -74,6 +79,26 @@ def write_app(
     return path
 
 
+def submit_json(stdout: bytes | str) -> dict[str, Any]:
+    """The JSON object `bjgrid submit --json` wrote on stdout.
+
+    Accepts stdout that is exactly one JSON object (DESIGN.md's contract) and stdout that starts
+    with the ``app <ID>`` line before it (as submit printed it before that contract was met):
+    the object is the one starting a line and running to the end of the output. ValueError if
+    there is none.
+    """
+    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not line.lstrip().startswith("{"):
+            continue
+        with contextlib.suppress(json.JSONDecodeError):
+            doc = json.loads("".join(lines[i:]))
+            if isinstance(doc, dict):
+                return doc
+    raise ValueError(f"no JSON object in submit's stdout: {text[-500:]!r}")
+
+
 def ratio(value: float | None, base: float | None) -> float | None:
     """``value / base``, or None when either is missing or the base is zero."""
     if value is None or base is None or base == 0:
@@ -115,7 +140,7 @@ def machine() -> dict[str, object]:
 
 
 def write_results(name: str, figures: dict[str, object], *, quick: bool) -> Path:
-    """Write ``bench/results/<name>.json`` (``<name>-quick.json`` for a --quick run)."""
+    """Write ``RESULTS_DIR/<name>.json`` (``<name>-quick.json`` for a --quick run)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}{'-quick' if quick else ''}.json"
     doc = {

@@ -24,7 +24,15 @@ import sys
 import time
 from typing import Any
 
-from _common import grid_lan, join_in_batches, print_table, ratio, write_app, write_results
+from _common import (
+    grid_lan,
+    join_in_batches,
+    print_table,
+    ratio,
+    submit_json,
+    write_app,
+    write_results,
+)
 
 from bonjourgrid.discovery.names import IDLE_TYPE
 from bonjourgrid.testbed import Host
@@ -110,7 +118,7 @@ def recruit(grid: Grid, volunteers: list[Host], user: Host, n: int, run: int) ->
         for e in reservations(h)[before[h.name] :]
         if e["event"] == "reserved"
     )
-    workers = {t["worker"] for t in json.loads(out)["results"]["tasks"]} if out else set()
+    workers = {t["worker"] for t in submit_json(out)["results"]["tasks"]} if out else set()
     return {
         "recruited": len(reserved),
         "first_s": reserved[0] if reserved else None,

@@ -12,7 +12,8 @@ interval and suspicion timeout (the baseline: the detector cannot be faster than
   again and staged).
 
 All hosts share one kernel, so CLOCK_MONOTONIC (which the journal's ``at`` fields use) is
-comparable across them. Usage: ``python bench/failover.py [--runs N] [--profile fast|lan]``.
+comparable across them. Usage: ``python bench/failover.py [--quick] [--runs N] [--profile
+fast|lan]`` (``--quick``: 1 run). Figures go to bench/results/failover.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,13 @@ def worker_kill(grid: Grid, submitter: Host, vols: list[Host], run: int, tmp: Pa
         grid.wait_daemon(victim)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 run instead of 10")
+    ap.add_argument("--runs", type=int, help="kills of each kind (default 10; --quick: 1)")
     ap.add_argument("--profile", choices=("fast", "lan"), default="fast")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.runs = args.runs or (1 if args.quick else 10)
     cfg = Config.fast() if args.profile == "fast" else Config.lan()
     figures: dict[str, Any] = {
         "profile": args.profile,
@@ -159,8 +161,9 @@ def main() -> None:
         ["what", "median s", "max s", "median / suspect_after"],
         rows,
     )
-    write_results("failover", figures, quick=args.runs < 10)
+    write_results("failover", figures, quick=args.quick)
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,29 +1,42 @@
-"""Task throughput of the embedded task farm on a virtual LAN of 8 volunteers.
+"""Task throughput of the embedded task farm on a virtual LAN of H volunteers, beside Dask.
 
-(a) Makespan of T x ``sleep 0.2`` on 8 hosts (`bjgrid join --slots 1`), from `bjgrid submit`
-    start to its exit, against the ideal T x 0.2 / 8.
-(b) No-op tasks per second: T x ``true`` on the same 8 hosts, against
+(a) Makespan of T x ``sleep 0.2`` on H hosts (`bjgrid join --slots 1`), from `bjgrid submit`
+    start to its exit, against the ideal T x 0.2 / H.
+(b) No-op tasks per second: T x ``true`` on the same H hosts, against
     ``xargs -P <cores> -n 1 true`` running T invocations on this machine, in the same run.
 
-Both apps run from a 9th host (no daemon of its own: `submit` starts a private one).
+Both apps run from one more host (no daemon of its own: `submit` starts a private one). In the
+same run, the same two bags run on Dask, what a user would pick instead on one machine: a
+``distributed.LocalCluster`` with one single-thread worker process per volunteer, on loopback,
+each task running its command in a subprocess; timed from the first submit to the last result
+(the cluster's start is reported apart). Dask is in the ``dev`` extra.
 
     python bench/throughput.py [--quick] [--tasks T] [--hosts H]
 
-Default T = 400 (``--quick``: 100), H = 8. Figures go to bench/results/throughput.json.
+Default T = 400, H = 8 (``--quick``: T = 60, H = 4). Figures go to bench/results/throughput.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import logging
 import os
 import statistics
 import subprocess
+import sys
 import time
 
 import psutil
-from _common import grid_lan, join_in_batches, print_table, ratio, write_app, write_results
+from _common import (
+    grid_lan,
+    join_in_batches,
+    print_table,
+    ratio,
+    submit_json,
+    write_app,
+    write_results,
+)
 
 from bonjourgrid.testbed import Host
 from bonjourgrid.testbed.grid import Grid, reservations
@@ -51,7 +64,7 @@ def submit(
         raise RuntimeError(
             f"submit exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}"
         )
-    tasks = json.loads(out)["results"]["tasks"]
+    tasks = submit_json(out)["results"]["tasks"]
     done = sum(1 for t in tasks if t["state"] == "done")
     reserved = sorted(
         float(e["t"]) - t0
@@ -102,14 +115,58 @@ def xargs_rate(n: int, repeats: int = 3) -> dict[str, float]:
     return {"tasks": n, "parallel": cores, "wall_s": wall, "tasks_per_s": n / wall}
 
 
+def run_command(cmd: str) -> int:
+    """One Dask task: the bag's command in a subprocess, as bjgrid's worker runs it."""
+    return subprocess.run(cmd, shell=True, check=False).returncode
+
+
+def dask_bags(bags: dict[str, list[str]], workers: int) -> dict[str, dict[str, float]]:
+    """Each bag on one LocalCluster of ``workers`` single-thread processes, on loopback.
+
+    Per bag: seconds from the first submit to the last result, tasks/s and failures; under
+    ``cluster``: the seconds the cluster took to start (not part of any bag's time).
+    """
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        sys.exit("Dask is not installed: pip install 'dask[distributed]' (the dev extra has it)")
+    figures: dict[str, dict[str, float]] = {}
+    t0 = time.monotonic()
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",  # loopback only: no traffic leaves the machine
+            dashboard_address=None,
+            # A worker whose heartbeat meets the closing scheduler logs a traceback: noise.
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(workers)
+        figures["cluster"] = {"workers": workers, "start_s": time.monotonic() - t0}
+        for name, commands in bags.items():
+            t1 = time.monotonic()
+            codes = client.gather(client.map(run_command, commands, pure=False))
+            wall = time.monotonic() - t1
+            figures[name] = {
+                "tasks": len(commands),
+                "wall_s": wall,
+                "tasks_per_s": len(commands) / wall,
+                "failed": sum(1 for c in codes if c != 0),
+            }
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 tasks instead of 400")
-    parser.add_argument("--tasks", type=int, help="tasks per app (overrides --quick)")
-    parser.add_argument("--hosts", type=int, default=8, help="volunteers (default 8)")
+    parser.add_argument("--quick", action="store_true", help="60 tasks on 4 hosts")
+    parser.add_argument("--tasks", type=int, help="tasks per app (default 400; --quick: 60)")
+    parser.add_argument("--hosts", type=int, help="volunteers (default 8; --quick: 4)")
     args = parser.parse_args(argv)
-    n = args.tasks or (100 if args.quick else 400)
-    hosts = args.hosts
+    n = args.tasks or (60 if args.quick else 400)
+    hosts = args.hosts or (4 if args.quick else 8)
 
     with grid_lan(hosts + 1, "tput") as grid:
         *volunteers, user = grid.lan.hosts
@@ -120,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         grid.wait_idle(user, volunteers, timeout=60)
         noop = submit(grid, user, volunteers, "noops", ["true"], n, hosts)
         print(f"no-op app: {noop}", flush=True)
+    dask = dask_bags({"sleeps": [f"sleep {SLEEP_S}"] * n, "noops": ["true"] * n}, hosts)
+    print(f"dask: {dask}", flush=True)
     xargs = xargs_rate(n)
     noop["tasks_per_s"] = n / noop["wall_s"]
     # The rate once the farm runs: from the first worker's reservation to the end.
@@ -131,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         ("", "seconds", "ratio"),
         [
             ("bjgrid submit", sleep["wall_s"], ratio(sleep["wall_s"], ideal)),
+            (
+                f"dask, {hosts} workers",
+                dask["sleeps"]["wall_s"],
+                ratio(dask["sleeps"]["wall_s"], ideal),
+            ),
             ("ideal n*0.2/hosts", ideal, 1.0),
             ("mean task (worker)", sleep["mean_task_s"], ratio(sleep["mean_task_s"], SLEEP_S)),
         ],
@@ -151,8 +215,19 @@ def main(argv: list[str] | None = None) -> int:
                 noop["steady_tasks_per_s"],
                 ratio(noop["steady_tasks_per_s"], xargs["tasks_per_s"]),
             ),
+            (
+                f"dask, {hosts} workers",
+                dask["noops"]["wall_s"],
+                dask["noops"]["tasks_per_s"],
+                ratio(dask["noops"]["tasks_per_s"], xargs["tasks_per_s"]),
+            ),
             (f"xargs -P {xargs['parallel']} -n 1 true", xargs["wall_s"], xargs["tasks_per_s"], 1.0),
         ],
+    )
+    print(
+        f"  dask: LocalCluster of {hosts} single-thread worker processes on 127.0.0.1, each task"
+        f" `subprocess.run(cmd, shell=True)`; its start ({dask['cluster']['start_s']:.1f} s) is"
+        " not counted"
     )
     print(
         f"  CPU per no-op task: {noop['cpu_ms_per_task']:.1f} ms on this machine, of which "
@@ -164,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         "tasks": n,
         "makespan": {**sleep, "ideal_s": ideal, "ratio": ratio(sleep["wall_s"], ideal)},
         "noop": {**noop, "ratio_vs_xargs": ratio(noop["tasks_per_s"], xargs["tasks_per_s"])},
+        "dask": {
+            **dask,
+            "makespan_ratio": ratio(dask["sleeps"]["wall_s"], ideal),
+            "noop_ratio_vs_xargs": ratio(dask["noops"]["tasks_per_s"], xargs["tasks_per_s"]),
+        },
         "xargs": xargs,
     }
     write_results("throughput", figures, quick=args.quick)
