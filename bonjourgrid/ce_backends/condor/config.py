@@ -51,8 +51,9 @@ SCHEDD_MIN_INTERVAL = 0
 # Daemons re-advertise every 5 s (default 300 s): status and the pool view stay fresh.
 UPDATE_INTERVAL = 5
 MASTER_UPDATE_INTERVAL = 5
-# The startd re-evaluates its policy every 2 s (default 5 s).
-POLLING_INTERVAL = 2
+# The startd re-evaluates its policy every second (default 5 s): the owner's return
+# suspends a job within ~1 s (docs/owner-policy.md).
+POLLING_INTERVAL = 1
 # The starter reports job progress every 2 s, the first time after 2 s.
 STARTER_UPDATE_INTERVAL = 2
 STARTER_INITIAL_UPDATE_INTERVAL = 2
@@ -223,8 +224,12 @@ def execute_config(
     token_dir: Path,
     cpus: int,
     memory_mb: int,
+    owner_file: Path | None = None,
+    owner_script: Path | None = None,
 ) -> str:
-    """An execute node (master + startd) of the CE whose head is at ``head_address:port``."""
+    """An execute node (master + startd) of the CE whose head is at ``head_address:port``;
+    ``owner_file`` and ``owner_script`` are those of :func:`owner_policy` (None: jobs always
+    run, as on a dedicated node)."""
     head = f"{names.head}/{head_address}"
     return "\n".join(
         [
@@ -257,16 +262,74 @@ def execute_config(
             f"MEMORY = {memory_mb}",
             "# Owner first: jobs run at the lowest CPU priority (DESIGN: nice 19).",
             "JOB_RENICE_INCREMENT = 19",
-            "# Always willing to run the CE's jobs while recruited; never suspend or preempt.",
-            "START = True",
-            "SUSPEND = False",
-            "PREEMPT = False",
-            "KILL = False",
-            "WANT_SUSPEND = False",
-            "WANT_VACATE = False",
+            *(
+                owner_policy(owner_file, owner_script)
+                if owner_file is not None and owner_script is not None
+                else [
+                    "START = True",
+                    "SUSPEND = False",
+                    "PREEMPT = False",
+                    "KILL = False",
+                    "WANT_SUSPEND = False",
+                    "WANT_VACATE = False",
+                ]
+            ),
             "",
         ]
     )
+
+
+OWNER_ATTR = "BjgOwner"
+"""The machine ClassAd attribute that carries bjgrid's owner policy to the startd."""
+OWNER_OK, OWNER_BUSY, OWNER_GONE = "ok", "busy", "gone"
+"""Its values: run; suspend (the owner is back); give the job back (suspended too long)."""
+OWNER_POLL_S = 0.2
+"""How often the startd cron job looks at the owner file (a shell builtin read: cheap)."""
+
+# A startd cron job in WaitForExit mode that never exits: it prints the owner file's word as
+# BjgOwner each time it changes, ending each ad with "-" so that the startd publishes it at
+# once. POSIX sh only (it runs in the rootfs, as the startd's user).
+OWNER_SCRIPT = f"""\
+#!/bin/sh
+last=
+while :; do
+  v=ok
+  read -r v < "$1" 2>/dev/null || v=ok
+  case "$v" in {OWNER_BUSY}|{OWNER_GONE}) ;; *) v={OWNER_OK} ;; esac
+  if [ "$v" != "$last" ]; then printf '{OWNER_ATTR} = "%s"\\n-\\n' "$v"; last=$v; fi
+  sleep {OWNER_POLL_S}
+done
+"""
+
+
+def owner_policy(owner_file: Path, owner_script: Path) -> list[str]:
+    """The startd's policy lines: HTCondor itself suspends, continues and evicts the CE's job
+    as bjgrid's owner policy says (the volunteer writes ``owner_file``; ``owner_script`` is
+    :data:`OWNER_SCRIPT`). Evaluated every POLLING_INTERVAL.
+
+    ``busy``: START false (no new job here), SUSPEND true (the starter SIGSTOPs the job);
+    ``ok``: CONTINUE (SIGCONT); ``gone`` (bjgrid's maximum suspension passed): PREEMPT with
+    no vacate time, so the job goes back to the schedd's queue and runs on another machine.
+    """
+    busy = f'({OWNER_ATTR} =?= "{OWNER_BUSY}" || {OWNER_ATTR} =?= "{OWNER_GONE}")'
+    return [
+        "# Owner first (docs/owner-policy.md): bjgrid's owner policy, published by a cron job.",
+        "STARTD_CRON_JOBLIST = BJGOWNER",
+        f"STARTD_CRON_BJGOWNER_EXECUTABLE = {owner_script}",
+        f"STARTD_CRON_BJGOWNER_ARGS = {owner_file}",
+        "STARTD_CRON_BJGOWNER_MODE = WaitForExit",
+        "STARTD_CRON_BJGOWNER_PERIOD = 1",
+        "STARTD_CRON_BJGOWNER_RECONFIG = False",
+        f"START = !{busy}",
+        "WANT_SUSPEND = True",
+        f"SUSPEND = {busy}",
+        f"CONTINUE = !{busy}",
+        f'PREEMPT = {OWNER_ATTR} =?= "{OWNER_GONE}"',
+        "WANT_VACATE = False",
+        "KILL = False",
+        "# The owner's machine: never hold a suspended job past the give-back.",
+        "MAXJOBRETIREMENTTIME = 0",
+    ]
 
 
 def client_params(

@@ -455,6 +455,11 @@ class CondorCoordinator(CoordinatorBackend):
                 return
             if job.running_since is None and info.status is JobStatus.RUNNING:
                 job.running_since = now
+            elif job.running_since is not None and info.status is JobStatus.IDLE:
+                # Evicted (a volunteer's owner needed the machine: worker.give_back): back in
+                # the schedd's queue, HTCondor runs it elsewhere; its timeout starts again.
+                log.info("app %s: %s#%d given back to HTCondor's queue", self.app.app_id, *key)
+                job.running_since = None
             timeout = job.task.timeout
             if info.status is JobStatus.COMPLETED:
                 job.result = await self._collect(job, info.exit_code, info.seconds, "")
