@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,11 +37,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def vlan(tmp_path: Path) -> Iterator[Callable[..., VirtualLan]]:
-    """Factory: ``vlan(n, name=None)`` starts an n-host LAN; all are closed at teardown."""
+    """Factory: ``vlan(n, name=None, **VirtualLan options)`` starts an n-host LAN; all are closed
+    at teardown."""
     lans: list[VirtualLan] = []
 
-    def make(n_hosts: int, *, name: str | None = None) -> VirtualLan:
-        lan = VirtualLan(n_hosts, base_dir=tmp_path / f"lan{len(lans)}", name=name)
+    def make(n_hosts: int, *, name: str | None = None, **kw: Any) -> VirtualLan:
+        lan = VirtualLan(n_hosts, base_dir=tmp_path / f"lan{len(lans)}", name=name, **kw)
         lans.append(lan)
         return lan.start()
 

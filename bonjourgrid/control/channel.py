@@ -40,6 +40,7 @@ from bonjourgrid.control.auth import (
     refusal,
 )
 from bonjourgrid.control.codec import MessageError, Registry
+from bonjourgrid.control.dial import PREFERENCES, listen_socket, open_connection, unmapped
 from bonjourgrid.control.framing import MAX_FRAME, FrameReader, FrameTooLarge, write_frame
 from bonjourgrid.control.messages import CONTROL
 from bonjourgrid.control.nodekey import NodeKey
@@ -186,7 +187,7 @@ class _FrameChannel:
 def _peer_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
+        return unmapped(str(peer[0])), int(peer[1])
     return ("?", 0)
 
 
@@ -210,7 +211,7 @@ class Channel(_FrameChannel):
         self.peer_grid = peer_grid
         self.peer_address = _peer_address(writer)
         local = writer.get_extra_info("sockname")
-        self.local_address = str(local[0]) if isinstance(local, tuple) and local else ""
+        self.local_address = unmapped(str(local[0])) if isinstance(local, tuple) and local else ""
         """This end's IP address: the address the peer reached us at (a backend that must
         name this host to the peer, e.g. an HTCondor startd, uses it)."""
 
@@ -238,27 +239,40 @@ async def connect(
     registry: Registry = CONTROL,
     local_addr: str | None = None,
     expect: str | None = None,
+    interface: str | None = None,
 ) -> Channel:
     """Open an authenticated channel as ``node``; AuthError, OSError or asyncio.TimeoutError
     on failure. ``timeout`` bounds the connection and the handshake together. ``expect``: the
     node id we mean to reach (from its mDNS record); a peer that proves another is refused
-    (AuthError, reason ``identity``)."""
-    ch = await asyncio.wait_for(_connect(host, port, key, node, registry, local_addr), timeout)
+    (AuthError, reason ``identity``). ``host`` may be scoped (``fe80::1%eth0``,
+    ``169.254.7.9%eth1``: control/dial.py), or ``interface`` names the link to leave on."""
+    ch = await asyncio.wait_for(
+        _connect(host, port, key, node, registry, local_addr, interface), timeout
+    )
     if expect is not None and ch.peer_node != expect:
         ch._abort()
         raise AuthError(
             f"{host}:{port}: expected node {expect}, the peer proved it is {ch.peer_node}",
             reason="identity",
         )
+    if expect is not None:
+        PREFERENCES.worked(expect, host)
     return ch
 
 
 async def _connect(
-    host: str, port: int, key: GridKey, node: NodeKey, registry: Registry, local_addr: str | None
+    host: str,
+    port: int,
+    key: GridKey,
+    node: NodeKey,
+    registry: Registry,
+    local_addr: str | None,
+    interface: str | None,
 ) -> Channel:
-    reader, writer = await asyncio.open_connection(
-        host, port, local_addr=(local_addr, 0) if local_addr else None
-    )
+    if local_addr:
+        reader, writer = await asyncio.open_connection(host, port, local_addr=(local_addr, 0))
+    else:
+        reader, writer = await open_connection(host, port, interface=interface)
     try:
         frames = FrameReader(reader, max_size=MAX_HANDSHAKE_FRAME)
         hs = ClientHandshake(key, node, secrets.token_bytes(EPHEMERAL_BYTES))
@@ -417,7 +431,9 @@ async def serve(
         finally:
             await channel.close()
 
-    return await asyncio.start_server(handle, host, port)
+    if isinstance(host, str) and (sock := listen_socket(host, port)) is not None:
+        return await asyncio.start_server(handle, sock=sock)  # "::": both families, one port
+    return await asyncio.start_server(handle, "0.0.0.0" if host == "::" else host, port)
 
 
 # --- local (CLI <-> daemon) ----------------------------------------------------------------

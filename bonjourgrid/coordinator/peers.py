@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bonjourgrid.control.channel import connect
+from bonjourgrid.control.dial import PREFERENCES
 from bonjourgrid.control.messages import AppQuery, AppState
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import GridKey
@@ -27,7 +28,8 @@ class Identity:
 
 @dataclass(frozen=True)
 class Peer:
-    """Another daemon that may hold this app (from mDNS): where to ask it."""
+    """Another daemon that may hold this app (from mDNS): where to ask it. ``addresses`` are
+    scoped to the interface each was learned on (control/addresses.py)."""
 
     node: str
     addresses: tuple[str, ...]
@@ -37,7 +39,7 @@ class Peer:
 
 async def ask(peer: Peer, msg: object, me: Identity, timeout: float) -> object | None:
     """One request to ``peer`` over a fresh authenticated channel; None if it is silent."""
-    for address in peer.addresses:
+    for address in PREFERENCES.order(peer.node, peer.addresses):
         try:
             ch = await connect(
                 address, peer.port, key=me.key, node=me.node_key, timeout=timeout, expect=peer.node

@@ -11,6 +11,7 @@ import logging
 import time
 
 from bonjourgrid.control.channel import connect
+from bonjourgrid.control.dial import PREFERENCES
 from bonjourgrid.control.messages import Fenced, Release, Reserve, ReserveReply
 from bonjourgrid.coordinator import scheduling
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
@@ -79,7 +80,7 @@ class Recruitment(AppCoordinatorBase):
 
     async def _reserve(self, offer: Offer) -> WorkerLink | None:
         cfg = self.config
-        for address in offer.addresses:
+        for address in PREFERENCES.order(offer.node, offer.addresses):
             try:
                 ch = await connect(
                     address,

@@ -14,7 +14,9 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from bonjourgrid.control.addresses import plain
 from bonjourgrid.control.channel import AuthError, connect
+from bonjourgrid.control.dial import PREFERENCES
 from bonjourgrid.control.messages import Ping, Pong
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.discovery import CoordinatorRecord, Machine
@@ -60,7 +62,7 @@ async def _ping_any(
     m: Machine, key: GridKey, node: NodeKey, timeout: float
 ) -> tuple[Pong | None, str]:
     refused = ""
-    for address in m.addresses:
+    for address in PREFERENCES.order(m.node, m.addresses):
         pong, why = await ask_pong(address, m.port, key, node, timeout, m.node)
         if pong is not None:
             return pong, ""
@@ -88,7 +90,7 @@ async def machine_rows(
                 "host": pong.host,
                 "state": pong.state,
                 "reachable": True,
-                "addresses": list(m.addresses),
+                "addresses": plain(m.addresses),
                 "cpus": pong.cpus,
                 "slots": pong.slots,
                 "app": pong.app if pong.state == "worker" else None,
@@ -103,7 +105,7 @@ async def machine_rows(
                 "host": m.host,
                 "state": m.state,
                 "reachable": False,
-                "addresses": list(m.addresses),
+                "addresses": plain(m.addresses),
                 "cpus": m.txt.cpus,
                 "slots": m.txt.slots,
                 "app": m.txt.app if m.state == "worker" else None,

@@ -3,13 +3,19 @@
 Theory of operation
 -------------------
 Desired state is kept apart from the network: ``_volunteer`` (one NodeTxt or None) and
-``_coords`` (one CoordTxt per app). While an mDNS stack runs (``_aiozc``), each desired record
+``_coords`` (one CoordTxt per app). While an mDNS stack runs (``_stacks``), each desired record
 is registered on it, without probing (``cooperating_responders=True``: our instance labels carry
 the node id, so nobody else owns them). An Idle<->Worker change withdraws the old record
 (goodbye) and registers the new one; a TXT-only change is an update.
 
-A background task polls ``select_addresses``; when the bound set changes, the stack is closed
-(goodbyes) and a new one started on the new addresses, re-registering the desired records and
+"The stack" is one ``LinkStack`` per link (link_stack.py: sockets tied to the interface), each
+advertising that link's addresses only and learning records that belong to it: a record is kept
+per (name, link) and the view merges a peer's links, every address scoped to the interface it
+was learned on (control/addresses.py). IPv6 link-local addresses are bound and advertised
+beside IPv4 ones.
+
+A background task polls ``select_links``; when the bound set changes, the stacks are closed
+(goodbyes) and new ones started on the new links, re-registering the desired records and
 restarting the browsers. Records seen by the old stack that the new one does not see again
 within ``RESTART_SETTLE`` leave the view. With no usable address there is no stack: records
 wait in the desired state and the poll keeps looking.
@@ -34,14 +40,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+import socket
+from collections.abc import Callable, Sequence
 
-from zeroconf import IPVersion, NotRunningException, ServiceInfo, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-from .interfaces import DiscoveryError, select_addresses
+from bonjourgrid.control.addresses import scoped
+
+from .interfaces import DiscoveryError, Link, select_links
+from .link_stack import LinkStack, StackLost, learned_addresses
 from .names import (
     ALL_TYPES,
     COORD_TYPE,
@@ -76,8 +87,6 @@ START_WAIT = 9.0
 START_PATIENCE = 60.0
 """How long a new stack is waited for in all before it is closed and retried by the poll: a
 2-core machine starting many daemons under CPU load took more than 9 s (issue 16)."""
-_START_POLL = 0.02
-"""How often a starting stack is looked at (a start normally takes a few milliseconds)."""
 _REVISION_MODULUS = 10**9
 """Revisions wrap here (9 digits in the TXT record)."""
 _NO_INTERFACE = "no usable network interface for mDNS"
@@ -100,6 +109,7 @@ class Discovery:
         browse: bool = True,
         start_wait: float = START_WAIT,
         start_patience: float = START_PATIENCE,
+        ipv6: bool = True,
     ) -> None:
         self.grid_id = grid_id
         self.node_id = node_id
@@ -110,6 +120,7 @@ class Discovery:
         self._browse = browse
         self._start_wait = start_wait
         self._start_patience = start_patience
+        self._ipv6 = ipv6
         self._stack_lost = False
         """The running stack stopped under us (NotRunningException): the poll restarts it."""
         self._server = server_name(hostname, node_id)
@@ -117,25 +128,22 @@ class Discovery:
         # Desired state.
         self._volunteer: NodeTxt | None = None
         self._coords: dict[str, CoordTxt] = {}
-        # The running stack and what is registered on it.
-        self._aiozc: AsyncZeroconf | None = None
-        self._browser: AsyncServiceBrowser | None = None
-        self._addresses: list[str] = []
-        self._volunteer_info: ServiceInfo | None = None
-        self._coord_infos: dict[str, ServiceInfo] = {}
+        # The running stacks (one per link) and what is registered on them.
+        self._stacks: dict[str, LinkStack] = {}
+        self._links: list[Link] = []
         self._browse_started = 0.0
         # Random start: a restarted daemon does not repeat its predecessor's packets either.
         self._revision = secrets.randbelow(_REVISION_MODULUS)
         # The view.
         self._view = View()
         self._own_names: set[str] = set()
-        self._present: set[str] = set()  # names the browser reported Added and not Removed
+        # (link, name) the browser of that link reported Added and not Removed
+        self._present: set[tuple[str, str]] = set()
         self._rejected: set[tuple[str, bytes]] = set()
         self._listeners: list[Callable[[], None]] = []
         # Tasks we own.
         self._lock = asyncio.Lock()
-        self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._broadcasts: dict[str, asyncio.Future[object]] = {}  # by ServiceInfo.key
+        self._resolving: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._poll_task: asyncio.Task[None] | None = None
         self._stale_task: asyncio.Task[None] | None = None
         self._last_poll_problem = ""
@@ -145,47 +153,61 @@ class Discovery:
 
     @property
     def addresses(self) -> list[str]:
-        """The IPv4 addresses the mDNS stack is bound to (empty while there are none)."""
-        return list(self._addresses)
+        """The IPv4 addresses the mDNS stacks are bound to, sorted (empty while none)."""
+        return sorted(
+            {a for link in self._links for a in link.ipv4}, key=lambda a: socket.inet_aton(a)
+        )
+
+    @property
+    def links(self) -> list[Link]:
+        """The links the mDNS stacks run on, with the addresses bound there."""
+        return list(self._links)
 
     async def start(self) -> None:
-        """Starts the stack on ``select_addresses(interfaces)`` and the address poll.
+        """Starts a stack per link of ``select_links(interfaces)`` and the address poll.
 
         Raises DiscoveryError if a requested interface or address does not exist. With no
         usable interface at all, starts without a stack and keeps polling.
         """
         if self._poll_task is not None or self._closed:
             raise DiscoveryError("Discovery.start() called twice or after close()")
-        addresses = select_addresses(self._requested)
+        links = select_links(self._requested, ipv6=self._ipv6)
         async with self._lock:
-            if not addresses:
+            if not links:
                 self._last_poll_problem = _NO_INTERFACE
                 log.warning("%s; will keep looking", _NO_INTERFACE)
-            await self._start_stack(addresses)
+            await self._start_stack(links)
         self._poll_task = asyncio.get_running_loop().create_task(self._poll_interfaces())
 
     async def set_volunteer(self, txt: NodeTxt | None) -> None:
         """Publishes exactly one volunteer record: idle (``txt.app`` None) or worker; None
         publishes none. Raises TxtError (nothing changed) if ``txt`` cannot be encoded."""
         async with self._lock:
-            info = None
+            props = None
             if txt is not None:
                 self._check_own(txt.grid, txt.node)
                 type_ = IDLE_TYPE if txt.app is None else WORKER_TYPE
-                info = self._info(type_, self._label, encode_node(txt))
+                props = encode_node(txt)
             self._volunteer = txt
-            if self._aiozc is not None:
-                old = self._volunteer_info
-                if info is not None and old is not None and old.type == info.type:
-                    await self._update(info)
-                else:
-                    # New record first: the old one's goodbye then leaves out the address
-                    # records (still in use), so peers never see our A record flap.
-                    if info is not None:
-                        await self._register(info)
-                    if old is not None:
-                        await self._unregister(old)
-                self._volunteer_info = info
+            revision = self._next_revision()
+            for stack in self._running():
+                info = None
+                if txt is not None and props is not None:
+                    info = self._info(stack, type_, self._label, props, revision)
+                old = stack.volunteer_info
+                try:
+                    if info is not None and old is not None and old.type == info.type:
+                        await stack.update(info)
+                    else:
+                        # New record first: the old one's goodbye then leaves out the address
+                        # records (still in use), so peers never see our A record flap.
+                        if info is not None:
+                            await stack.register(info)
+                        if old is not None:
+                            await stack.unregister(old)
+                except StackLost as e:
+                    self._lost(stack, e)
+                stack.volunteer_info = info
             self._refresh_own()
 
     async def publish_coordinator(self, txt: CoordTxt) -> None:
@@ -193,23 +215,32 @@ class Discovery:
         async with self._lock:
             self._check_own(txt.grid, txt.node)
             label = instance_label(self.hostname, self.node_id, txt.app)
-            info = self._info(COORD_TYPE, label, encode_coord(txt))
+            props = encode_coord(txt)
             self._coords[txt.app] = txt
-            if self._aiozc is not None:
-                if txt.app in self._coord_infos:
-                    await self._update(info)
-                else:
-                    await self._register(info)
-                self._coord_infos[txt.app] = info
+            revision = self._next_revision()
+            for stack in self._running():
+                info = self._info(stack, COORD_TYPE, label, props, revision)
+                try:
+                    if txt.app in stack.coord_infos:
+                        await stack.update(info)
+                    else:
+                        await stack.register(info)
+                except StackLost as e:
+                    self._lost(stack, e)
+                stack.coord_infos[txt.app] = info
             self._refresh_own()
 
     async def withdraw_coordinator(self, app: str) -> None:
         """Withdraws the ``_bjg-coord`` record of ``app`` (goodbye); no-op if none."""
         async with self._lock:
             self._coords.pop(app, None)
-            info = self._coord_infos.pop(app, None)
-            if info is not None and self._aiozc is not None:
-                await self._unregister(info)
+            for stack in self._running():
+                info = stack.coord_infos.pop(app, None)
+                if info is not None:
+                    try:
+                        await stack.unregister(info)
+                    except StackLost as e:
+                        self._lost(stack, e)
             self._refresh_own()
 
     def machines(self) -> list[Machine]:
@@ -245,85 +276,66 @@ class Discovery:
             self._coords.clear()
             self._view.clear()
 
-    # --- the stack ----------------------------------------------------------------------
+    # --- the stacks ---------------------------------------------------------------------
 
-    async def _start_stack(self, addresses: list[str]) -> None:
-        """Starts a stack on ``addresses`` (none: no stack), registering the desired records.
-        A stack that does not come up in ``start_patience`` is closed (the poll retries)."""
-        self._addresses = []
+    def _running(self) -> list[LinkStack]:
+        return [s for s in self._stacks.values() if s.aiozc is not None]
+
+    async def _start_stack(self, links: list[Link]) -> None:
+        """Starts a stack per link (none: no stack), registering the desired records. A
+        stack that does not come up in ``start_patience`` is closed (the poll retries)."""
+        self._links = []
         self._stack_lost = False
-        if addresses:
+        for link in links:
+            stack = LinkStack(link)
             try:
-                self._aiozc = AsyncZeroconf(interfaces=addresses, ip_version=IPVersion.V4Only)
+                stack.open()
             except OSError as e:  # an address vanished between selection and bind
-                log.warning("cannot open mDNS on %s: %s; will retry", ", ".join(addresses), e)
-                self._aiozc = None
-            else:
-                if await self._wait_running(self._aiozc):
-                    self._addresses = list(addresses)
-                    await self._register_desired()
-                    if not self._stack_lost:
-                        self._start_browser()
-                else:
-                    await self._drop_stack()
+                log.warning("cannot open mDNS on %s: %s; will retry", link.name, e)
+                self._stack_lost = True
+                continue
+            self._stacks[link.name] = stack
+        waits = [
+            s.wait_running(self._start_wait, self._start_patience) for s in self._stacks.values()
+        ]
+        for stack, ok in zip(
+            list(self._stacks.values()), await asyncio.gather(*waits), strict=True
+        ):
+            if not ok:
+                await stack.drop()
+                del self._stacks[stack.link.name]
+                self._stack_lost = True
+        self._links = [s.link for s in self._stacks.values()]
+        for stack in list(self._stacks.values()):
+            await self._register_desired(stack)
+        if self._stacks and not self._stack_lost:
+            self._start_browsers()
         self._refresh_own()
 
-    async def _wait_running(self, aiozc: AsyncZeroconf) -> bool:
-        """Whether the stack's engine runs within ``start_patience`` (see the module doc).
-
-        Polls ``Zeroconf.started`` rather than calling ``async_wait_for_start``: when that
-        wait times out, zeroconf resolves the engine's start future with None, and the
-        instance can then never count as started (every later registration raises
-        NotRunningException) — the cause of the crash of issue 16.
-        """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        next_note = started + self._start_wait
-        while not aiozc.zeroconf.started:
-            now = loop.time()
-            if aiozc.zeroconf.done or now - started >= self._start_patience:
-                log.warning(
-                    "mDNS stack not running after %.1f s; closing it, will retry", now - started
-                )
-                return False
-            if now >= next_note:
-                log.warning(
-                    "mDNS stack slow to start (%.1f s so far); still waiting", now - started
-                )
-                next_note = now + self._start_wait
-            await asyncio.sleep(_START_POLL)
-        if loop.time() - started > self._start_wait:
-            log.info("mDNS stack up after %.1f s", loop.time() - started)
-        return True
-
-    async def _drop_stack(self) -> None:
-        """Closes a stack that never ran or stopped: no goodbyes can go out on it."""
-        aiozc, self._aiozc = self._aiozc, None
-        self._volunteer_info = None
-        self._coord_infos.clear()
-        self._addresses = []
-        if aiozc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(aiozc.async_close(), 5.0)
-
-    def _lost(self, doing: str, info: ServiceInfo) -> None:
+    def _lost(self, stack: LinkStack, error: StackLost) -> None:
         if not self._stack_lost:
-            log.warning("mDNS stack not running while %s %s; will restart it", doing, info.name)
+            log.warning("mDNS stack on %s not running (%s); will restart", stack.link.name, error)
         self._stack_lost = True
 
-    async def _register_desired(self) -> None:
-        assert self._aiozc is not None
-        if self._volunteer is not None:
-            type_ = IDLE_TYPE if self._volunteer.app is None else WORKER_TYPE
-            self._volunteer_info = self._info(type_, self._label, encode_node(self._volunteer))
-            await self._register(self._volunteer_info)
-        for app, txt in self._coords.items():
-            label = instance_label(self.hostname, self.node_id, app)
-            self._coord_infos[app] = self._info(COORD_TYPE, label, encode_coord(txt))
-            await self._register(self._coord_infos[app])
+    async def _register_desired(self, stack: LinkStack) -> None:
+        revision = self._next_revision()
+        try:
+            if self._volunteer is not None:
+                type_ = IDLE_TYPE if self._volunteer.app is None else WORKER_TYPE
+                stack.volunteer_info = self._info(
+                    stack, type_, self._label, encode_node(self._volunteer), revision
+                )
+                await stack.register(stack.volunteer_info)
+            for app, txt in self._coords.items():
+                label = instance_label(self.hostname, self.node_id, app)
+                stack.coord_infos[app] = self._info(
+                    stack, COORD_TYPE, label, encode_coord(txt), revision
+                )
+                await stack.register(stack.coord_infos[app])
+        except StackLost as e:
+            self._lost(stack, e)
 
-    def _start_browser(self) -> None:
-        assert self._aiozc is not None
+    def _start_browsers(self) -> None:
         loop = asyncio.get_running_loop()
         self._browse_started = loop.time()
         if not self._browse:
@@ -331,58 +343,48 @@ class Discovery:
         self._view.generation += 1
         if self._view.generation > 1:
             self._stale_task = loop.create_task(self._drop_stale(self._view.generation))
-        self._browser = AsyncServiceBrowser(
-            self._aiozc.zeroconf, list(ALL_TYPES), handlers=[self._on_state_change]
-        )
+        for stack in self._running():
+            assert stack.aiozc is not None
+            stack.browser = AsyncServiceBrowser(
+                stack.aiozc.zeroconf,
+                list(ALL_TYPES),
+                handlers=[functools.partial(self._on_state_change, stack)],
+            )
 
     async def _stop_stack(self) -> None:
         """Cancels our tasks, stops browsing, sends goodbyes for everything, closes."""
         for task in self._resolving.values():
             task.cancel()
-        for future in self._broadcasts.values():
-            future.cancel()
         if self._stale_task is not None:
             self._stale_task.cancel()
         self._resolving.clear()
-        self._broadcasts.clear()
         self._present.clear()
-        if self._browser is not None:
-            await self._browser.async_cancel()
-            self._browser = None
-        if self._aiozc is not None:
-            aiozc, self._aiozc = self._aiozc, None
-            try:
-                await aiozc.async_close()  # unregister all (goodbyes), then close
-            except OSError as e:  # the interface may be gone already
-                log.info("closing mDNS: %s", e)
-        self._volunteer_info = None
-        self._coord_infos.clear()
-        self._addresses = []
+        stacks, self._stacks = list(self._stacks.values()), {}
+        await asyncio.gather(*(s.close() for s in stacks))
+        self._links = []
 
     async def _poll_interfaces(self) -> None:
         while True:
             await asyncio.sleep(self._interface_poll)
             try:
-                addresses = select_addresses(self._requested)
-                problem = "" if addresses else _NO_INTERFACE
+                links = select_links(self._requested, ipv6=self._ipv6)
+                problem = "" if links else _NO_INTERFACE
             except DiscoveryError as e:
-                addresses, problem = [], str(e)
+                links, problem = [], str(e)
             if problem and problem != self._last_poll_problem:
                 log.warning("%s; will keep looking", problem)
             self._last_poll_problem = problem
-            if addresses == self._addresses and not self._stack_lost:
+            if links == self._links and not self._stack_lost:
                 continue
             async with self._lock:
                 if self._closed:
                     return
                 if self._stack_lost:
-                    log.info("restarting the mDNS stack on %s", addresses or "none")
+                    log.info("restarting mDNS on %s", _names(links))
                 else:
-                    log.info(
-                        "mDNS addresses %s -> %s", self._addresses or "none", addresses or "none"
-                    )
+                    log.info("mDNS links %s -> %s", _names(self._links), _names(links))
                 await self._stop_stack()
-                await self._start_stack(addresses)
+                await self._start_stack(links)
 
     async def _drop_stale(self, generation: int) -> None:
         await asyncio.sleep(RESTART_SETTLE)
@@ -398,71 +400,30 @@ class Discovery:
                 f"node {self.node_id}"
             )
 
-    def _info(self, type_: str, label: str, props: dict[str, str]) -> ServiceInfo:
-        """A record to publish, with a fresh revision (see txt.REVISION_KEY for why)."""
+    def _next_revision(self) -> int:
+        """A fresh revision for one publication (see txt.REVISION_KEY for why)."""
         self._revision = (self._revision + 1) % _REVISION_MODULUS
+        return self._revision
+
+    def _info(
+        self, stack: LinkStack, type_: str, label: str, props: dict[str, str], revision: int
+    ) -> ServiceInfo:
+        """A record to publish on ``stack``'s link, with that link's addresses only."""
         return ServiceInfo(
             type_,
             f"{label}.{type_}",
             port=self.port,
-            properties=with_revision(props, self._revision),
+            properties=with_revision(props, revision),
             server=self._server,
-            parsed_addresses=list(self._addresses),
+            parsed_addresses=stack.link.addresses,
         )
-
-    async def _register(self, info: ServiceInfo) -> None:
-        assert self._aiozc is not None
-        self._cancel_broadcast(info)
-        try:
-            broadcast = await self._aiozc.async_register_service(info, cooperating_responders=True)
-        except NotRunningException:
-            self._lost("registering", info)
-            return
-        self._keep_broadcast(info, broadcast)
-
-    async def _update(self, info: ServiceInfo) -> None:
-        assert self._aiozc is not None
-        self._cancel_broadcast(info)
-        try:
-            broadcast = await self._aiozc.async_update_service(info)
-        except NotRunningException:
-            self._lost("updating", info)
-            return
-        self._keep_broadcast(info, broadcast)
-
-    async def _unregister(self, info: ServiceInfo) -> None:
-        assert self._aiozc is not None
-        self._cancel_broadcast(info)
-        try:
-            broadcast = await self._aiozc.async_unregister_service(info)
-        except NotRunningException:
-            self._lost("withdrawing", info)
-            return
-        self._keep_broadcast(info, broadcast)
-
-    def _cancel_broadcast(self, info: ServiceInfo) -> None:
-        """Stops the announcements (or goodbyes) still pending for ``info``'s name.
-
-        zeroconf repeats each announcement for ~0.5 s from the ServiceInfo it was given and does
-        not stop on unregister or update: left alone, a withdrawn record would be announced
-        again, or an updated one with its old TXT.
-        """
-        pending = self._broadcasts.pop(info.key, None)
-        if pending is not None:
-            pending.cancel()
-
-    def _keep_broadcast(self, info: ServiceInfo, broadcast: Awaitable[object]) -> None:
-        future = asyncio.ensure_future(broadcast)
-        self._broadcasts[info.key] = future
-        future.add_done_callback(lambda f: self._forget_broadcast(info.key, f))
-
-    def _forget_broadcast(self, key: str, future: asyncio.Future[object]) -> None:
-        if self._broadcasts.get(key) is future:
-            del self._broadcasts[key]
 
     def _refresh_own(self) -> None:
         """Puts our desired records in the view, in place of any previous own records."""
-        addresses = tuple(self._addresses)
+        addresses = (
+            *self.addresses,
+            *(scoped(a, link.name) for link in self._links for a in link.ipv6),
+        )
         own: dict[str, Record] = {}
         if self._volunteer is not None:
             t = self._volunteer
@@ -488,6 +449,7 @@ class Discovery:
 
     def _on_state_change(
         self,
+        stack: LinkStack,
         zeroconf: Zeroconf,
         service_type: str,
         name: str,
@@ -496,42 +458,54 @@ class Discovery:
         key = name.lower()
         if key in self._own_names:
             return
-        if state_change is ServiceStateChange.Updated and key not in self._present:
+        link = stack.link.name
+        where = (link, key)
+        if state_change is ServiceStateChange.Updated and where not in self._present:
             # zeroconf reports an address change to every service of that host still in its
             # cache, including one just withdrawn (its records linger 1 s after a goodbye).
             return
-        previous = self._resolving.pop(key, None)
+        previous = self._resolving.pop(where, None)
         if previous is not None:
             previous.cancel()
         if state_change is ServiceStateChange.Removed:
-            self._present.discard(key)
-            if self._view.drop(key):
+            self._present.discard(where)
+            if self._view.drop(key, link):
                 self._notify()
             return
-        self._present.add(key)
-        task = asyncio.get_running_loop().create_task(self._resolve(zeroconf, service_type, name))
-        self._resolving[key] = task
-        task.add_done_callback(lambda t: self._forget_resolve(key, t))
+        self._present.add(where)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self._resolve(stack, zeroconf, service_type, name))
+        self._resolving[where] = task
+        task.add_done_callback(lambda t: self._forget_resolve(where, t))
 
-    def _forget_resolve(self, key: str, task: asyncio.Task[None]) -> None:
-        if self._resolving.get(key) is task:
-            del self._resolving[key]
+    def _forget_resolve(self, where: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._resolving.get(where) is task:
+            del self._resolving[where]
         if not task.cancelled() and task.exception() is not None:
-            log.error("resolving %s failed", key, exc_info=task.exception())
+            log.error("resolving %s on %s failed", where[1], where[0], exc_info=task.exception())
 
-    async def _resolve(self, zc: Zeroconf, type_: str, name: str) -> None:
+    async def _resolve(self, stack: LinkStack, zc: Zeroconf, type_: str, name: str) -> None:
         info = AsyncServiceInfo(type_, name)
         if not await info.async_request(zc, RESOLVE_TIMEOUT_MS):
-            log.debug("%s did not resolve", name)
+            log.debug("%s did not resolve on %s", name, stack.link.name)
             return
-        record = self._record_of(type_, name, info)
-        changed = self._view.put(name, record) if record else self._view.drop(name)
+        record = self._record_of(type_, name, info, stack)
+        link = stack.link.name
+        changed = self._view.put(name, record, link) if record else self._view.drop(name, link)
         if changed:
             self._notify()
 
-    def _record_of(self, type_: str, name: str, info: AsyncServiceInfo) -> Record | None:
-        """The view's record for a resolved service, or None (another grid, or malformed)."""
-        addresses = tuple(info.parsed_addresses(IPVersion.V4Only))
+    def _record_of(
+        self, type_: str, name: str, info: AsyncServiceInfo, stack: LinkStack
+    ) -> Record | None:
+        """The view's record for a service resolved on ``stack``'s link, or None (another
+        grid, or malformed). Its addresses are scoped to that link (module doc)."""
+        addresses = learned_addresses(
+            info.parsed_addresses(IPVersion.V4Only),
+            info.parsed_scoped_addresses(IPVersion.V6Only),
+            stack.link,
+            ipv4_scoped=stack.bound,
+        )
         port = info.port or 0
         try:
             if type_ == COORD_TYPE:
@@ -563,3 +537,7 @@ class Discovery:
                 cb()
             except Exception:
                 log.exception("discovery listener %r failed", cb)
+
+
+def _names(links: Sequence[Link]) -> str:
+    return ", ".join(f"{link.name} ({' '.join(link.addresses)})" for link in links) or "none"

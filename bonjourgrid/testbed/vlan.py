@@ -13,6 +13,12 @@ DNS (issue 16). So a host's own name resolves, as software such as HTCondor's bi
 requires, and a dependence on resolving another host's name fails here as it would in a real
 lab. The mounts vanish with the processes.
 
+Multi-homed hosts (issue 16): ``VirtualLan(n, links=2)`` makes a second switch (``br1``) and
+gives every host an ``eth1`` on it; ``add_host(links=(1,))`` makes a host on ``br1`` alone.
+Each switch numbers its hosts in the order they joined it, from the same 169.254/16 plan, so
+the links overlap as two real link-local networks do: the same 169.254.x.y names different
+hosts on the two switches (and a host on both may hold one address on both).
+
 Works as root, or unprivileged inside ``scripts/userns-run`` (user + mount + net namespaces,
 tmpfs on /run). ``available()`` says which.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -30,6 +37,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,6 +47,8 @@ from bonjourgrid.paths import HOME_ENV
 NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "bjg"
 BRIDGE = "br0"
+MAX_LINKS = 4
+"""Switches a LAN may have (each host plugs into any of them)."""
 HOST_IF = "eth0"
 MULTICAST_NET = "224.0.0.0/4"
 # A bridge takes at most 1024 ports (BR_MAX_PORTS); the address plan spreads hosts over a few
@@ -105,23 +115,43 @@ def available() -> tuple[bool, str]:
     return True, "network namespaces available"
 
 
+@dataclass(frozen=True)
+class HostLink:
+    """One of a host's cables: its interface, the switch (bridge number) it plugs into, the
+    switch port, and its link-local IPv4 address."""
+
+    interface: str
+    bridge: int
+    port: str
+    address: str
+
+
 class Host:
-    """One machine of the LAN: a network namespace with ``eth0`` on the bridge.
+    """One machine of the LAN: a network namespace with ``eth0`` on the bridge (and ``eth1``
+    on a second bridge when multi-homed: ``links``).
 
     Processes started with :meth:`popen`/:meth:`run` are tracked and die with the host
     (:meth:`kill9`) or the LAN (:meth:`VirtualLan.close`).
     """
 
-    def __init__(self, lan: VirtualLan, index: int, address: str, home: Path) -> None:
+    def __init__(
+        self,
+        lan: VirtualLan,
+        index: int,
+        address: str,
+        home: Path,
+        links: Sequence[HostLink] = (),
+    ) -> None:
         self.index = index
         self.name = f"h{index}"
         self.netns = f"{lan.prefix}-{self.name}"
         self.address = address
+        """eth0's IPv4 address."""
+        self.links = list(links) or [HostLink(HOST_IF, 0, f"vh{index}", address)]
         self.home = home
         self._switch_ns = lan.bridge_ns
         self._hosts_file = own_hosts_file(lan.hosts_file, self.name)
         """This host's ``/etc/hosts``: localhost and its own name only."""
-        self._port = f"vh{index}"
         self._inode: int | None = None
         self._procs: list[subprocess.Popen[Any]] = []
         self._lock = threading.Lock()
@@ -232,13 +262,40 @@ class Host:
         self._untrack(proc)
         return proc.returncode
 
-    def link_down(self) -> None:
-        """Cut the host's cable: its switch port goes down (``eth0`` loses carrier)."""
-        _ip("-n", self._switch_ns, "link", "set", self._port, "down")
+    def link_down(self, interface: str | None = None) -> None:
+        """Cut the host's cables (or the one of ``interface``): switch ports go down."""
+        for link in self._links_of(interface):
+            _ip("-n", self._switch_ns, "link", "set", link.port, "down")
 
-    def link_up(self) -> None:
-        """Plug the cable back in."""
-        _ip("-n", self._switch_ns, "link", "set", self._port, "up")
+    def link_up(self, interface: str | None = None) -> None:
+        """Plug the cables (or the one of ``interface``) back in."""
+        for link in self._links_of(interface):
+            _ip("-n", self._switch_ns, "link", "set", link.port, "up")
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per interface of the host, its kernel counters (``tx_bytes``, ``rx_packets``, ...)
+        as ``ip -s link`` reads them inside the host's namespace."""
+        res = subprocess.run(
+            ["ip", "-n", self.netns, "-j", "-s", "link", "show"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise VlanError(f"{self.name}: ip -s link: {res.stderr.strip()}")
+        out: dict[str, dict[str, int]] = {}
+        for dev in json.loads(res.stdout):
+            stats = dev.get("stats64") or dev.get("stats") or {}
+            row = {f"rx_{k}": int(v) for k, v in stats.get("rx", {}).items()}
+            row.update({f"tx_{k}": int(v) for k, v in stats.get("tx", {}).items()})
+            out[str(dev.get("ifname", "")).split("@")[0]] = row
+        return out
+
+    def _links_of(self, interface: str | None) -> list[HostLink]:
+        links = [lk for lk in self.links if interface in (None, lk.interface)]
+        if not links:
+            raise VlanError(f"{self.name} has no interface {interface}")
+        return links
 
     # -- used by VirtualLan --------------------------------------------------------------------
 
@@ -247,22 +304,20 @@ class Host:
         self._inode = _netns_inode(self.netns)
         # Before eth0 exists, so it is born without IPv6 (no DAD/RS/MLD chatter).
         _ip("netns", "exec", self.netns, *_IPV6_OFF)
-        _ip_batch(
-            self._switch_ns,
-            [
-                f"link add {self._port} type veth peer name {HOST_IF} netns {self.netns}",
-                f"link set {self._port} master {BRIDGE} up",
-            ],
-        )
-        _ip_batch(
-            self.netns,
-            [
-                "link set lo up",
-                f"addr add {self.address}/{address_len} dev {HOST_IF}",
-                f"link set {HOST_IF} up",
-                f"route add {MULTICAST_NET} dev {HOST_IF}",
-            ],
-        )
+        switch: list[str] = []
+        host = ["link set lo up"]
+        for n, link in enumerate(self.links):
+            switch += [
+                f"link add {link.port} type veth peer name {link.interface} netns {self.netns}",
+                f"link set {link.port} master {bridge_name(link.bridge)} up",
+            ]
+            host += [
+                f"addr add {link.address}/{address_len} dev {link.interface}",
+                f"link set {link.interface} up",
+                f"route add {MULTICAST_NET} dev {link.interface} metric {n}",
+            ]
+        _ip_batch(self._switch_ns, switch)
+        _ip_batch(self.netns, host)
         self.home.mkdir(parents=True, exist_ok=True)
 
     def _ns_inode(self) -> int | None:
@@ -289,7 +344,11 @@ class VirtualLan:
     ``name`` is an optional label added to the namespace names (``[A-Za-z0-9]``, ≤ 16 chars).
     """
 
-    def __init__(self, n_hosts: int, *, base_dir: Path, name: str | None = None) -> None:
+    def __init__(
+        self, n_hosts: int, *, base_dir: Path, name: str | None = None, links: int = 1
+    ) -> None:
+        if not 1 <= links <= MAX_LINKS:
+            raise ValueError(f"links must be in 1..{MAX_LINKS}")
         if not 0 <= n_hosts <= MAX_HOSTS:
             raise ValueError(f"n_hosts must be in 0..{MAX_HOSTS}")
         if name is not None and not (name.isascii() and name.isalnum() and len(name) <= 16):
@@ -303,6 +362,9 @@ class VirtualLan:
         (:func:`own_hosts_file`), bind-mounted over ``/etc/hosts`` in that host."""
         self.hosts: list[Host] = []
         self._n_hosts = n_hosts
+        self.links = links
+        """How many switches (bridges ``br0``, ``br1``, ...) the LAN has."""
+        self._members = [0] * links  # hosts joined to each switch so far
         # 169.254.0.x and 169.254.255.x are reserved (RFC 3927 §2.1).
         self._octet3 = 1 + secrets.randbelow(254 - (MAX_HOSTS - 1) // 254)
         self._lock = threading.RLock()
@@ -332,12 +394,16 @@ class VirtualLan:
                 os.chmod(self.hosts_file, 0o644)
                 _ip("netns", "add", self.bridge_ns)
                 _ip("netns", "exec", self.bridge_ns, *_IPV6_OFF)
+                # Snooping off: multicast (mDNS) floods to every port, no IGMP needed.
                 _ip_batch(
                     self.bridge_ns,
                     [
-                        # Snooping off: multicast (mDNS) floods to every port, no IGMP needed.
-                        f"link add {BRIDGE} type bridge mcast_snooping 0",
-                        f"link set {BRIDGE} up",
+                        cmd
+                        for b in range(self.links)
+                        for cmd in (
+                            f"link add {bridge_name(b)} type bridge mcast_snooping 0",
+                            f"link set {bridge_name(b)} up",
+                        )
                     ],
                 )
                 for _ in range(self._n_hosts):
@@ -347,12 +413,13 @@ class VirtualLan:
                 raise
         return self
 
-    def add_host(self) -> Host:
-        """Add one more host to the running LAN."""
+    def add_host(self, links: Sequence[int] | None = None) -> Host:
+        """Add one more host to the running LAN, plugged into the switches ``links`` (bridge
+        numbers, default all; the first becomes its ``eth0``, the next ``eth1``)."""
         with self._lock:
             if not self._started or self._closed:
                 raise VlanError(f"{self.prefix} is not running")
-            return self._add_host()
+            return self._add_host(links)
 
     def close(self) -> None:
         """Kill every process in every host, delete all namespaces. Safe to call again."""
@@ -393,18 +460,39 @@ class VirtualLan:
     ) -> None:
         self.close()
 
-    def _add_host(self) -> Host:
+    def _address(self, member: int) -> str:
+        """The address plan: the ``member``-th host joined to a switch (from 1)."""
+        return f"169.254.{self._octet3 + (member - 1) // 254}.{(member - 1) % 254 + 1}"
+
+    def _add_host(self, bridges: Sequence[int] | None = None) -> Host:
         if len(self.hosts) >= MAX_HOSTS:
             raise VlanError(f"a LAN holds at most {MAX_HOSTS} hosts")
+        bridges = list(range(self.links)) if bridges is None else list(bridges)
+        if (
+            not bridges
+            or len(set(bridges)) != len(bridges)
+            or not set(bridges) <= set(range(self.links))
+        ):
+            raise ValueError(f"links must be distinct bridge numbers in 0..{self.links - 1}")
         index = len(self.hosts) + 1
-        address = f"169.254.{self._octet3 + (index - 1) // 254}.{(index - 1) % 254 + 1}"
-        host = Host(self, index, address, self.base_dir / f"h{index}")
+        links = []
+        for n, b in enumerate(bridges):
+            self._members[b] += 1
+            port = f"vh{index}" if n == 0 else f"vh{index}l{n}"
+            links.append(HostLink(f"eth{n}", b, port, self._address(self._members[b])))
+        address = links[0].address
+        host = Host(self, index, address, self.base_dir / f"h{index}", links)
         self.hosts.append(host)  # before creation, so close() cleans up a half-made host
         own = own_hosts_file(self.hosts_file, host.name)
         own.write_text(f"{_HOSTS_HEADER}{address}\t{host.name}\n")
         os.chmod(own, 0o644)
         host._create(16)
         return host
+
+
+def bridge_name(number: int) -> str:
+    """The switch namespace's bridge ``number``: ``br0`` (``BRIDGE``), ``br1``, ..."""
+    return f"br{number}"
 
 
 def own_hosts_file(lan_hosts_file: Path, host_name: str) -> Path:

@@ -35,7 +35,7 @@ def test_fresh_browser_sees_idle_volunteer_with_its_txt_and_address(vlan, driver
     assert seen["t"] - started["t1"] < 1.0
     m = nodes(seen)[A]
     assert m["state"] == "idle"
-    assert m["addresses"] == [ha.address]
+    assert m["addresses"] == [f"{ha.address}%eth0"]  # scoped to the link it was learned on
     assert m["port"] == 7000 + ha.index
     assert m["host"] == ha.name
     assert m["instance"] == f"{ha.name}-{A}"
@@ -100,7 +100,7 @@ def test_coordinator_record_is_visible_then_withdrawn(vlan, driver):
             "node": A,
             "host": ha.name,
             "app": "sweep.v2",
-            "addresses": [ha.address],
+            "addresses": [f"{ha.address}%eth0"],
             "port": 7000 + ha.index,
             "txt": seen_txt,
         }
@@ -229,7 +229,12 @@ def test_follows_a_new_address_and_re_registers(vlan, driver):
     mark = len(b.events)
     ha.run(["ip", "addr", "add", f"{extra}/16", "dev", "eth0"], timeout=10)
     seen = b.wait_for(
-        is_view(lambda e: set(nodes(e).get(A, {}).get("addresses", [])) == {ha.address, extra}),
+        is_view(
+            lambda e: (
+                set(nodes(e).get(A, {}).get("addresses", []))
+                == {f"{ha.address}%eth0", f"{extra}%eth0"}
+            )
+        ),
         timeout=5,
         start=mark,
     )
@@ -250,7 +255,7 @@ def test_starts_without_an_interface_and_publishes_once_one_comes_up(vlan, drive
 
     ha.run(["ip", "link", "set", "eth0", "up"], timeout=10)
     seen = b.wait_for(is_view(lambda e: A in nodes(e)), timeout=5)
-    assert nodes(seen)[A]["addresses"] == [ha.address]
+    assert nodes(seen)[A]["addresses"] == [f"{ha.address}%eth0"]
     assert a.proc.poll() is None
 
 

@@ -51,7 +51,7 @@ def test_a_stack_that_never_starts_in_time_is_retried_by_the_poll(vlan, driver):
     b = driver(hb, B)
     b.call("start")
     seen: dict[str, Any] = b.wait_for(_view_with(A), timeout=30)
-    assert nodes(seen)[A]["addresses"] == [ha.address]
+    assert nodes(seen)[A]["addresses"] == [f"{ha.address}%eth0"]
     err = "".join(a.stderr)
     assert "not running after" in err and "will retry" in err, err
     assert "Traceback" not in err, err
