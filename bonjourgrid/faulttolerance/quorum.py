@@ -122,10 +122,17 @@ class Members:
 
     def won(self, grants: Collection[str]) -> bool:
         """Whether ``grants`` (the candidate included) hold ``E`` of every set in force.
-        A set with no member elects no one."""
+        A set with no member elects no one, with one exception: while the first member is
+        being added (``() -> (a,)``, joint), the empty old side asks for nothing. Every entry
+        committed before the change reached ``a`` in its snapshot, ahead of the change, and
+        the coordinator can neither confirm nor abandon the change without ``a``; so a
+        coordinator lost at that moment must not leave ``a`` unable ever to take over. (The
+        mirror case, the last member removed, gets no such exception: that member may have
+        agreed to its removal, and the coordinator moved on without it.)"""
+        sets = (self.nodes,) if self.old == () else self.sets()
         return all(
             len(s) > 0 and sum(1 for n in s if n in grants) >= election_quorum(len(s))
-            for s in self.sets()
+            for s in sets
         )
 
 

@@ -49,6 +49,16 @@ def test_an_empty_set_commits_at_once_and_elects_no_one() -> None:
     assert not Members().won({"a"})
 
 
+def test_the_first_replica_added_can_take_over_while_the_change_is_still_joint() -> None:
+    adding = Members().change(("a",))
+    assert adding.joint and adding.sets() == ((), ("a",))
+    assert adding.won({"a"})  # the coordinator died before it confirmed the change
+    assert not adding.won({"b"})
+    # the last member removed may have agreed to it, and the coordinator moved on without it
+    assert not Members(2, ("a",)).change(()).won({"a"})
+    assert not adding.durable({}, 1) and adding.durable({"a": 1}, 1)
+
+
 def test_while_a_change_is_joint_a_commit_needs_both_sets() -> None:
     m = Members(2, ("a", "b")).change(("a", "b", "c"))
     assert m.joint and m.sets() == (("a", "b"), ("a", "b", "c"))
