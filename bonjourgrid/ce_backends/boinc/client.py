@@ -4,7 +4,9 @@ bonjourgrid never uses the system's boinc service (``scripts/setup-boinc`` leave
 a volunteer's worker side, the tests and the benchmarks each run ``boinc --dir DIR`` with a GUI
 RPC port and password of their own, and stop it by the PID they started. The data directory
 gets settings that suit a grid volunteer: compute whenever the grid asked it to (no "suspend
-while the user is active" or "CPU busy" checks: bjgrid's owner policy decides that), a tiny work
+while the user is active" or "CPU busy" checks: bjgrid's owner policy decides that, through
+GUI RPC, see worker.py; a suspended task stays in memory, stopped, so it goes on where it
+was), a tiny work
 buffer (one task per CPU, no hoarding), no GPU probing, no project-list fetching, a network
 check URL on the LAN (the client never reaches out to boinc.berkeley.edu), and
 ``fetch_on_update``: an update asked through GUI RPC also asks for work even when another
@@ -47,6 +49,7 @@ _CC_CONFIG = """<cc_config>
 _PREFS = """<global_preferences>
   <run_on_batteries>1</run_on_batteries>
   <run_if_user_active>1</run_if_user_active>
+  <leave_apps_in_memory>1</leave_apps_in_memory>
   <run_gpu_if_user_active>0</run_gpu_if_user_active>
   <suspend_cpu_usage>0</suspend_cpu_usage>
   <idle_time_to_run>0</idle_time_to_run>

@@ -40,6 +40,11 @@ class ProjectState:
     min_rpc_time: float
 
 
+ACTIVE_TASK_EXECUTING = 1
+ACTIVE_TASK_SUSPENDED = 9
+"""``active_task_state`` values (BOINC ``common_defs.h``: PROCESS_EXECUTING, PROCESS_SUSPENDED)."""
+
+
 @dataclass(frozen=True)
 class ResultState:
     name: str
@@ -48,6 +53,14 @@ class ResultState:
     exit_status: int
     active: bool
     ready_to_report: bool
+    task_state: int = 0
+    """The active task's ``active_task_state`` (0: no active task)."""
+    suspended_via_gui: bool = False
+
+    @property
+    def suspended(self) -> bool:
+        """The client has suspended this result's task (its processes are stopped)."""
+        return self.active and self.task_state == ACTIVE_TASK_SUSPENDED
 
 
 def _text(e: ET.Element, tag: str) -> str:
@@ -216,9 +229,33 @@ class GuiRpcClient:
                 exit_status=int(_num(r, "exit_status")),
                 active=r.find("active_task") is not None,
                 ready_to_report=r.find("ready_to_report") is not None,
+                task_state=int(_num(r, "active_task/active_task_state")),
+                suspended_via_gui=r.find("suspended_via_gui") is not None,
             )
             for r in reply.iter("result")
         ]
+
+    def project_suspend(self, url: str) -> None:
+        """Suspend the project's tasks (the client stops them at its next poll)."""
+        self._project_op("project_suspend", url)
+
+    def project_resume(self, url: str) -> None:
+        self._project_op("project_resume", url)
+
+    def project_nomorework(self, url: str) -> None:
+        """Fetch no more work from the project (until ``project_allowmorework``)."""
+        self._project_op("project_nomorework", url)
+
+    def project_allowmorework(self, url: str) -> None:
+        self._project_op("project_allowmorework", url)
+
+    def abort_result(self, url: str, name: str) -> None:
+        """Abort one result: the client kills its task and reports it aborted."""
+        self._ok(
+            "<abort_result>"
+            f"<project_url>{escape(url)}</project_url><name>{escape(name)}</name>"
+            "</abort_result>"
+        )
 
     def quit(self) -> None:
         """Tell the client to exit (it stops its tasks first)."""
@@ -226,6 +263,8 @@ class GuiRpcClient:
 
 
 __all__ = [
+    "ACTIVE_TASK_EXECUTING",
+    "ACTIVE_TASK_SUSPENDED",
     "DEFAULT_PORT",
     "GuiRpcClient",
     "GuiRpcError",

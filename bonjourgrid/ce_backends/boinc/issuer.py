@@ -12,8 +12,9 @@ request ``handle`` does, in order:
    gets a new id of its own;
 2. reports: each reported result is acked; only results issued to this host count; one
    that ran and uploaded is ``Succeeded``
-   (the caller then reads the uploaded output), anything else is ``Failed`` with the client's
-   reason (download or signature error, crash, abort);
+   (the caller then reads the uploaded output), one the volunteer aborted (its owner needs
+   the machine: ``given_back``) is *lost*, anything else is ``Failed`` with the client's
+   reason (download or signature error, crash);
 3. lost and stale results: a live result issued to this host that the client neither reports
    nor lists among its ``other_results`` is ``Failed`` (the client lost it); a result the
    client still lists but that is no longer live (expired, cancelled) is aborted;
@@ -235,6 +236,9 @@ class Issuer:
                 events.append(
                     Succeeded(live.job.task, live.job.attempt, live.name, out, host.name, r.elapsed)
                 )
+            elif r.given_back:  # the volunteer's owner came first: the machine's, not the task's
+                why = "given back by the volunteer (its owner needs the machine)"
+                events.append(self._fail(live, why, r.stderr_out, r.elapsed, lost=True))
             else:
                 events.append(self._fail(live, r.reason or "failed", r.stderr_out, r.elapsed))
         listed = set(req.other_results)

@@ -23,6 +23,10 @@ SCHEDULER_VERSION = 720
 
 RESULT_FILES_UPLOADED = 5
 """BOINC ``RESULT_FILES_UPLOADED``: the result ran and its outputs are on the server."""
+RESULT_ABORTED = 6
+EXIT_ABORTED_VIA_GUI = 203
+"""BOINC ``RESULT_ABORTED`` with ``EXIT_ABORTED_VIA_GUI``: the volunteer's side aborted it
+(bjgrid gives work back so when its owner needs the machine: worker.py)."""
 
 
 class RequestError(ValueError):
@@ -43,6 +47,11 @@ class ReportedResult:
     @property
     def ok(self) -> bool:
         return self.exit_status == 0 and self.state == RESULT_FILES_UPLOADED
+
+    @property
+    def given_back(self) -> bool:
+        """Aborted on the volunteer (its owner needed the machine), not failed by the task."""
+        return self.state == RESULT_ABORTED and self.exit_status == EXIT_ABORTED_VIA_GUI
 
     @property
     def reason(self) -> str:

@@ -13,6 +13,15 @@
     close()                                    project_detach (other projects untouched),
                                                 stop our client, remove ctx.root
 
+The owner comes first, by BOINC's own means: ``suspend`` suspends this app's project in the
+client (GUI RPC ``project_suspend``: the client stops its tasks at its next 1 s poll, the
+owner's other projects untouched), ``resume`` resumes it, and ``give_back`` (past the maximum
+suspension) aborts its results and asks for no more work: the client reports them aborted at
+once (``project_update``) and the project issues each again, to another client, as the same
+attempt (issuer.py). BOINC's own "user active" check stays off (``run_if_user_active``):
+bjgrid's owner policy decides, on every backend alike. ``running`` is what the client held at
+its last look (``get_results``, every ``nudge_interval``).
+
 A BoincAttach is obeyed only for a project of this app served by the coordinator this
 volunteer serves now (``attach_problem``): ``http://<the coordinator's channel address>:<any
 port>/bjg/<app>/``; a rogue key holder cannot point the client at another host (someone's
@@ -36,6 +45,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +71,16 @@ WORK_QUERY_TIMEOUT = 2.0
 SocketFactory = Callable[[], socket.socket]
 _AUTHENTICATOR = re.compile(r"[0-9a-f]{32}")
 """What ``Project.add_account`` makes; anything else is not from a bjgrid project."""
+_RESULT_NAME = re.compile(r"bjg[0-9]+-[0-9a-f]+_([A-Za-z0-9][A-Za-z0-9_-]{0,63})_([0-9]{1,6})")
+"""issuer.Issuer._issue's result names: ``bjg<seq>-<token>_<task>_<attempt>``."""
+OWNER_OK, OWNER_BUSY, OWNER_GONE = "ok", "busy", "gone"
+
+
+def attempt_of(result: str) -> str | None:
+    """``task#attempt`` of one of our project's result names (a task's dots read as dashes,
+    as the issuer wrote them); None for any other name."""
+    m = _RESULT_NAME.fullmatch(result)
+    return f"{m.group(1)}#{int(m.group(2))}" if m else None
 
 
 def attach_problem(master_url: str, authenticator: str, app: str, coordinator: str | None) -> str:
@@ -140,6 +160,73 @@ class BoincWorker(WorkerBackend):
         self._nudger: asyncio.Task[None] | None = None
         self.nudges = 0
         """``project_update`` calls made (for tests and measurements)."""
+        self._owner = OWNER_OK
+        """What the owner policy last said; applied to the client by ``_apply_owner``."""
+        self._owner_lock = threading.Lock()
+        self._applying: set[asyncio.Future[list[str]]] = set()
+        self._held: list[str] = []
+        """``task#attempt`` of the results the client held at the last look."""
+
+    # --- the owner policy ----------------------------------------------------------------
+
+    def suspend(self) -> None:
+        self._set_owner(OWNER_BUSY)
+
+    def resume(self) -> None:
+        self._set_owner(OWNER_OK)
+
+    async def give_back(self, reason: str) -> list[str] | None:
+        self._owner = OWNER_GONE
+        return await asyncio.to_thread(self._apply_owner_safely)
+
+    def running(self) -> list[str]:
+        return list(self._held)
+
+    def _set_owner(self, owner: str) -> None:
+        """Record the owner's state and apply it in a thread (GUI RPC blocks); each apply
+        reads the latest state, so their order does not matter."""
+        self._owner = owner
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._apply_owner_safely()
+            return
+        fut = asyncio.ensure_future(asyncio.to_thread(self._apply_owner_safely), loop=loop)
+        self._applying.add(fut)
+        fut.add_done_callback(self._applying.discard)
+
+    def _apply_owner_safely(self) -> list[str]:
+        try:
+            return self._apply_owner()
+        except (GuiRpcError, OSError) as e:
+            log.warning(
+                "app %s: cannot tell the BOINC client (%s): %s", self.ctx.app, self._owner, e
+            )
+            return []
+
+    def _apply_owner(self) -> list[str]:
+        """Make the client do what ``_owner`` says for our project; the attempts aborted."""
+        with self._owner_lock:
+            rpc, url, owner = self.rpc, self.url, self._owner
+            if rpc is None or url is None:
+                return []
+            if owner == OWNER_OK:
+                rpc.project_allowmorework(url)
+                rpc.project_resume(url)
+                return []
+            if owner == OWNER_BUSY:
+                rpc.project_suspend(url)
+                return []
+            rpc.project_nomorework(url)  # none of this app's work here while the owner stays
+            given: list[str] = []
+            for r in rpc.results():
+                if r.project_url == url and not r.ready_to_report:
+                    rpc.abort_result(url, r.name)
+                    given.append(attempt_of(r.name) or r.name)
+            rpc.project_resume(url)  # nothing left to run; lets it report the aborts
+            rpc.project_update(url)
+            self._held = []
+            return given
 
     # --- WorkerBackend -------------------------------------------------------------------
 
@@ -195,6 +282,8 @@ class BoincWorker(WorkerBackend):
         if msg.master_url not in [p.master_url for p in rpc.projects()]:
             raise RuntimeError(f"the client does not list {msg.master_url} after attaching")
         self.url = msg.master_url
+        if self._owner != OWNER_OK:  # re-attached (a new coordinator) while the owner is here
+            self._apply_owner()
 
     def _client(self, master_url: str) -> GuiRpcClient:
         """The GUI RPC connection to the client, starting ours the first time."""
@@ -266,8 +355,12 @@ class BoincWorker(WorkerBackend):
         if project is None or project.scheduler_rpc_in_progress:
             return
         held = [r for r in rpc.results() if r.project_url == url]
+        self._held = [
+            a for r in held if not r.ready_to_report and (a := attempt_of(r.name)) is not None
+        ][: max(1, self.ctx.slots * self.timings.queue_per_cpu)]
         ready = any(r.ready_to_report for r in held)
         room = len(held) < self.ctx.slots * self.timings.queue_per_cpu
+        room = room and self._owner == OWNER_OK  # no work fetched for a busy machine
         if ready or (room and self._work_waiting(url)):
             rpc.project_update(url)
             self.nudges += 1
@@ -297,4 +390,4 @@ def _path_of(url: str) -> str:
         return ""
 
 
-__all__ = ["DIR_ENV", "PORT_ENV", "BoincWorker", "attach_problem"]
+__all__ = ["DIR_ENV", "PORT_ENV", "BoincWorker", "attach_problem", "attempt_of"]

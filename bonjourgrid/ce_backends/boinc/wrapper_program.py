@@ -15,6 +15,10 @@ Written here:
                   stdout, stderr and (on exit 0) the declared outputs; the client uploads it
   boinc_finish_called
                   without it the client takes any exit for a crash and restarts the job
+Read here: the client's shared memory (boinc_mmap_file, or the System V segment that
+init_data.xml names): its first channel carries the client's process-control requests.
+``<suspend/>`` and ``<resume/>`` stop and continue the task's process group (the client
+suspends a task by asking it, never by a signal); ``<abort/>`` and ``<quit/>`` end it.
 The task's own exit code travels in bjg_out; the wrapper itself exits 0 unless it breaks.
 """
 
@@ -31,6 +35,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from typing import Any
 
@@ -42,6 +47,11 @@ OUT_FILE = "bjg_out"
 FINISH_FILE = "boinc_finish_called"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PR_SET_PDEATHSIG = 1
+SHM_FILE = "boinc_mmap_file"
+CHANNEL_SIZE = 1024
+"""BOINC's MSG_CHANNEL_SIZE: byte 0 says "a message is here", the text follows; the first
+channel of the shared memory is process_control_request (client -> app)."""
+CONTROL_POLL_S = 0.1
 
 _child: subprocess.Popen[bytes] | None = None
 
@@ -149,6 +159,79 @@ def _on_signal(signum: int, frame: object) -> None:
     os._exit(128 + signum)
 
 
+class _Control:
+    """The client's process-control channel (client -> app), in its shared memory: the file
+    ``boinc_mmap_file`` (apps declaring API >= 6) or, as for this app version, the System V
+    segment whose key init_data.xml gives (``<shm_key>``)."""
+
+    def __init__(self, slot: str) -> None:
+        self.path = os.path.join(slot, SHM_FILE)
+        self.addr: int | None = None
+        if os.path.exists(self.path):
+            return
+        with open(os.path.join(slot, "init_data.xml"), errors="replace") as f:
+            text = f.read()
+        start = text.find("<shm_key>")
+        if start < 0:
+            return
+        key = int(text[start + 9 : text.index("</shm_key>", start)].strip())
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmget.restype = ctypes.c_int
+        libc.shmget.argtypes = [ctypes.c_int, ctypes.c_size_t, ctypes.c_int]
+        libc.shmat.restype = ctypes.c_void_p
+        libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+        shmid = libc.shmget(key, 0, 0)
+        if shmid >= 0:
+            addr = libc.shmat(shmid, None, 0)
+            if addr not in (None, ctypes.c_void_p(-1).value):
+                self.addr = addr
+
+    def take(self) -> bytes:
+        """The pending message, if any (b"" when none); taking it frees the channel, which
+        the client writes again only once it is free."""
+        if self.addr is not None:
+            buf = ctypes.string_at(self.addr, CHANNEL_SIZE)
+            if buf[0] == 0:
+                return b""
+            ctypes.memset(self.addr, 0, 1)
+            return buf[1:].split(b"\0", 1)[0]
+        try:
+            with open(self.path, "r+b") as f:
+                buf = f.read(CHANNEL_SIZE)
+                if not buf or buf[0] == 0:
+                    return b""
+                f.seek(0)
+                f.write(b"\0")
+        except OSError:
+            return b""
+        return buf[1:].split(b"\0", 1)[0]
+
+
+def _follow_control(slot: str) -> None:
+    """Suspend and resume the task's process group when the client asks (its owner came
+    back: bjgrid suspended the project, BOINC asks each of its tasks)."""
+    try:
+        control = _Control(slot)
+    except (OSError, ValueError):
+        return
+    while True:
+        time.sleep(CONTROL_POLL_S)
+        msg = control.take()
+        if b"<abort/>" in msg or b"<quit/>" in msg:
+            _kill_group()  # a stopped group too: SIGKILL needs no SIGCONT
+            os._exit(128 + signal.SIGTERM)
+        sig = (
+            signal.SIGSTOP
+            if b"<suspend/>" in msg
+            else signal.SIGCONT
+            if b"<resume/>" in msg
+            else None
+        )
+        if sig is not None and _child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(_child.pid, sig)
+
+
 def run(slot: str, attempt: str) -> int:
     """Run the job found in ``slot``; write bjg_out and the finish file. Returns exit status."""
     global _child
@@ -170,6 +253,7 @@ def run(slot: str, attempt: str) -> int:
         extract(inputs, work)
     except Exception as e:
         error = f"staging failed: {e}"
+    threading.Thread(target=_follow_control, args=(slot,), daemon=True).start()
     if not error:
         command = job["command"]
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
