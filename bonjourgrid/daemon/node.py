@@ -69,8 +69,10 @@ log = logging.getLogger(__name__)
 
 _TICK = 0.25
 """Housekeeping period while a lease runs (well below the shortest lease)."""
-_IDLE_TICK = 5.0
-"""Housekeeping period of an idle volunteer: an idle LAN stays quiet, laptops sleep."""
+_IDLE_TICK = 30.0
+"""Housekeeping period of an idle daemon (no lease, no live app): an idle LAN stays quiet,
+laptops sleep. Nothing idle is due sooner (ended apps are kept for hours), and every state or
+mDNS change wakes the loop at once (``_kick``)."""
 
 
 class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, NodeDaemonBase):
@@ -243,6 +245,8 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             self._kick.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), _TICK if busy else _IDLE_TICK)
+            if self.policy is not None:
+                self.policy.wake()  # reserved or released: sampling fast or slow from now
             try:
                 await self.agent.tick()
                 self.election.check([a for a in self.apps.values() if a.role.role is Role.STANDBY])
@@ -280,6 +284,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             on_action=self._on_policy_action,
             on_state=self._on_policy_state,
             has_tasks=self.agent.has_tasks,
+            engaged=lambda: self.agent.state != "idle",  # tasks may come: sample fast
         )
         self._tasks.append(asyncio.create_task(self.policy.run(), name="owner policy"))
 

@@ -36,7 +36,12 @@ class PolicyConfig:
     max_suspension: float = 600.0
     """Suspended tasks are given back to their coordinator after this long (MaxSuspendTime)."""
     poll_interval: float = 0.5
-    """How often owner activity is sampled: tasks are suspended within this (< 1 s)."""
+    """How often owner activity is sampled while tasks run (or are stopped): they are
+    suspended within this (< 1 s) of the owner's return."""
+    idle_poll_interval: float = 5.0
+    """How often it is sampled while no task runs, when a late verdict costs only a refused
+    reservation a little later (HTCondor's startd polls every POLLING_INTERVAL = 5 s). A task
+    that starts is noticed within ``poll_interval``: then sampling is fast again."""
     max_cpus: int = 0
     """CPUs tasks may use; 0: all of them."""
     memory_fraction_in_use: float = 0.5
@@ -56,6 +61,8 @@ class PolicyConfig:
                 raise PolicyConfigError(f"{name} must be >= 0")
         if self.poll_interval <= 0:
             raise PolicyConfigError("poll_interval must be > 0")
+        if self.idle_poll_interval < self.poll_interval:
+            raise PolicyConfigError("idle_poll_interval must be >= poll_interval")
         for name in ("memory_fraction_in_use", "memory_fraction_idle"):
             if not 0 < getattr(self, name) <= 1:
                 raise PolicyConfigError(f"{name} must be in (0, 1]")
@@ -71,7 +78,13 @@ class PolicyConfig:
     @classmethod
     def fast(cls) -> PolicyConfig:
         """Short timings for tests on a virtual LAN (injected activity, no real owner)."""
-        return cls(input_busy_within=1.0, resume_after=1.0, max_suspension=5.0, poll_interval=0.2)
+        return cls(
+            input_busy_within=1.0,
+            resume_after=1.0,
+            max_suspension=5.0,
+            poll_interval=0.2,
+            idle_poll_interval=1.0,
+        )
 
     def replace(self, settings: Mapping[str, object]) -> PolicyConfig:
         """These settings with ``settings`` (e.g. the ``[policy]`` table of the volunteer's

@@ -1,7 +1,14 @@
 """Poll an activity source and carry out the owner policy's actions.
 
-    source.sample() --(every poll_interval)--> PolicyMachine.observe() --> on_action(SUSPEND |
-    RESUME | GIVE_BACK), then on_state(ok | busy) whenever the TXT value changes
+    source.sample() --(every poll_interval while tasks run, idle_poll_interval otherwise)-->
+    PolicyMachine.observe() --> on_action(SUSPEND | RESUME | GIVE_BACK), then on_state(ok |
+    busy) whenever the TXT value changes
+
+Sampling is fast while ``has_tasks()`` or ``engaged()`` (the machine serves an app: tasks may
+start any moment). An idle daemon should cost next to nothing, so while neither holds the
+driver sleeps the whole idle interval, and whoever changes the volunteer's state calls
+``wake()``: the interval is judged again at once. Without ``engaged`` (no one to wake it) the
+driver instead wakes every ``poll_interval`` to ask ``has_tasks()``, without sampling.
 
 Threading contract: ``run()`` is one task on the daemon's event loop, started and cancelled
 by its owner; ``on_action`` and ``on_state`` are awaited on that loop, one at a time, in
@@ -11,6 +18,7 @@ order. A callback that raises is logged and the driver goes on (the owner still 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +42,7 @@ class PolicyDriver:
         on_action: ActionHook,
         on_state: StateHook | None = None,
         has_tasks: Callable[[], bool] = lambda: False,
+        engaged: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -42,8 +51,10 @@ class PolicyDriver:
         self.on_action = on_action
         self.on_state = on_state
         self.has_tasks = has_tasks
+        self.engaged = engaged
         self.clock = clock
         self._published: PolicyState | None = None
+        self._woken = asyncio.Event()
 
     @property
     def state(self) -> PolicyState:
@@ -52,7 +63,10 @@ class PolicyDriver:
     async def step(self) -> list[Action]:
         """One sample and its consequences (``run`` calls this every poll interval)."""
         now = self.clock()
-        sample = await asyncio.to_thread(self.source.sample, now)
+        if getattr(self.source, "may_block", True):
+            sample = await asyncio.to_thread(self.source.sample, now)
+        else:  # /proc reads only: a thread hand-off would cost more than the read
+            sample = self.source.sample(now)
         actions = self.machine.observe(sample, now, has_tasks=self.has_tasks())
         for action in actions:
             log.info("owner policy: %s (%s)", action.value, sample)
@@ -70,10 +84,24 @@ class PolicyDriver:
                     log.exception("owner policy: publishing %s failed", state.value)
         return actions
 
+    def interval(self) -> float:
+        """The time between two samples now: short while there are tasks to protect."""
+        fast = self.has_tasks() or (self.engaged is not None and self.engaged())
+        return self.config.poll_interval if fast else self.config.idle_poll_interval
+
+    def wake(self) -> None:
+        """The volunteer's state changed (reserved, released, ...): judge the interval now."""
+        self._woken.set()
+
     async def run(self) -> None:
         """Poll until cancelled."""
+        # Without engaged() nothing wakes us: look at has_tasks() every poll_interval.
+        nap = self.config.poll_interval if self.engaged is None else float("inf")
         while True:
             started = self.clock()
             await self.step()
-            spent = self.clock() - started
-            await asyncio.sleep(max(0.0, self.config.poll_interval - spent))
+            # Judged again at every wake: a task or a reservation shortens the wait at once.
+            while (wait := started + self.interval() - self.clock()) > 0:
+                self._woken.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), min(wait, nap))

@@ -20,8 +20,10 @@ from bonjourgrid.ce_backends.embedded.worker import EmbeddedWorker
 from bonjourgrid.control.messages import RunTask
 from bonjourgrid.policy import (
     Action,
+    Activity,
     FileActivitySource,
     PolicyConfig,
+    PolicyConfigError,
     PolicyDriver,
     PolicyState,
 )
@@ -143,3 +145,79 @@ def test_a_failing_callback_does_not_stop_the_driver(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert calls == [Action.SUSPEND, Action.RESUME]
+
+
+class CountingSource:
+    """An owner who is never there; remembers when it was sampled."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    def sample(self, now: float) -> Activity:
+        self.at.append(time.monotonic())
+        return Activity(busy=False)
+
+
+def test_an_idle_volunteer_samples_seldom_and_fast_again_once_a_task_runs() -> None:
+    source = CountingSource()
+    tasks = False
+    config = PolicyConfig(poll_interval=0.05, idle_poll_interval=2.0)
+
+    async def scenario() -> float:
+        nonlocal tasks
+        driver = PolicyDriver(source, config, on_action=_nothing, has_tasks=lambda: tasks)
+        runner = asyncio.create_task(driver.run())
+        try:
+            await wait_for(lambda: source.at, 5.0)
+            await asyncio.sleep(1.0)
+            assert len(source.at) == 1  # not sampled again within the idle interval
+            tasks, started = True, time.monotonic()
+            await wait_for(lambda: len(source.at) >= 2, 5.0)
+            seen = source.at[1] - started
+            await asyncio.sleep(0.5)
+            assert len(source.at) >= 4  # every poll_interval while the task runs
+            return seen
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    # Without the wake on has_tasks() the next sample would come ~1 s later (idle interval).
+    assert asyncio.run(scenario()) < 0.6
+
+
+async def _nothing(action: Action) -> None:
+    pass
+
+
+def test_an_idle_daemon_sleeps_the_whole_idle_interval_until_woken_by_a_reservation() -> None:
+    source = CountingSource()
+    engaged = False
+    config = PolicyConfig(poll_interval=0.05, idle_poll_interval=3.0)
+
+    async def scenario() -> float:
+        nonlocal engaged
+        driver = PolicyDriver(
+            source, config, on_action=_nothing, has_tasks=lambda: False, engaged=lambda: engaged
+        )
+        runner = asyncio.create_task(driver.run())
+        try:
+            await wait_for(lambda: source.at, 5.0)
+            engaged = True  # reserved, but nobody says so: no polling notices it
+            await asyncio.sleep(1.0)
+            assert len(source.at) == 1
+            woken = time.monotonic()
+            driver.wake()  # the daemon's state changed
+            await wait_for(lambda: len(source.at) >= 3, 5.0)  # fast: every poll_interval
+            return source.at[1] - woken
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    assert asyncio.run(scenario()) < 1.0  # not the ~2 s left of the idle interval
+
+
+def test_the_idle_interval_cannot_be_shorter_than_the_busy_one() -> None:
+    with pytest.raises(PolicyConfigError):
+        PolicyConfig(poll_interval=1.0, idle_poll_interval=0.5)
