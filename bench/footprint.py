@@ -3,7 +3,10 @@
 A 2-host virtual LAN (real mDNS between two idle volunteers). On host h1, `bjgrid join` and the
 baseline ``python -c 'import time; time.sleep(S)'`` start together and are watched over the same
 window with psutil: RSS at the end, CPU seconds / wall seconds, both over the whole run (start-up
-included) and over the idle steady state (from the daemon being up to the end).
+included) and over the idle steady state (from the daemon being up to the end). A third process
+sleeps after importing what any daemon of ours must load (asyncio, zeroconf, psutil, sqlite3 and
+the cryptography primitives of the control channel): the RSS floor of this design. The issue's
+goals for an idle daemon (35 MB, 0.05 % of a CPU) are printed beside the figures.
 
     python bench/footprint.py [--quick] [--seconds S] [--profile lan|fast]
 
@@ -26,6 +29,19 @@ from bonjourgrid.testbed.grid import Grid
 
 # The baseline sleeps longer than the window, so it is alive when its RSS is read.
 BASELINE_MARGIN_S = 60
+DEPENDENCIES = (
+    "asyncio",
+    "zeroconf.asyncio",
+    "psutil",
+    "sqlite3",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.hazmat.primitives.asymmetric.x25519",
+    "cryptography.hazmat.primitives.serialization",
+)
+"""What a daemon cannot run without: the floor of its RSS."""
+GOAL_RSS_MB = 35.0
+GOAL_IDLE_CPU_PCT = 0.05
+"""Issue 15's goals for an idle `bjgrid join`."""
 
 
 @dataclass
@@ -81,6 +97,15 @@ def measure(grid: Grid, window: float) -> dict[str, dict[str, float]]:
         "python sleep": psutil.Process(
             h1.popen([sys.executable, "-c", f"import time; time.sleep({sleeper_s})"]).pid
         ),
+        "python + deps": psutil.Process(
+            h1.popen(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import time, {', '.join(DEPENDENCIES)}; time.sleep({sleeper_s})",
+                ]
+            ).pid
+        ),
     }
     grid.wait_daemon(h1, timeout=30)
     grid.wait_daemon(h2, timeout=30)
@@ -124,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with grid_lan(2, "foot", profile=args.profile) as grid:
         fig = measure(grid, window)
-    join, base = fig["bjgrid join"], fig["python sleep"]
+    join, base, deps = fig["bjgrid join"], fig["python sleep"], fig["python + deps"]
     rows: list[tuple[object, ...]] = [
         (name, f["rss_mb"], f["cpu_s"], f["cpu_pct"], f["idle_cpu_s"] * 1000, f["idle_cpu_pct"])
         for name, f in fig.items()
@@ -139,22 +164,36 @@ def main(argv: list[str] | None = None) -> int:
             ratio(join["idle_cpu_pct"], base["idle_cpu_pct"]),
         )
     )
+    rows.append(("ratio join/deps", ratio(join["rss_mb"], deps["rss_mb"]), None, None, None, None))
     print_table(
         f"idle footprint over {fmt(join['wall_s'])} s (profile {args.profile}; idle = last "
         f"{fmt(join['idle_wall_s'])} s, daemon up)",
         ("process", "RSS MB", "CPU s", "CPU %", "idle CPU ms", "idle CPU %"),
         rows,
     )
-    print(f"  extra RSS of the volunteer: {join['rss_mb'] - base['rss_mb']:.1f} MB")
+    print(
+        f"  extra RSS of the volunteer: {join['rss_mb'] - base['rss_mb']:.1f} MB over a bare"
+        f" Python, {join['rss_mb'] - deps['rss_mb']:.1f} MB over one with the dependencies"
+    )
+    print(
+        f"  goals: RSS {join['rss_mb']:.1f} / {GOAL_RSS_MB:g} MB ="
+        f" x{join['rss_mb'] / GOAL_RSS_MB:.2f}; idle CPU {join['idle_cpu_pct']:.4f} /"
+        f" {GOAL_IDLE_CPU_PCT:g} % = x{join['idle_cpu_pct'] / GOAL_IDLE_CPU_PCT:.2f}"
+    )
     figures: dict[str, object] = {
         "window_s": window,
         "profile": args.profile,
         "join": join,
         "baseline": base,
+        "dependencies": deps,
+        "goals": {"rss_mb": GOAL_RSS_MB, "idle_cpu_pct": GOAL_IDLE_CPU_PCT},
         "ratios": {
             "rss": ratio(join["rss_mb"], base["rss_mb"]),
             "cpu_pct": ratio(join["cpu_pct"], base["cpu_pct"]),
             "idle_cpu_pct": ratio(join["idle_cpu_pct"], base["idle_cpu_pct"]),
+            "rss_vs_dependencies": ratio(join["rss_mb"], deps["rss_mb"]),
+            "rss_vs_goal": join["rss_mb"] / GOAL_RSS_MB,
+            "idle_cpu_vs_goal": join["idle_cpu_pct"] / GOAL_IDLE_CPU_PCT,
         },
     }
     write_results("footprint", figures, quick=args.quick)
