@@ -33,6 +33,7 @@ from bonjourgrid.daemon.local_messages import (
     Watch,
 )
 
+from . import backend_needs
 from .context import (
     EXIT_BAD_INPUT,
     EXIT_GRID_FAILED,
@@ -68,7 +69,7 @@ The app.json format (JSON Schema):
 
 
 @click.command(help=_HELP)
-@click.argument("app_json", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("app_json", type=click.Path(path_type=Path))
 @click.option(
     "--workers", type=click.IntRange(min=1), help="Machines to recruit (overrides app.json)."
 )
@@ -128,6 +129,8 @@ def submit(
     sign_key: Path | None,
 ) -> None:
     setup_logging(ctx.verbose)
+    if app_json.is_dir():  # docs/app-format.md: a folder holding app.json works too
+        app_json = app_json / "app.json"
     try:
         spec, app_dir = load_app(app_json)
     except AppError as e:
@@ -144,6 +147,9 @@ def submit(
             "on the LAN: `bjgrid join` on each, then submit without --local)",
             EXIT_BAD_INPUT,
         )
+    needs = backend_needs.missing(spec.backend, backend_needs.probe(spec.backend))
+    if needs:
+        raise Abort(backend_needs.explain(spec.backend, needs), EXIT_BAD_INPUT)
     if detach and local:
         raise Abort(
             "--detach cannot be combined with --local (the local workers end with this command)"

@@ -119,14 +119,14 @@ def test_task_sees_predecessor_outputs_in_its_working_dir(probe: dict[str, objec
     assert "probe.py" in probe["files"]  # type: ignore[operator]
 
 
-# --- an app with failures, in --json mode and with --output ---------------------------------
+# --- an app with failures, given as its folder, in --json mode and with --output ------------
 
 
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cwd = tmp_path_factory.mktemp("failing")
     return run_submit(
-        cwd, str(APPS / "failing" / "app.json"), "--local", "2", "--json", "--output", "chosen"
+        cwd, str(APPS / "failing"), "--local", "2", "--json", "--output", "chosen"
     )
 
 
