@@ -1,10 +1,13 @@
-"""The simulated control-channel messages.
+"""The simulated control-channel messages that are still copies (issue 13's next increment).
 
-They mirror ``bonjourgrid.control.messages`` (Reserve -> ReserveReply, Heartbeat ->
-HeartbeatAck, StageApp -> StageAck, RunTask -> TaskResult -> ResultAck, Release, AppEnded)
-without bytes or MACs, plus what the replica protocol needs (journal streaming, the
-votes of an election, and ``Stale``: "my term is higher than yours"). A task's behaviour
-travels in ``RunTask`` (how long it runs, how it exits) since nothing is executed.
+The election speaks the product's own ``bonjourgrid.control.messages`` (``VoteRequest``,
+``Vote``, ``AppQuery``, ``AppState``) through the shared replica engine (bonjourgrid/engine).
+What is left here mirrors the coordinator side of the protocol (Reserve -> ReserveReply,
+Heartbeat -> HeartbeatAck, StageApp -> StageAck, RunTask -> TaskResult -> ResultAck, Release,
+AppEnded) without bytes or MACs, plus the journal stream in a batched form (``JournalAppend``,
+not the product's ``ReplicaOpen``/``JournalAppend``/``Replicas``) and ``Stale``: "my term is
+higher than yours". A task's behaviour travels in ``RunTask`` (how long it runs, how it
+exits) since nothing is executed. These go when the coordinator side runs on an engine too.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.faulttolerance.entries import Entry
-from bonjourgrid.faulttolerance.quorum import Members, Position
+from bonjourgrid.faulttolerance.quorum import Members
 
 Key = tuple[str, int]
 """(task id, attempt): the idempotency key of a result."""
@@ -170,22 +173,6 @@ class JournalAck:
 class AppEndedAck:
     app: str
     term: int
-
-
-@dataclass(frozen=True)
-class VoteRequest:
-    """A replica that lost its coordinator asks the members of its set for ``term``."""
-
-    app: str
-    term: int
-    position: Position
-
-
-@dataclass(frozen=True)
-class Vote:
-    app: str
-    term: int
-    granted: bool
 
 
 @dataclass(frozen=True)

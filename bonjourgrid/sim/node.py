@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bonjourgrid.control.messages import AppQuery, AppState, Vote, VoteRequest
 from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.faulttolerance.quorum import Voter
 from bonjourgrid.sim.clock import Timer
@@ -30,8 +31,6 @@ from bonjourgrid.sim.messages import (
     Stale,
     TaskResult,
     TermQuery,
-    Vote,
-    VoteRequest,
 )
 from bonjourgrid.sim.volunteer_node import VolunteerSide
 
@@ -50,7 +49,7 @@ _TO_COORDINATOR = (
     JournalAck,
     AppEndedAck,
 )
-_TO_REPLICA = (JournalAppend, AppEnded, Vote)
+_TO_REPLICA = (JournalAppend, AppEnded, Vote, AppState)
 
 
 class SimNode:
@@ -133,11 +132,25 @@ class SimNode:
         elif isinstance(msg, VoteRequest):
             c = self.coords.get(app)
             if c is not None and c.role.coordinating:
-                self.send(src, Vote(app, c.term, False))  # alive: no election
+                self.send(src, Vote(app, c.term, False, "I coordinate it"))  # alive: no election
             elif (r := self.replicas.get(app)) is not None:
                 r.on_message(src, msg)
             else:
-                self.send(src, Vote(app, self.stale(app).term, False))  # holds nothing of it
+                why = "this machine holds nothing of the app"
+                self.send(src, Vote(app, self.stale(app).term, False, why))
+        elif isinstance(msg, AppQuery):
+            self.send(src, self.app_state(app))
+
+    def app_state(self, app: str) -> AppState:
+        """The answer to an ``AppQuery`` (what the daemon's ``_answer_query`` says): the
+        coordinator's term and role, a replica's, or "" (term 0) when it holds nothing."""
+        c = self.coords.get(app)
+        if c is not None:
+            role = c.role
+            return AppState(app, role.term, role.role.value, role.coordinating, False)
+        if (r := self.replicas.get(app)) is not None:
+            return r.state()
+        return AppState(app, 0, "", False, False)
 
     def _to_replica(self, src: str, app: str, msg: object) -> None:
         from bonjourgrid.sim.replica import ReplicaSide

@@ -1,37 +1,53 @@
-"""A replica of one app on a simulated machine: standby, election, takeover.
+"""A replica of one app on a simulated machine: a thin shell around the product's
+``ReplicaEngine`` (bonjourgrid/engine/replica.py), the same engine the daemon runs.
 
-The replica keeps the coordinator's journal by applying the streamed entries to its own
-``TaskTable`` (``faulttolerance.entries.apply``), follows the coordinator's term with the
-product's ``CoordinatorRole`` (``STANDBY``) and holds the replica set (``quorum.Members``) the
-coordinator streams with the entries. A stream from a new term starts over from entry 0 and
-replaces the journal (the new coordinator's journal is the truth).
+What the engine decides (the product's code, unchanged): suspicion (silence, a goodbye of
+the coordinator's record in the simulated mDNS directory), the ask-first step (``AppQuery``
+to the coordinator, other records and better-ranked replicas, answered by sim/node.py with
+``AppState``), the one waiting rule (``suspect_after + rank * takeover_stagger``, no
+``suspect_after`` after a goodbye), the ballot (``VoteRequest``/``Vote``, the real
+``control.messages`` classes) and every vote.
 
-Election (``faulttolerance/quorum.py``, the product's rules): a member that hears nothing from
-the coordinator for ``suspect_after`` plus ``rank * suspect_after`` (rank 0 is the best, so
-the best live one asks first) votes for itself in the next term and asks the other members
-(``VoteRequest`` with its journal's ``Position``). Each grants at most one vote per term, only
-to a journal at least as advanced as its own and only if it, too, has not heard from the
-coordinator for ``suspect_after``; once it granted, it refuses the old term's stream. With
-``E`` votes of every set in force the replica claims the term and a ``CoordinatorSide`` takes
-its place, with its own journal: the votes guarantee it holds every committed entry.
+What is still the simulation's own (the next increment of issue 13): following the
+coordinator's stream. The replica applies the streamed entries to its own ``TaskTable``
+(``faulttolerance.entries.apply``), follows the coordinator's term with the product's
+``CoordinatorRole`` (``STANDBY``) and holds the replica set the coordinator streams with the
+entries; the stream is sim/messages.py's batched ``JournalAppend``, not the product's
+``ReplicaOpen``/``JournalAppend``/``Replicas``. A stream from a new term starts over from
+entry 0 and replaces the journal (the new coordinator's journal is the truth). When the
+engine says ``Claim``, a ``CoordinatorSide`` takes this replica's place with its journal.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bonjourgrid.control.messages import AppState, Vote, VoteRequest
+from bonjourgrid.engine import (
+    Action,
+    AppStateAnswer,
+    AskCoordinates,
+    Claim,
+    CoordinatorHeard,
+    CoordinatorRecordGone,
+    CoordinatorRecordSeen,
+    Event,
+    Followed,
+    Forget,
+    Note,
+    PersistVote,
+    ReplicaEngine,
+    RequestVotes,
+    SendVote,
+    Tick,
+    Timing,
+    VoteAnswer,
+    VoteRequested,
+)
 from bonjourgrid.faulttolerance.entries import BadEntry, Entry, apply
 from bonjourgrid.faulttolerance.quorum import Members, Position, Voter
 from bonjourgrid.sim.clock import Timer
-from bonjourgrid.sim.messages import (
-    AppEnded,
-    AppEndedAck,
-    JournalAck,
-    JournalAppend,
-    Stale,
-    Vote,
-    VoteRequest,
-)
+from bonjourgrid.sim.messages import AppEnded, AppEndedAck, JournalAck, JournalAppend, Stale
 from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 from bonjourgrid.states.coordinator import CoordinatorLost, CoordinatorRole, Role, TermSeen
 from bonjourgrid.states.tasktable import TaskTable
@@ -46,22 +62,33 @@ class ReplicaSide:
         self.app = first.app
         self.spec = first.spec
         self.role = CoordinatorRole(first.app, role=Role.STANDBY, term=first.term)
-        self.voter = voter or Voter()
         self.journal: list[Entry] = []
         self.journal_term = 0
         self.table = TaskTable(self.spec.tasks)
-        self.coordinator = first.coordinator
         self.members = Members()
         self.workers: tuple[str, ...] = first.workers
-        self.last_heard = node.clock.now
         self.ended = False
         self._stopped = False
-        self._ballot: int | None = None
-        """The term this replica is a candidate in, while it asks for votes."""
-        self._grants: set[str] = set()
-        self._above = 0
-        """The highest term a voter refused us with: the next candidacy goes past it."""
+        self._records: set[str] = set()
+        """The directory's coordinator records of the app at the last look."""
+        self.engine = ReplicaEngine(
+            app=first.app,
+            me=node.id,
+            timing=Timing.of(node.world.config),
+            now=node.clock.now,
+            coordinator=first.coordinator,
+            voter=voter,
+            term=first.term,
+        )
         self._timer: Timer | None = node.later(node.world.config.heartbeat_interval, self._watch)
+
+    @property
+    def voter(self) -> Voter:
+        return self.engine.voter
+
+    @property
+    def coordinator(self) -> str:
+        return self.engine.coordinator
 
     def stop(self) -> None:
         self._stopped = True
@@ -73,39 +100,43 @@ class ReplicaSide:
 
     def heard(self, src: str, term: int) -> None:
         """The coordinator (a heartbeat to this machine's volunteer) is alive."""
-        if src == self.coordinator and term >= self.voter.term:
-            self.last_heard = self.node.clock.now
-            self._ballot = None  # a candidate that hears its coordinator gives up
+        if src == self.coordinator and term >= self.voter.term and not self._stopped:
+            self._feed(CoordinatorHeard(self.node.clock.now))
+
+    def state(self) -> AppState:
+        """This replica's answer to an ``AppQuery``."""
+        return AppState(self.app, self.role.term, self.role.role.value, False, self.ended)
 
     # --- messages ------------------------------------------------------------------------------
 
     def on_message(self, src: str, msg: object) -> None:
         if self._stopped:
+            if isinstance(msg, VoteRequest):
+                why = "the app ended here" if self.ended else "this copy is dropped"
+                self.node.send(src, Vote(self.app, self.voter.latest(), False, why))
             return
         if isinstance(msg, JournalAppend):
             self._append(src, msg)
         elif isinstance(msg, AppEnded):
             self._ended(src, msg)
         elif isinstance(msg, VoteRequest):
-            self._vote_request(src, msg)
-        elif isinstance(msg, Vote) and msg.granted and msg.term == self._ballot:
-            self._grants.add(src)
-            self._count()
-        elif isinstance(msg, Vote) and not msg.granted:
-            self._above = max(self._above, msg.term)
+            if msg.candidate == src:
+                self._feed(VoteRequested(self.node.clock.now, msg), src)
+        elif isinstance(msg, Vote):
+            self._feed(VoteAnswer(src, msg.term, msg.granted, msg.reason))
+        elif isinstance(msg, AppState):
+            self._feed(AppStateAnswer(src, msg.term, msg.coordinating, msg.complete))
 
     def _append(self, src: str, m: JournalAppend) -> None:
-        if self.ended or not self.voter.accepts(m.term, m.coordinator):
+        if self.ended or not self.engine.accepts(m.term, m.coordinator):
             self.node.send(src, Stale(self.app, max(self.voter.term, self.role.term), True))
             return
-        self.voter = self.voter.follow(m.term, m.coordinator)
         if m.term > self.role.term:
             self.role.handle(TermSeen(m.term))
-        self.last_heard = self.node.clock.now
-        self._ballot = None
-        self.coordinator, self.workers = m.coordinator, m.workers
+        self.workers = m.workers
         if m.term > self.journal_term:
             if m.start != 0:
+                self._follow(m)
                 self.node.send(src, JournalAck(self.app, m.term, 0, -1))
                 return
             self.journal = []
@@ -121,8 +152,14 @@ class ReplicaSide:
                 self.journal.append(e)
             if m.members.version > self.members.version:
                 self.members = m.members
+        self._follow(m)
         ack = JournalAck(self.app, m.term, len(self.journal), self.members.version)
         self.node.send(src, ack)
+
+    def _follow(self, m: JournalAppend) -> None:
+        """Tell the engine what this copy now holds, and that the coordinator spoke."""
+        self._feed(Followed(m.term, m.coordinator, self.position(), self.members))
+        self._feed(CoordinatorHeard(self.node.clock.now))
 
     def _ended(self, src: str, m: AppEnded) -> None:
         if m.term < self.role.term or m.journal_len > len(self.journal):
@@ -136,73 +173,66 @@ class ReplicaSide:
             )
         self.node.send(src, AppEndedAck(self.app, m.term))
 
-    def _vote_request(self, src: str, m: VoteRequest) -> None:
-        if self.ended:
-            self.node.send(src, Vote(self.app, self.voter.latest(), False))
-            return
-        voter, why = self.voter.vote(
-            term=m.term,
-            candidate=src,
-            theirs=m.position,
-            mine=self.position(),
-            silent_for=self.node.clock.now - self.last_heard,
-            suspect_after=self.node.world.config.suspect_after,
-            campaigning=self._ballot is not None,
-        )
-        if not why:
-            self.voter = voter
-            self.role.handle(TermSeen(m.term))
-            if self._ballot is not None and self._ballot <= m.term:
-                self._ballot = None
-        self.node.send(src, Vote(self.app, m.term if not why else self.voter.latest(), not why))
-
-    # --- election ------------------------------------------------------------------------------
+    # --- the engine ----------------------------------------------------------------------------
 
     def _watch(self) -> None:
+        """Every heartbeat interval: the directory's records of the app, then the clock."""
         self._timer = None
         if self._stopped or self.ended:
             return
-        cfg = self.node.world.config
-        me = self.node.id
-        ranked = self.members.everyone()
-        if me in ranked and self._ballot is None:
-            rank = ranked.index(me)
-            if self.node.clock.now - self.last_heard > cfg.suspect_after * (1 + rank):
-                if not self.node.world.elections:
-                    self.voter, term = self.voter.candidacy()
-                    self._claim(term)  # the naive rule: no votes asked
-                    return
-                self._ask_votes()
-                if self._stopped:
-                    return
-        self._timer = self.node.later(cfg.heartbeat_interval, self._watch)
+        records = set(self.node.world.directory.coordinators(self.app))
+        for n in records - self._records:
+            self._feed(CoordinatorRecordSeen(n))
+        for n in self._records - records:
+            self._feed(CoordinatorRecordGone(n))
+        self._records = records
+        if not self.node.world.elections:
+            self._naive()
+        else:
+            self._feed(Tick(self.node.clock.now))
+        if not self._stopped:
+            self._timer = self.node.later(self.node.world.config.heartbeat_interval, self._watch)
 
-    def _ask_votes(self) -> None:
-        self.voter, term = self.voter.candidacy(self._above)
-        self._ballot, self._grants = term, {self.node.id}
-        self.node.checks.log(f"{self.app} {self.node.id} asks votes for term {term}")
-        ask = VoteRequest(self.app, term, self.position())
-        for n in self.members.everyone():
-            if n != self.node.id:
-                self.node.send(n, ask)
+    def _naive(self) -> None:
+        """``--naive`` (the simulation proving its checks can fail): claim after the waiting
+        rule's silence with no question asked and no votes (never the product's rule)."""
+        e = self.engine
+        silent = e.silent_for(self.node.clock.now)
+        if self.node.id in self.members.everyone() and silent > e.due_after():
+            self._claim(self.voter.candidacy()[1])
 
-        def give_up() -> None:
-            if self._ballot == term:
-                self._ballot = None  # no quorum in time: keep watching, ask again later
+    def _feed(self, event: Event, src: str = "") -> None:
+        """One event into the engine; its actions carried out on the simulated network."""
+        for action in self.engine.handle(event):
+            self._do(action, src)
+            if self._stopped:
+                return
 
-        self.node.later(self.node.world.config.connect_timeout, give_up)
-        self._count()
-
-    def _count(self) -> None:
-        if self._ballot is not None and self.members.won(self._grants):
-            term, self._ballot = self._ballot, None
-            self._claim(term)
+    def _do(self, action: Action, src: str) -> None:
+        if isinstance(action, SendVote):
+            self.node.send(src, action.vote)
+        elif isinstance(action, PersistVote):
+            if action.term > self.role.term:
+                self.role.handle(TermSeen(action.term))
+        elif isinstance(action, AskCoordinates):
+            for n in action.peers:
+                self.node.send(n, action.query)
+        elif isinstance(action, RequestVotes):
+            self.node.checks.log(f"{self.app} {self.node.id} asks votes for term {action.term}")
+            for n in action.peers:
+                self.node.send(n, action.request)
+        elif isinstance(action, Claim):
+            self._claim(action.term)
+        elif isinstance(action, Forget):
+            self.node.checks.log(f"{self.app} {self.node.id} forgets: {action.reason}")
+            self.node.left_app(self.app)
+        elif isinstance(action, Note):
+            pass
 
     def _claim(self, term: int) -> None:
         from bonjourgrid.sim.coordinator_node import CoordinatorSide
 
         me = self.node.id
-        self.voter = Voter(term, me, max(term, self.voter.voted))
         self.role.handle(TermSeen(term - 1))
         self.role.handle(CoordinatorLost())
         self.node.checks.log(f"claim {self.app} term {self.role.term} by {me}")
