@@ -20,8 +20,8 @@ import tarfile
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -424,6 +424,16 @@ def test_more_run_tasks_than_slots_are_refused_never_run(scratch: Path, tmp_path
     marker = scratch / "ran"  # where slot accounts can write (tasks get a private /tmp)
     marker.mkdir()
     marker.chmod(0o777)
+    refuse_what_does_not_fit_two_slots(tmp_path, lambda task: f"touch {marker}/{task}")
+    assert sorted(p.name for p in marker.iterdir()) == ["one", "two"]
+
+
+def refuse_what_does_not_fit_two_slots(
+    tmp_path: Path, mark: Callable[[str], str], *, network: bool = False
+) -> None:
+    """Four RunTasks for a worker of two slots; the two that do not fit are refused at once.
+    ``mark(task)``: the shell command by which a task that runs leaves a trace (the caller
+    checks that only ``one`` and ``two`` left one)."""
 
     async def scenario() -> list[TaskResult]:
         worker = EmbeddedWorker("a1", tmp_path / "app", SandboxConfig(uid_base=UID_BASE), slots=2)
@@ -433,11 +443,14 @@ def test_more_run_tasks_than_slots_are_refused_never_run(scratch: Path, tmp_path
         async def sink(result: TaskResult) -> None:
             delivered.append(result)
 
+        def msg(task: str, then: str = "", cpus: int = 1) -> RunTask:
+            return replace(_run_msg(task, f"{mark(task)}{then}", cpus), network=network)
+
         worker.attach(sink)
-        worker.start(_run_msg("one", f"touch {marker}/one; sleep 1"))
-        worker.start(_run_msg("big", f"touch {marker}/big", cpus=2))  # 1 + 2 > 2
-        worker.start(_run_msg("two", f"touch {marker}/two; sleep 1"))
-        worker.start(_run_msg("three", f"touch {marker}/three"))
+        worker.start(msg("one", "; sleep 1"))
+        worker.start(msg("big", cpus=2))  # 1 + 2 > 2
+        worker.start(msg("two", "; sleep 1"))
+        worker.start(msg("three"))
         while len(delivered) < 4:
             await asyncio.sleep(0.05)
         await worker.close()
@@ -449,7 +462,6 @@ def test_more_run_tasks_than_slots_are_refused_never_run(scratch: Path, tmp_path
         assert by_task[refused].error.startswith("no free slot here (")
         assert by_task[refused].outputs == b""
     assert by_task["one"].exit_code == 0 and by_task["two"].exit_code == 0
-    assert sorted(p.name for p in marker.iterdir()) == ["one", "two"]
 
 
 # --- cgroups -------------------------------------------------------------------------------
