@@ -2,9 +2,12 @@
 
 Which processes those are, best first: the members of the attempt's cgroup (``cgroups.py``:
 kept by the kernel, double forks and ``setsid`` included); else every process of its slot
-account (a helper becomes the uid and signals ``-1``); else its process group and every
-process whose session is the task's (a task of a non-root daemon without cgroups that
-double-forks *and* calls setsid is out of reach: bubblewrap's PID namespace covers that).
+account (a helper becomes the uid and signals ``-1``); else its process group, every process
+whose session is the task's, and every descendant of the process the daemon started. Under
+bubblewrap (a non-root daemon) that last walk is complete: an orphan in the task's PID
+namespace is reparented to bwrap's init, a descendant of that process, so double forks and
+``setsid`` stay in the tree. Only an unisolated task (``--allow-unisolated``) that
+double-forks *and* calls setsid is out of reach.
 """
 
 from __future__ import annotations
