@@ -74,7 +74,9 @@ class Account:
         )  # fmt: skip
         assert done.returncode == 0, f"{spec} as uid {self.uid}:\n{done.stderr[-6000:]}"
         report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-        assert report["isolation"] == "bwrap", report
+        assert report["uid"] == self.uid != 0 and report["isolation"] == "bwrap", report
+        for canary in (self.key, self.log):  # nor in what the sandbox logged
+            assert canary.read_text().strip() not in done.stdout + done.stderr, canary
         assert report["leftover"] == [], f"processes of the task outlived it: {report}"
         return report
 
