@@ -1,26 +1,23 @@
-"""A replica watching its coordinator, and the election that follows its loss.
+"""A replica watching its coordinator, and the election that follows its loss: the daemon's
+shell around the replica engine (bonjourgrid/engine/replica.py, which the simulation runs
+too). Every rule lives in the engine — suspicion, the ask-first step, the one waiting rule
+(``suspect_after + rank * takeover_stagger``, no ``suspect_after`` after a goodbye seen here),
+the ballot and the vote; this file only feeds it and carries out its actions.
 
-Failure detection has two sources (DESIGN.md: mDNS is for presence, heartbeats for liveness):
+What the shell feeds (on every housekeeping tick and mDNS change, and before every vote):
 
-* the control channel: the coordinator heartbeats every worker, replicas included; silence
-  for ``suspect_after``, or the channel closing, makes the replica suspect it;
-* mDNS publish/subscribe: the coordinator's ``_bjg-coord`` record leaving (a goodbye) with no
-  "app ended" message before it is a loss, seen at once. A goodbye is an explicit "I am gone",
-  so it needs no ``suspect_after`` of silence: the candidate and its voters, each seeing the
-  goodbye in its own mDNS view, go to the election at once (rank stagger and terms still
-  apply, and the coordinator is still asked first).
+* the mDNS view: the app's ``_bjg-coord`` records (``CoordinatorRecordSeen``/``Gone``);
+* the volunteer agent: whether it serves the app, whether its channel to the coordinator is
+  up, and when it last heard from it (``ServingChanged``, ``LinkClosed``/``LinkOpened``,
+  ``CoordinatorHeard``);
+* the copy: the journal's position and the replica set after the stream changed them
+  (``Followed``; the stream itself is still followed by coordinator/replica_side.py);
+* the answers of ``query_app`` and ``ask`` (``AppStateAnswer``, ``VoteAnswer``, ``PeerSilent``).
 
-A suspicion is checked before anyone acts: the replica asks the coordinator over the
-authenticated channel (``AppQuery``); an answer "I coordinate it" ends the matter. Otherwise
-the replica of election rank ``r`` waits ``r * takeover_stagger``, asks the better-ranked
-replicas and any other coordinator record of the app, and if nobody coordinates it runs an
-election (faulttolerance/quorum.py): it votes for itself in the next term and asks every
-other member of the replica set it knows (``VoteRequest``); it takes over only with ``E``
-votes of every set in force — "place anyway, run if elected". A voter grants one vote per
-term, to a journal at least as advanced as its own, and only if it, too, has not heard from
-the coordinator for ``suspect_after`` (``vote``); having granted, it refuses the old term's
-stream, which makes the old coordinator step down. Workers follow the highest term they have
-seen, and a coordinator that learns of a higher term steps down.
+What it carries out: ``AskCoordinates`` and ``RequestVotes`` (one background task each,
+over fresh authenticated channels), ``PersistVote`` (the app's election state, saved before
+any answer leaves), ``Claim`` (take over and start coordinating), ``Forget`` (drop the copy),
+``SendVote`` (the answer to a candidate) and ``Note`` (a log line).
 """
 
 from __future__ import annotations
@@ -28,13 +25,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING
 
 from bonjourgrid.config import Config
 from bonjourgrid.control.messages import Vote, VoteRequest
 from bonjourgrid.coordinator.peers import Identity, Peer, ask, query_app
-from bonjourgrid.faulttolerance.quorum import Position
+from bonjourgrid.engine import (
+    Action,
+    AppStateAnswer,
+    AskCoordinates,
+    Claim,
+    CoordinatorHeard,
+    CoordinatorRecordGone,
+    CoordinatorRecordSeen,
+    Event,
+    Followed,
+    Forget,
+    LinkClosed,
+    LinkOpened,
+    Note,
+    PeerSilent,
+    PersistVote,
+    ReplicaEngine,
+    RequestVotes,
+    SendVote,
+    ServingChanged,
+    Tick,
+    Timing,
+    VoteAnswer,
+    VoteRequested,
+)
 from bonjourgrid.states.coordinator import Role, TermSeen
 
 if TYPE_CHECKING:
@@ -43,9 +64,6 @@ if TYPE_CHECKING:
     from bonjourgrid.discovery import Discovery
 
 log = logging.getLogger(__name__)
-
-_GOODBYE_LOOK = 0.1
-"""While waiting out a suspicion, how often the candidate looks for the coordinator's goodbye."""
 
 
 class Election:
@@ -65,213 +83,187 @@ class Election:
         self._discovery = discovery
         self._promote = promote
         self._forget = forget
-        self._electing: set[str] = set()
-        self._coord_seen: set[tuple[str, str]] = set()
-        """(app, coordinator node) whose coordinator record this daemon has seen."""
-        self._last_try: dict[str, float] = {}
-        self._campaigning: set[str] = set()
-        """Apps this daemon is asking votes for right now (its own vote is taken)."""
-        self._above: dict[str, int] = {}
-        """App -> the highest term a voter refused us with (the next candidacy goes past)."""
+        self._timing = Timing.of(config)
+        self._engines: dict[str, tuple[AppCoordinator, ReplicaEngine]] = {}
+        """App -> the copy an engine was made for, and the engine (a new snapshot makes a new
+        copy object, and so a new engine)."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def check(self, standbys: list[AppCoordinator]) -> None:
-        """Called on every housekeeping tick and mDNS change: start an election where due."""
+        """Called on every housekeeping tick and mDNS change: feed what changed, then time."""
         now = time.monotonic()
+        live = {a.app_id for a in standbys}
+        for app_id in [a for a in self._engines if a not in live]:
+            del self._engines[app_id]
         for app in standbys:
-            if app.role.role is not Role.STANDBY or app.app_id in self._electing:
-                continue
-            reason = self._suspicion(app, now)
-            if reason is None:
-                continue
-            if now - self._last_try.get(app.app_id, 0.0) < 2 * self.config.heartbeat_interval:
-                continue
-            self._last_try[app.app_id] = now
-            self._electing.add(app.app_id)
-            task = asyncio.create_task(self._elect(app, reason), name=f"elect {app.app_id}")
-            task.add_done_callback(self._done(app.app_id))
-
-    def _done(self, app_id: str) -> Callable[[asyncio.Task[None]], None]:
-        return lambda _task: self._electing.discard(app_id)
-
-    def said_goodbye(self, app: AppCoordinator) -> bool:
-        """Whether the app's coordinator record, once seen here, has left the mDNS view."""
-        node = app.coordinator[0]
-        d = self._discovery()
-        if d is None:
-            return False
-        if any(c.app == app.app_id and c.node == node for c in d.coordinators()):
-            self._coord_seen.add((app.app_id, node))
-            return False
-        return (app.app_id, node) in self._coord_seen
-
-    def _suspicion(self, app: AppCoordinator, now: float) -> str | None:
-        if self.said_goodbye(app):
-            return "the coordinator's record said goodbye"
-        if self.agent.app != app.app_id:
-            return "this machine no longer serves the app"
-        if not self.agent.linked:
-            return "the channel to the coordinator closed"
-        if now - self.agent.last_heard > self.config.suspect_after:
-            return f"the coordinator was silent for more than {self.config.suspect_after:g} s"
-        return None
-
-    async def _elect(self, app: AppCoordinator, reason: str) -> None:
-        log.info("app %s: coordinator %s suspected: %s", app.app_id, app.coordinator[1], reason)
-        verdict = await self._someone_coordinates(app, self._peers(app, better_only=False))
-        if verdict == "ended":
-            log.info("app %s ended elsewhere; this replica's copy is dropped", app.app_id)
-            self._forget(app)
-            return
-        if verdict:
-            if self.agent.app != app.app_id:
-                log.info("app %s: coordinated elsewhere; this copy is dropped", app.app_id)
-                self._forget(app)
-            return
-        ranks = app.replica_ranks
-        rank = ranks.index(self.me.node) if self.me.node in ranks else len(ranks)
-        # Voters grant only after suspect_after of silence of their own: ask no earlier, and
-        # let the better-ranked members ask first (takeover_stagger per rank).
-        # After a goodbye, no silence is needed (it may arrive while we wait: look again).
-        heard = self.agent.last_heard
-        serving = self.agent.app == app.app_id
-        while True:
-            silent = time.monotonic() - heard if serving else float("inf")
-            wait = 0.0 if self.said_goodbye(app) else self.config.suspect_after
-            need = wait + rank * self.config.takeover_stagger
-            if silent >= need:
-                break
-            await asyncio.sleep(min(_GOODBYE_LOOK, need - silent))
-            if serving and self.agent.last_heard > heard:
-                return  # the coordinator spoke meanwhile
-        if rank:
             if app.role.role is not Role.STANDBY:
-                return
-            if await self._someone_coordinates(app, self._peers(app, better_only=True)):
-                return
-        if app.role.role is not Role.STANDBY:
-            return
-        term = await self._ballot(app)
-        if term and app.role.role is Role.STANDBY:
-            app.take_over(term)
-            self._promote(app)
-
-    async def _ballot(self, app: AppCoordinator) -> int:
-        """Ask the members for their votes in the next term: the term won, or 0."""
-        members = app.members
-        if self.me.node not in members.everyone():
-            log.info("app %s: not a member of its replica set; no candidacy", app.app_id)
-            return 0
-        app.voter, term = app.voter.candidacy(self._above.get(app.app_id, 0))
-        app.save_election()
-        heard = self.agent.last_heard
-        pos = app.position()
-        req = VoteRequest(app.app_id, term, self.me.node, pos.seq, pos.term, pos.members)
-        peers = self._members(app)
-        self._campaigning.add(app.app_id)
-        try:
-            replies = await asyncio.gather(
-                *(ask(p, req, self.me, self.config.ping_timeout) for p in peers)
-            )
-        finally:
-            self._campaigning.discard(app.app_id)
-        grants = {self.me.node}
-        why: list[str] = []
-        for peer, reply in zip(peers, replies, strict=True):
-            if isinstance(reply, Vote) and reply.granted and reply.term == term:
-                grants.add(peer.node)
                 continue
-            if isinstance(reply, Vote) and reply.term >= term:
-                self._above[app.app_id] = max(self._above.get(app.app_id, 0), reply.term)
-            why.append(f"{peer.node}: {reply.reason if isinstance(reply, Vote) else 'silent'}")
-        if self.agent.app == app.app_id and self.agent.last_heard > heard:
-            log.info("app %s: heard from the coordinator during the election", app.app_id)
-            return 0
-        if not members.won(grants):
-            log.info(
-                "app %s: no quorum for term %d (%d of %s): %s",
-                app.app_id,
-                term,
-                len(grants),
-                "/".join(str(len(s)) for s in members.sets()),
-                "; ".join(why) or "no other member",
-            )
-            return 0
-        log.warning("app %s: elected for term %d by %s", app.app_id, term, sorted(grants))
-        return term
-
-    def _members(self, app: AppCoordinator) -> list[Peer]:
-        """Where to reach the other members of the app's replica set (from mDNS)."""
-        d = self._discovery()
-        machines = {m.node: m for m in d.machines()} if d is not None else {}
-        out = []
-        for node in app.members.everyone():
-            m = machines.get(node)
-            if node != self.me.node and m is not None:
-                out.append(Peer(node, m.addresses, m.port, 0))
-        return out
+            engine = self._engine(app)
+            if not engine.done:
+                self._feed(app, engine, Tick(now))
 
     def vote(self, req: VoteRequest, app: AppCoordinator | None) -> Vote:
-        """Answer a candidate (faulttolerance/quorum.py ``Voter.vote``); a grant is persisted
-        before the answer leaves."""
+        """Answer a candidate (the engine's vote); a grant is persisted before it leaves."""
         if app is None:
             return Vote(req.app, 0, False, "this machine holds nothing of the app")
         if app.role.role is not Role.STANDBY:
             why = "I coordinate it" if app.role.coordinating else f"it is {app.role.role.value}"
             return Vote(req.app, app.term, False, why)
-        serving = self.agent.app == req.app
-        silent = time.monotonic() - self.agent.last_heard if serving else float("inf")
-        if self.said_goodbye(app):
-            silent = float("inf")  # the coordinator said it is gone: no silence to wait for
-        voter, why = app.voter.vote(
-            term=req.term,
-            candidate=req.candidate,
-            theirs=Position(req.last_term, req.seq, req.members),
-            mine=app.position(),
-            silent_for=silent,
-            suspect_after=self.config.suspect_after,
-            campaigning=req.app in self._campaigning,
-        )
-        if not why:
-            app.voter = voter
-            app.role.handle(TermSeen(req.term))
-            app.save_election()
-            log.info("app %s: voted for %s in term %d", req.app, req.candidate, req.term)
-        return Vote(req.app, max(app.term, app.voter.latest()), not why, why)
+        engine = self._engine(app)
+        for vote in self._feed(app, engine, VoteRequested(time.monotonic(), req)):
+            return vote
+        return Vote(req.app, app.term, False, "no answer")  # the engine always answers
 
-    def _peers(self, app: AppCoordinator, *, better_only: bool) -> list[Peer]:
-        """Who might coordinate the app: its coordinator, other coordinator records of it,
-        and the replicas ranked before this one."""
+    # --- feeding the engine ----------------------------------------------------------------
+
+    def _engine(self, app: AppCoordinator) -> ReplicaEngine:
+        held = self._engines.get(app.app_id)
+        if held is not None and held[0] is app:
+            return held[1]
+        serving = self.agent.app == app.app_id
+        engine = ReplicaEngine(
+            app=app.app_id,
+            me=self.me.node,
+            timing=self._timing,
+            now=self.agent.last_heard if serving else time.monotonic(),
+            coordinator=app.coordinator[0],
+            voter=app.voter,
+            position=app.position(),
+            members=app.members,
+            term=app.term,
+        )
+        if held is not None and held[1].coordinator == engine.coordinator:
+            for node in held[1].records:  # the same coordinator: its record was seen here
+                engine.handle(CoordinatorRecordSeen(node))
+        self._engines[app.app_id] = (app, engine)
+        return engine
+
+    def _observe(self, app: AppCoordinator, engine: ReplicaEngine) -> list[Event]:
+        """What changed since the engine last heard: mDNS records, the agent, the copy."""
+        out: list[Event] = []
+        d = self._discovery()
+        if d is not None:
+            now = {c.node for c in d.coordinators() if c.app == app.app_id}
+            out += [CoordinatorRecordSeen(n) for n in sorted(now - engine.records)]
+            out += [CoordinatorRecordGone(n) for n in sorted(engine.records - now)]
+        serving = self.agent.app == app.app_id
+        if serving != engine.serving:
+            out.append(ServingChanged(serving))
+        linked = self.agent.linked
+        if linked != engine.linked:
+            out.append(LinkOpened() if linked else LinkClosed())
+        if serving and self.agent.last_heard > engine.last_heard:
+            out.append(CoordinatorHeard(self.agent.last_heard))
+        pos, members = app.position(), app.members
+        if (pos, members) != (engine.position, engine.members):
+            out.append(Followed(pos.term, app.coordinator[0], pos, members))
+        return out
+
+    def _current(self, app: AppCoordinator, engine: ReplicaEngine) -> bool:
+        """Whether ``engine`` still speaks for ``app`` (not replaced, still standing by)."""
+        held = self._engines.get(app.app_id)
+        return held is not None and held[1] is engine and app.role.role is Role.STANDBY
+
+    def _feed(self, app: AppCoordinator, engine: ReplicaEngine, event: Event) -> list[Vote]:
+        """Bring the engine up to date, feed ``event``, carry out the actions; the votes to
+        send back (for ``VoteRequested``)."""
+        votes: list[Vote] = []
+        for e in [*self._observe(app, engine), event]:
+            for action in engine.handle(e):
+                self._do(app, engine, action, votes)
+        return votes
+
+    def _do(self, app: AppCoordinator, engine: ReplicaEngine, a: Action, votes: list[Vote]) -> None:
+        if isinstance(a, SendVote):
+            votes.append(a.vote)
+        elif isinstance(a, Note):
+            (log.warning if a.warning else log.info)("%s", a.text)
+        elif isinstance(a, PersistVote):
+            app.voter = a.voter
+            if a.term > app.term:
+                app.role.handle(TermSeen(a.term))
+            app.save_election()
+        elif isinstance(a, AskCoordinates):
+            self._spawn(self._ask_coordinates(app, engine, a), f"ask {app.app_id}")
+        elif isinstance(a, RequestVotes):
+            self._spawn(self._request_votes(app, engine, a), f"ballot {app.app_id}")
+        elif isinstance(a, Claim):
+            if app.role.role is Role.STANDBY:
+                app.take_over(a.term)
+                self._promote(app)
+        elif isinstance(a, Forget):
+            log.info("%s", a.reason)
+            self._engines.pop(app.app_id, None)
+            self._forget(app)
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _answers(self, app: AppCoordinator, engine: ReplicaEngine, events: Sequence[Event]) -> None:
+        if not self._current(app, engine):
+            return
+        votes: list[Vote] = []
+        for event in events:
+            for e in [*self._observe(app, engine), event]:
+                for action in engine.handle(e):
+                    if self._current(app, engine):
+                        self._do(app, engine, action, votes)
+
+    # --- carrying out the asks ---------------------------------------------------------------
+
+    async def _ask_coordinates(
+        self, app: AppCoordinator, engine: ReplicaEngine, a: AskCoordinates
+    ) -> None:
+        peers = self._addresses(app, a.peers)
+        found = [p for p in peers if p is not None]
+        states = await asyncio.gather(
+            *(query_app(p, app.app_id, self.me, self.config.ping_timeout) for p in found)
+        )
+        replies = dict(zip([p.node for p in found], states, strict=True))
+        events: list[Event] = []
+        for node in a.peers:
+            st = replies.get(node)
+            if st is None:
+                events.append(PeerSilent(node))
+            else:
+                events.append(AppStateAnswer(node, st.term, st.coordinating, st.complete))
+        self._answers(app, engine, events)
+
+    async def _request_votes(
+        self, app: AppCoordinator, engine: ReplicaEngine, a: RequestVotes
+    ) -> None:
+        peers = self._addresses(app, a.peers)
+        found = [p for p in peers if p is not None]
+        replies = await asyncio.gather(
+            *(ask(p, a.request, self.me, self.config.ping_timeout) for p in found)
+        )
+        got = dict(zip([p.node for p in found], replies, strict=True))
+        events: list[Event] = []
+        for node in a.peers:
+            v = got.get(node)
+            if isinstance(v, Vote):
+                events.append(VoteAnswer(node, v.term, v.granted, v.reason))
+            else:
+                events.append(PeerSilent(node))
+        self._answers(app, engine, events)
+
+    def _addresses(self, app: AppCoordinator, nodes: Sequence[str]) -> list[Peer | None]:
+        """Where to reach each node (from mDNS: a coordinator record of the app first, then
+        the machine's record); None where this daemon knows no address."""
         d = self._discovery()
         if d is None:
-            return []
+            return [None for _ in nodes]
+        coords = {c.node: c for c in d.coordinators() if c.app == app.app_id}
         machines = {m.node: m for m in d.machines()}
-        peers: dict[str, Peer] = {}
-        for c in d.coordinators():
-            if c.app == app.app_id and c.node != self.me.node:
-                peers[c.node] = Peer(c.node, c.addresses, c.port, c.txt.term)
-        wanted = list(app.replica_ranks)
-        if self.me.node in wanted:
-            wanted = wanted[: wanted.index(self.me.node)]
-        if not better_only:
-            wanted.append(app.coordinator[0])
-        for node in wanted:
-            m = machines.get(node)
-            if m is not None and node not in peers and node != self.me.node:
-                peers[node] = Peer(node, m.addresses, m.port, 0)
-        return list(peers.values())
-
-    async def _someone_coordinates(self, app: AppCoordinator, peers: list[Peer]) -> str:
-        """'coordinated' if a peer coordinates the app with our term or higher, 'ended' if
-        a peer holds it ended and whole, '' if nobody answers for it."""
-        if not peers:
-            return ""
-        states = await asyncio.gather(
-            *(query_app(p, app.app_id, self.me, self.config.ping_timeout) for p in peers)
-        )
-        if any(st is not None and st.complete for st in states):
-            return "ended"
-        for peer, st in zip(peers, states, strict=True):
-            if st is not None and st.coordinating and st.term >= app.term:
-                log.info("app %s: %s coordinates it with term %d", app.app_id, peer.node, st.term)
-                return "coordinated"
-        return ""
+        out: list[Peer | None] = []
+        for node in nodes:
+            c, m = coords.get(node), machines.get(node)
+            if c is not None:
+                out.append(Peer(c.node, c.addresses, c.port, c.txt.term))
+            elif m is not None:
+                out.append(Peer(node, m.addresses, m.port, 0))
+            else:
+                out.append(None)
+        return out
