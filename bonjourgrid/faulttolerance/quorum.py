@@ -131,8 +131,7 @@ class Members:
         agreed to its removal, and the coordinator moved on without it.)"""
         sets = (self.nodes,) if self.old == () else self.sets()
         return all(
-            len(s) > 0 and sum(1 for n in s if n in grants) >= election_quorum(len(s))
-            for s in sets
+            len(s) > 0 and sum(1 for n in s if n in grants) >= election_quorum(len(s)) for s in sets
         )
 
 

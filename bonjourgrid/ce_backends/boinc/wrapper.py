@@ -68,8 +68,10 @@ def job_file(
     outputs: tuple[str, ...],
     timeout: float | None,
     inputs: bytes,
+    max_output_bytes: int | None = None,
 ) -> StoredFile:
-    """A task's ``bjg_job`` input file (unsigned: only app-version files need a signature)."""
+    """A task's ``bjg_job`` input file (unsigned: only app-version files need a signature).
+    ``max_output_bytes`` lowers the wrapper's cap on what the task sends back."""
     header: dict[str, Any] = {
         "app": app,
         "task": task,
@@ -78,6 +80,8 @@ def job_file(
         "outputs": list(outputs),
         "timeout": timeout,
     }
+    if max_output_bytes is not None:
+        header["max_output_bytes"] = max_output_bytes
     data = program.frame(program.JOB_MAGIC, header, inputs)
     return StoredFile(FileRef(f"bjg_job_{_short(data)}", len(data), md5_hex(data)), data)
 

@@ -20,6 +20,14 @@ init_data.xml names): its first channel carries the client's process-control req
 ``<suspend/>`` and ``<resume/>`` stop and continue the task's process group (the client
 suspends a task by asking it, never by a signal); ``<abort/>`` and ``<quit/>`` end it.
 The task's own exit code travels in bjg_out; the wrapper itself exits 0 unless it breaks.
+
+The task is hostile until proven otherwise (docs/security.md), as in the embedded sandbox:
+its ``stdout``/``stderr`` are unnamed files the wrapper opened before it started (nothing the
+task does to the slot can reach them); the wrapper is a child subreaper, so every process the
+task leaves behind (``setsid``, double forks) becomes the wrapper's child and is killed
+before anything is collected; outputs are read through the work folder's descriptor, each
+step ``O_NOFOLLOW``, regular files with one name only, within a size cap; what is unpacked
+(the app's files, the inputs) is capped too.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 from typing import Any
@@ -47,6 +56,16 @@ OUT_FILE = "bjg_out"
 FINISH_FILE = "boinc_finish_called"
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+"""Cap on everything a task sends back (stdout, stderr, declared outputs), as the embedded
+sandbox's ``max_output_mb``; the job may lower it (``max_output_bytes``)."""
+MAX_OUTPUT_FILES = 10_000
+MAX_UNPACK_BYTES = 1024 * 1024 * 1024
+"""Cap on the expanded size of the app's files and of the inputs (a decompression bomb)."""
+MAX_UNPACK_MEMBERS = 100_000
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 SHM_FILE = "boinc_mmap_file"
 CHANNEL_SIZE = 1024
 """BOINC's MSG_CHANNEL_SIZE: byte 0 says "a message is here", the text follows; the first
@@ -74,11 +93,16 @@ def _safe_name(name: str) -> bool:
 
 
 def extract(blob: bytes, dest: str) -> None:
-    """Unpack a tar.gz of regular files and folders into ``dest``; refuse anything else."""
+    """Unpack a tar.gz of regular files and folders into ``dest``; refuse anything else,
+    and anything that expands beyond MAX_UNPACK_BYTES or MAX_UNPACK_MEMBERS."""
     if not blob:
         return
+    total = members = 0
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
         for member in tar:
+            members += 1
+            if members > MAX_UNPACK_MEMBERS:
+                raise ValueError(f"archive has more than {MAX_UNPACK_MEMBERS} entries")
             name = member.name.rstrip("/")
             name = name[2:] if name.startswith("./") else name
             if name in ("", "."):
@@ -89,52 +113,107 @@ def extract(blob: bytes, dest: str) -> None:
             if member.isdir():
                 os.makedirs(target, exist_ok=True)
             elif member.isfile():
+                total += member.size
+                if total > MAX_UNPACK_BYTES:
+                    raise ValueError(f"archive expands beyond {MAX_UNPACK_BYTES} bytes")
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 src = tar.extractfile(member)
                 with open(target, "wb") as f:
-                    f.write(src.read() if src is not None else b"")
+                    f.write(src.read(member.size) if src is not None else b"")
                 os.chmod(target, 0o755 if member.mode & 0o111 else 0o644)
             else:
                 raise ValueError(f"not a regular file or folder in archive: {member.name!r}")
 
 
-def _inside(path: str, root: str) -> bool:
-    real, real_root = os.path.realpath(path), os.path.realpath(root)
-    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+class _Budget:
+    """What a task may still send back: bytes and files."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.files = MAX_OUTPUT_FILES
+
+    def take(self, nbytes: int) -> None:
+        self.nbytes -= nbytes
+        self.files -= 1
+        if self.nbytes < 0:
+            raise ValueError("outputs exceed the output size cap")
+        if self.files < 0:
+            raise ValueError(f"more than {MAX_OUTPUT_FILES} output files")
 
 
-def _collect(root: str, rel: str, entries: dict[str, str | None]) -> None:
-    path = os.path.join(root, rel)
-    if not _inside(path, root):
-        raise ValueError(f"{rel} resolves outside the task directory")
-    st = os.stat(path)
+def _collect(root_fd: int, rel: str, entries: dict[str, bytes | None], budget: _Budget) -> None:
+    """Read declared output ``rel`` (a file or a folder) relative to the work folder's
+    descriptor, never following a link; FileNotFoundError when it is not there."""
+    if not _safe_name(rel):
+        raise ValueError(f"{rel!r} is not a safe relative path")
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    fds: list[int] = []
+    try:
+        at = root_fd
+        for part in parts[:-1]:
+            at = _open_at(part, _OPEN_DIR, at, rel)
+            fds.append(at)
+        fd = _open_at(parts[-1], _OPEN_FILE, at, rel)
+        fds.append(fd)
+        _read_entry(fd, "/".join(parts), entries, budget)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _open_at(name: str, flags: int, dir_fd: int, rel: str) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as e:  # ELOOP (a link), ENOTDIR, EACCES, ...
+        raise ValueError(f"{rel}: {e.strerror}") from None
+
+
+def _read_entry(fd: int, rel: str, entries: dict[str, bytes | None], budget: _Budget) -> None:
+    st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
+        budget.take(0)
         entries[rel] = None
-        for child in sorted(os.listdir(path)):
-            _collect(root, rel + "/" + child, entries)
-    elif stat.S_ISREG(st.st_mode):
-        entries[rel] = path
+        for child in sorted(os.listdir(fd)):
+            cfd = _open_at(child, _OPEN_FILE, fd, rel + "/" + child)
+            try:
+                _read_entry(cfd, rel + "/" + child, entries, budget)
+            finally:
+                os.close(cfd)
+    elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        budget.take(st.st_size)
+        entries[rel] = _read_fd(fd, st.st_size)
     else:
-        raise ValueError(f"{rel} is not a regular file or folder")
+        raise ValueError(f"{rel} is not a regular file or folder with a single name")
 
 
-def pack(entries: dict[str, str | None]) -> bytes:
-    """A deterministic tar.gz of {archive name: file path or None for a folder}."""
+def _read_fd(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def pack(entries: dict[str, bytes | None]) -> bytes:
+    """A deterministic tar.gz of {archive name: file content, or None for a folder}."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(entries):
-            path = entries[name]
+            data = entries[name]
             info = tarfile.TarInfo(name)
             info.mtime = 0
-            if path is None:
+            if data is None:
                 info.type = tarfile.DIRTYPE
                 info.mode = 0o755
                 tar.addfile(info)
                 continue
-            with open(path, "rb") as f:
-                data = f.read()
             info.size = len(data)
-            info.mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
+            info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
@@ -142,9 +221,54 @@ def pack(entries: dict[str, str | None]) -> bytes:
     return out.getvalue()
 
 
+def _children_of(pid: int) -> list[int]:
+    """Every process whose ancestry leads to ``pid`` (from /proc; gone ones skipped)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        fields = stat_line[stat_line.rfind(b")") + 2 :].split()
+        parent[int(entry)] = int(fields[1])
+    out = []
+    for p in parent:
+        q, seen = p, 0
+        while q in parent and q != pid and seen < 1024:
+            q, seen = parent[q], seen + 1
+        if q == pid and p != pid:
+            out.append(p)
+    return out
+
+
+def _kill_everything() -> None:
+    """Kill and reap every process the task left behind: the wrapper is a child subreaper,
+    so processes that left the task's session (setsid, double forks) are its children too."""
+    _kill_group()
+    for _ in range(50):
+        left = _children_of(os.getpid())
+        for p in left:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        if not left:
+            return
+        time.sleep(0.02)
+
+
 def _die_with_parent() -> None:  # in the child, between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _become_subreaper() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _kill_group() -> None:
@@ -154,8 +278,8 @@ def _kill_group() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    # The client aborts or quits: take the task's whole process group along, no finish file.
-    _kill_group()
+    # The client aborts or quits: take every process of the task along, no finish file.
+    _kill_everything()
     os._exit(128 + signum)
 
 
@@ -218,7 +342,7 @@ def _follow_control(slot: str) -> None:
         time.sleep(CONTROL_POLL_S)
         msg = control.take()
         if b"<abort/>" in msg or b"<quit/>" in msg:
-            _kill_group()  # a stopped group too: SIGKILL needs no SIGCONT
+            _kill_everything()  # a stopped group too: SIGKILL needs no SIGCONT
             os._exit(128 + signal.SIGTERM)
         sig = (
             signal.SIGSTOP
@@ -241,7 +365,9 @@ def run(slot: str, attempt: str) -> int:
     if os.path.isdir(work):  # a restarted job starts over
         subprocess.call(["rm", "-rf", work])
     os.makedirs(work)
-    logs = {"stdout": os.path.join(slot, "bjg_stdout"), "stderr": os.path.join(slot, "bjg_stderr")}
+    # Unnamed files: nothing the task does to the slot or its work folder can reach them.
+    # They live as long as this process (which ends right after writing bjg_out).
+    logs = {name: tempfile.TemporaryFile(dir=slot) for name in ("stdout", "stderr")}  # noqa: SIM115
     error = ""
     exit_code: int | None = None
     seconds = 0.0
@@ -263,42 +389,51 @@ def run(slot: str, attempt: str) -> int:
             BJGRID_APP=str(job.get("app", "")), BJGRID_TASK=job["task"], BJGRID_ATTEMPT=attempt
         )
         started = time.monotonic()
-        with open(logs["stdout"], "wb") as out, open(logs["stderr"], "wb") as err:
+        try:
+            _child = subprocess.Popen(
+                argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=logs["stdout"],
+                stderr=logs["stderr"], start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        except OSError as e:
+            error = f"cannot start {argv[0]!r}: {e.strerror}"
+        else:
             try:
-                _child = subprocess.Popen(
-                    argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    start_new_session=True, preexec_fn=_die_with_parent,
-                )  # fmt: skip
-            except OSError as e:
-                error = f"cannot start {argv[0]!r}: {e.strerror}"
-            else:
-                try:
-                    exit_code = _child.wait(job.get("timeout"))
-                except subprocess.TimeoutExpired:
-                    error = f"timed out after {job['timeout']:g} s"
-                    _kill_group()
-                    _child.wait()
-                    exit_code = None
-                _kill_group()  # whatever the task left behind in its group goes too
+                exit_code = _child.wait(job.get("timeout"))
+            except subprocess.TimeoutExpired:
+                error = f"timed out after {job['timeout']:g} s"
+                exit_code = None
+        _kill_everything()  # whatever the task left behind goes before anything is read
         seconds = time.monotonic() - started
         if exit_code is not None and exit_code < 0:
             error = f"killed by signal {-exit_code}"
-    entries: dict[str, str | None] = {}
+    budget = _Budget(int(job.get("max_output_bytes") or MAX_OUTPUT_BYTES))
+    entries: dict[str, bytes | None] = {}
     if exit_code == 0:
-        for rel in job.get("outputs") or ():
-            try:
-                _collect(work, rel, entries)
-            except FileNotFoundError:
-                error = error or f"declared output {rel!r} was not produced"
-            except ValueError as e:
-                error = error or f"output refused: {e}"
-    for name, path in logs.items():
-        if not os.path.exists(path):
-            open(path, "wb").close()
-        entries[name] = path
+        root_fd = os.open(work, _OPEN_DIR)
+        try:
+            for rel in job.get("outputs") or ():
+                try:
+                    _collect(root_fd, rel, entries, budget)
+                except FileNotFoundError:
+                    error = error or f"declared output {rel!r} was not produced"
+                except ValueError as e:
+                    error = error or f"output refused: {e}"
+        finally:
+            os.close(root_fd)
+        if error:
+            entries = {}
+    texts: dict[str, bytes] = {}
+    for name, log in logs.items():
+        size = os.fstat(log.fileno()).st_size
+        keep = max(0, min(size, budget.nbytes))
+        log.seek(max(0, size - keep))
+        texts[name] = log.read(keep)
+        budget.nbytes -= keep
+        if keep < size:
+            error = error or f"{name} exceeds the output size cap; its last {keep} bytes kept"
     if error:
-        with open(logs["stderr"], "a") as f:
-            f.write(f"\n[bjgrid] {error}\n")
+        texts["stderr"] += f"\n[bjgrid] {error}\n".encode()
+    entries.update(texts)
     header = {"exit_code": exit_code, "seconds": seconds, "error": error}
     with open(os.path.join(slot, OUT_FILE), "wb") as f:
         f.write(frame(OUT_MAGIC, header, pack(entries)))
@@ -313,6 +448,7 @@ def main(argv: list[str]) -> int:
         attempt = argv[argv.index("--attempt") + 1]
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+    _become_subreaper()
     return run(os.getcwd(), attempt)
 
 
