@@ -41,9 +41,9 @@ from bonjourgrid.control.messages import (
     Reserve,
     VoteRequest,
 )
+from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.matchmaking import Offer
-from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.coordinator.peers import Identity
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.advertising import Advertising
