@@ -32,10 +32,8 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +41,21 @@ from types import TracebackType
 from typing import Any
 
 from bonjourgrid.paths import HOME_ENV
+from bonjourgrid.testbed.netns import (
+    KILL_WAIT_S,
+    NETNS_DIR,
+    delete_netns,
+    ip,
+    ip_batch,
+    kill_until_empty,
+    netns_exists,
+    netns_inode,
+    pids_by_netns,
+)
+from bonjourgrid.testbed.netns import (
+    VlanError as VlanError,  # re-exported: the public API
+)
 
-NETNS_DIR = Path("/run/netns")
 NAME_PREFIX = "bjg"
 BRIDGE = "br0"
 MAX_LINKS = 4
@@ -54,8 +65,6 @@ MULTICAST_NET = "224.0.0.0/4"
 # A bridge takes at most 1024 ports (BR_MAX_PORTS); the address plan spreads hosts over a few
 # third octets (254 hosts each) above a random base.
 MAX_HOSTS = 1000
-# How long close()/kill9() wait for SIGKILLed processes to leave a namespace.
-KILL_WAIT_S = 5.0
 _TOOLS = ("ip", "unshare", "sh", "hostname", "mount")
 # Run in a namespace (sysctls under /proc/sys/net are per namespace); a kernel without IPv6 is fine.
 _IPV6_OFF = (
@@ -68,10 +77,6 @@ _IPV6_OFF = (
 # namespaces (mounts from the root namespace still propagate in: slave propagation).
 _ENTER_HOST = 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"'
 _HOSTS_HEADER = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-
-
-class VlanError(RuntimeError):
-    """A namespace, link or process operation of the test bed failed."""
 
 
 def namespace_prefix(pid: int | None = None) -> str:
@@ -91,9 +96,9 @@ def leftover_namespaces(pid: int | None = None) -> list[str]:
 def destroy_namespaces(names: Iterable[str]) -> None:
     """SIGKILL every process in the named namespaces, then delete them (for leak cleanup)."""
     names = list(names)
-    inodes = {ino for name in names if (ino := _netns_inode(name)) is not None}
-    _kill_until_empty(inodes, [])
-    _delete_netns(names)
+    inodes = {ino for name in names if (ino := netns_inode(name)) is not None}
+    kill_until_empty(inodes, [])
+    delete_netns(names)
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,12 +111,12 @@ def available() -> tuple[bool, str]:
         return False, "needs root (or run under scripts/userns-run for unprivileged namespaces)"
     probe = f"{namespace_prefix()}{secrets.token_hex(2)}-probe"
     try:
-        _ip("netns", "add", probe)
-        _ip("-n", probe, "link", "add", BRIDGE, "type", "bridge")
+        ip("netns", "add", probe)
+        ip("-n", probe, "link", "add", BRIDGE, "type", "bridge")
     except VlanError as exc:
         return False, f"cannot create a network namespace with a bridge: {exc}"
     finally:
-        _delete_netns([probe])
+        delete_netns([probe])
     return True, "network namespaces available"
 
 
@@ -238,7 +243,7 @@ class Host:
     def pids(self) -> list[int]:
         """Every process in the host's network namespace (as ``ip netns pids``)."""
         inode = self._ns_inode()
-        return [] if inode is None else sorted(_pids_by_netns({inode}).get(inode, []))
+        return [] if inode is None else sorted(pids_by_netns({inode}).get(inode, []))
 
     def kill9(self) -> None:
         """Crash the host: SIGKILL every process in its namespace and wait until all are gone."""
@@ -246,7 +251,7 @@ class Host:
         with self._lock:
             procs = list(self._procs)
             self._procs.clear()
-        survivors = _kill_until_empty(set() if inode is None else {inode}, procs)
+        survivors = kill_until_empty(set() if inode is None else {inode}, procs)
         if survivors:
             raise VlanError(f"{self.name}: processes survived SIGKILL: {survivors}")
 
@@ -265,12 +270,12 @@ class Host:
     def link_down(self, interface: str | None = None) -> None:
         """Cut the host's cables (or the one of ``interface``): switch ports go down."""
         for link in self._links_of(interface):
-            _ip("-n", self._switch_ns, "link", "set", link.port, "down")
+            ip("-n", self._switch_ns, "link", "set", link.port, "down")
 
     def link_up(self, interface: str | None = None) -> None:
         """Plug the cables (or the one of ``interface``) back in."""
         for link in self._links_of(interface):
-            _ip("-n", self._switch_ns, "link", "set", link.port, "up")
+            ip("-n", self._switch_ns, "link", "set", link.port, "up")
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Per interface of the host, its kernel counters (``tx_bytes``, ``rx_packets``, ...)
@@ -300,10 +305,10 @@ class Host:
     # -- used by VirtualLan --------------------------------------------------------------------
 
     def _create(self, address_len: int) -> None:
-        _ip("netns", "add", self.netns)
-        self._inode = _netns_inode(self.netns)
+        ip("netns", "add", self.netns)
+        self._inode = netns_inode(self.netns)
         # Before eth0 exists, so it is born without IPv6 (no DAD/RS/MLD chatter).
-        _ip("netns", "exec", self.netns, *_IPV6_OFF)
+        ip("netns", "exec", self.netns, *_IPV6_OFF)
         switch: list[str] = []
         host = ["link set lo up"]
         for n, link in enumerate(self.links):
@@ -316,13 +321,13 @@ class Host:
                 f"link set {link.interface} up",
                 f"route add {MULTICAST_NET} dev {link.interface} metric {n}",
             ]
-        _ip_batch(self._switch_ns, switch)
-        _ip_batch(self.netns, host)
+        ip_batch(self._switch_ns, switch)
+        ip_batch(self.netns, host)
         self.home.mkdir(parents=True, exist_ok=True)
 
     def _ns_inode(self) -> int | None:
         if self._inode is None:
-            self._inode = _netns_inode(self.netns)
+            self._inode = netns_inode(self.netns)
         return self._inode
 
     def _close(self) -> tuple[int | None, list[subprocess.Popen[Any]]]:
@@ -392,10 +397,10 @@ class VirtualLan:
                 self.base_dir.mkdir(parents=True, exist_ok=True)
                 self.hosts_file.write_text(_HOSTS_HEADER)
                 os.chmod(self.hosts_file, 0o644)
-                _ip("netns", "add", self.bridge_ns)
-                _ip("netns", "exec", self.bridge_ns, *_IPV6_OFF)
+                ip("netns", "add", self.bridge_ns)
+                ip("netns", "exec", self.bridge_ns, *_IPV6_OFF)
                 # Snooping off: multicast (mDNS) floods to every port, no IGMP needed.
-                _ip_batch(
+                ip_batch(
                     self.bridge_ns,
                     [
                         cmd
@@ -435,8 +440,8 @@ class VirtualLan:
                 procs += host_procs
                 if inode is not None:
                     inodes.add(inode)
-            survivors = _kill_until_empty(inodes, procs)
-            _delete_netns([h.netns for h in self.hosts] + [self.bridge_ns])
+            survivors = kill_until_empty(inodes, procs)
+            delete_netns([h.netns for h in self.hosts] + [self.bridge_ns])
         finally:
             _unregister(self)
             for path in [
@@ -445,7 +450,7 @@ class VirtualLan:
             ]:
                 with contextlib.suppress(OSError):
                     path.unlink()
-        left = [n for n in [h.netns for h in self.hosts] + [self.bridge_ns] if _netns_exists(n)]
+        left = [n for n in [h.netns for h in self.hosts] + [self.bridge_ns] if netns_exists(n)]
         if survivors or left:
             raise VlanError(f"{self.prefix}: survivors {survivors}, namespaces left {left}")
 
@@ -528,87 +533,3 @@ def _close_open_lans() -> None:
     for lan in lans:
         with contextlib.suppress(VlanError):
             lan.close()
-
-
-def _ip(*args: str, input: str | None = None) -> None:
-    res = subprocess.run(["ip", *args], input=input, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise VlanError(f"ip {' '.join(args)}: {res.stderr.strip() or res.returncode}")
-
-
-def _ip_batch(netns: str, commands: Sequence[str]) -> None:
-    _ip("-n", netns, "-batch", "-", input="\n".join(commands) + "\n")
-
-
-def _netns_inode(name: str) -> int | None:
-    try:
-        return os.stat(NETNS_DIR / name).st_ino
-    except OSError:
-        return None
-
-
-def _netns_exists(name: str) -> bool:
-    return (NETNS_DIR / name).exists()
-
-
-def _delete_netns(names: Iterable[str]) -> None:
-    present = [n for n in names if _netns_exists(n)]
-    if present:
-        # -force: go on past a namespace that vanished meanwhile; leftovers are checked by callers.
-        lines = "".join(f"netns del {n}\n" for n in present)
-        subprocess.run(["ip", "-force", "-batch", "-"], input=lines, capture_output=True, text=True)
-
-
-def _pids_by_netns(inodes: set[int]) -> dict[int, list[int]]:
-    """Pids of the processes in each of the network namespaces ``inodes`` (a /proc scan)."""
-    found: dict[int, list[int]] = {}
-    if not inodes:
-        return found
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            ino = os.stat(f"/proc/{entry.name}/ns/net").st_ino
-        except OSError:  # gone, a zombie, or not ours to see
-            continue
-        if ino in inodes:
-            found.setdefault(ino, []).append(int(entry.name))
-    return found
-
-
-def _sigkill_in(pid: int, inodes: set[int]) -> None:
-    """SIGKILL ``pid`` if it is still a process in one of ``inodes`` (pidfd: no pid-reuse race)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except OSError:
-        return
-    try:
-        if os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _kill_until_empty(inodes: set[int], procs: list[subprocess.Popen[Any]]) -> list[int]:
-    """SIGKILL everything in ``inodes`` and the tracked ``procs``; reap; return survivors."""
-    for proc in procs:
-        # Our unreaped children: their pids cannot be reused, so killing by pid is safe. This
-        # also catches one still between fork and entering the namespace.
-        if proc.poll() is None:
-            proc.kill()
-    deadline = time.monotonic() + KILL_WAIT_S
-    pause = 0.002
-    while True:
-        pids = [p for ps in _pids_by_netns(inodes).values() for p in ps]
-        for pid in pids:
-            _sigkill_in(pid, inodes)
-        for proc in procs:
-            proc.poll()
-        if not pids and all(p.returncode is not None for p in procs):
-            return []
-        if time.monotonic() > deadline:
-            return pids + [p.pid for p in procs if p.returncode is None]
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
