@@ -47,7 +47,7 @@ from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
     help="No discovery: coordinators reach this worker by address (--local mode).",
 )
 @click.option(
-    "--listen", default="0.0.0.0", show_default=True, hidden=True, help="Control port bind address."
+    "--listen", default="::", show_default=True, hidden=True, help="Control port bind address."
 )
 @click.option("--port", type=int, default=0, help="Control port (default: any free port).")
 @click.option(

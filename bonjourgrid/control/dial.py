@@ -101,14 +101,21 @@ async def open_connection(
 
 
 def listen_socket(host: str, port: int) -> socket.socket | None:
-    """For ``host`` "::": one dual-stack TCP socket (IPv6 and IPv4-mapped on one port), so
-    peers reach us by either family at the port our records advertise. None when this kernel
-    has no IPv6 (the caller listens on IPv4 alone) or for any other ``host``."""
-    if host != "::" or not socket.has_ipv6:
+    """For ``host`` "::" (the daemon's default): one dual-stack TCP socket (IPv6 and
+    IPv4-mapped on one port), so peers reach us by either family at the port our records
+    advertise. None when this kernel has no IPv6 (booted ``ipv6.disable=1``, or built without
+    it: the caller listens on IPv4 alone, ``0.0.0.0``) or for any other ``host``. IPv6 turned
+    off by sysctl (``disable_ipv6``, as on the test bed's IPv4 LANs) still makes the socket:
+    it then serves IPv4 only, through mapped addresses."""
+    if host != "::":
+        return None
+    if not socket.has_ipv6:
+        log.debug("Python without IPv6; listening on IPv4 only")
         return None
     try:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    except OSError:
+    except OSError as e:
+        log.debug("no IPv6 in this kernel (%s); listening on IPv4 only", e)
         return None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -116,7 +123,7 @@ def listen_socket(host: str, port: int) -> socket.socket | None:
         sock.bind(("::", port))
     except OSError as e:
         sock.close()
-        log.info("no dual-stack listen socket (%s); listening on IPv4 only", e)
+        log.debug("no dual-stack listen socket (%s); listening on IPv4 only", e)
         return None
     return sock
 

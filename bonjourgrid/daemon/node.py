@@ -90,7 +90,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         volunteer: bool,
         mdns: bool = True,
         interfaces: Sequence[str] = (),
-        listen: str = "0.0.0.0",
+        listen: str = "::",
         port: int = 0,
         static_peers: Sequence[tuple[str, int]] = (),
         settings: VolunteerSettings | None = None,
