@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import click
+from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bonjourgrid.daemon.local_messages import AppsReply, AppsRequest, CancelApp, Ok
 
+from . import outcome
 from .context import Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_session
 from .proofs import request_proof, sign_key_option
@@ -32,26 +35,59 @@ def apps(ctx: Ctx, as_json: bool, timeout: float) -> None:
         assert isinstance(reply, AppsReply)
         return reply.apps
 
-    rows = asyncio.run(go())
+    rows = [r for r in asyncio.run(go()) if isinstance(r, dict)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    render(ctx.out, rows)
+
+
+def render(console: Console, rows: list[dict[str, object]]) -> None:
+    """The table, then each waiting reason on a line of its own (it does not fit a column).
+    Everything is Text: names and reasons come from the network, never markup."""
     table = Table(box=None, pad_edge=False)
-    for col in ("APP", "NAME", "USER", "COORDINATOR", "TERM", "STATE"):
-        table.add_column(col)
+    for col in ("APP", "NAME", "USER", "COORDINATOR", "STATE", "DONE", "RUN", "WAIT", "FAIL"):
+        table.add_column(col, justify="right" if col in _COUNTS.values() else "left")
+    table.add_column("AGE", justify="right")
     for r in rows:
-        assert isinstance(r, dict)
-        table.add_row(
-            *(str(r.get(k, "")) for k in ("app", "name", "user", "coordinator", "term", "state"))
-        )
-    ctx.out.print(table)
+        table.add_row(*(Text(c) for c in cells(r)))
+    console.print(table)
+    for r in rows:
+        if r.get("waiting_reason"):
+            console.print(Text(f"{r['app']} waiting: {r['waiting_reason']}"))
+
+
+_COUNTS = {"done": "DONE", "running": "RUN", "waiting": "WAIT", "failed": "FAIL"}
+
+
+def age(seconds: object) -> str:
+    """``42s``, ``7m``, ``3h``, ``2d``; "-" when unknown (an app seen by its record only)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+        return "-"
+    s = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def cells(r: dict[str, object]) -> list[str]:
+    """One row of the table; counts only for apps this machine holds ("-" otherwise)."""
+
+    def count(k: str) -> str:
+        v = r.get(k)
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else "-"
+
+    head = [str(r.get(k, "")) for k in ("app", "name", "user", "coordinator", "state")]
+    return [*head, *(count(k) for k in _COUNTS), age(r.get("age"))]
 
 
 @click.command()
 @click.argument("app_id")
+@click.option("--json", "as_json", is_flag=True, help="Stdout is exactly one JSON object.")
 @sign_key_option
 @pass_ctx
-def cancel(ctx: Ctx, app_id: str, sign_key: Path | None) -> None:
+def cancel(ctx: Ctx, app_id: str, as_json: bool, sign_key: Path | None) -> None:
     """Cancel APP_ID: its tasks stop and its machines are released.
 
     A signed app is cancelled only for its submitter (the key that signed it); exit status 4
@@ -66,4 +102,9 @@ def cancel(ctx: Ctx, app_id: str, sign_key: Path | None) -> None:
         assert isinstance(reply, Ok)
         return reply.message
 
-    click.echo(asyncio.run(go()))
+    with outcome.json_errors(as_json, app_id):
+        message = asyncio.run(go())
+    if as_json:
+        outcome.print_json({"app": app_id, "cancelled": True, "message": message, "exit_status": 0})
+    else:
+        click.echo(message)

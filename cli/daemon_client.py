@@ -53,6 +53,11 @@ async def _socket_answers(path: Path) -> bool:
     return True
 
 
+def daemon_answers(ctx: Ctx) -> bool:
+    """Whether this host's daemon answers on its socket now (from outside an event loop)."""
+    return asyncio.run(_socket_answers(ctx.paths.daemon_socket))
+
+
 @contextlib.asynccontextmanager
 async def daemon_session(
     ctx: Ctx,

@@ -12,8 +12,11 @@ from .demo import demo
 from .join import join
 from .keygen import keygen
 from .results import results
+from .schema import schema
+from .serve import serve
 from .status import status
 from .submit import submit
+from .watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +40,7 @@ def cli(click_ctx: click.Context, key_file: str | None, verbose: int) -> None:
     click_ctx.obj = Ctx(key_file_option=key_file, verbose=verbose)
 
 
-for command in (keygen, join, status, submit, results, apps, cancel, demo):
+for command in (keygen, join, status, submit, watch, results, apps, cancel, demo, schema, serve):
     cli.add_command(command)
 
 

@@ -11,11 +11,10 @@ import click
 from bonjourgrid.coordinator import manifest
 from bonjourgrid.daemon.local_messages import FetchResults, Results
 
+from . import outcome
+from .app_follow import write_results
 from .context import (
-    EXIT_GRID_FAILED,
     EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_TASKS_FAILED,
     Abort,
     Ctx,
     pass_ctx,
@@ -23,10 +22,20 @@ from .context import (
 )
 from .daemon_client import daemon_session
 from .proofs import request_proof, sign_key_option
-from .submit import task_rows, write_results
+
+_HELP = f"""Write APP_ID's outputs and results.json.
+
+A signed app's results are given only to its submitter (the key that signed it). Every
+answer is checked against its holder's result manifest (each output's SHA-256) before
+anything is written.
+
+\b
+Exit status (shared with `submit` and `watch`):
+{outcome.TABLE}
+"""
 
 
-@click.command()
+@click.command(help=_HELP)
 @click.argument("app_id")
 @click.option(
     "--output",
@@ -34,30 +43,38 @@ from .submit import task_rows, write_results
     type=click.Path(file_okay=False, path_type=Path),
     help="Where outputs go (default: ./<name>-results/).",
 )
+@click.option(
+    "--json", "as_json", is_flag=True, help="Stdout is exactly one JSON object (as submit's)."
+)
 @sign_key_option
 @pass_ctx
-def results(ctx: Ctx, app_id: str, output: Path | None, sign_key: Path | None) -> None:
-    """Write APP_ID's outputs and results.json.
-
-    A signed app's results are given only to its submitter (the key that signed it). Every
-    answer is checked against its holder's result manifest (each output's SHA-256) before
-    anything is written.
-
-    \b
-    Exit status: 0 complete and all done; 1 complete with failures; 3 still running (what
-    is done so far is written); 4 no machine holds the app, or none gives it to you.
-    """
+def results(
+    ctx: Ctx, app_id: str, output: Path | None, as_json: bool, sign_key: Path | None
+) -> None:
     setup_logging(ctx.verbose)
-    reply = asyncio.run(_fetch(ctx, app_id, sign_key))
-    check(app_id, reply)
+    with outcome.json_errors(as_json, app_id):
+        reply = asyncio.run(_fetch(ctx, app_id, sign_key))
+        check(app_id, reply)
     out = output or Path(f"{reply.name}-results")
     write_results(reply, out)
-    tasks = task_rows(reply.results)
-    failed = any(t.get("state") == "failed" for t in tasks)
-    click.echo(f"app {reply.app}: {reply.outcome or 'running'}; outputs in {out}/", err=True)
-    if not reply.complete:
-        sys.exit(EXIT_GRID_FAILED)
-    sys.exit(EXIT_TASKS_FAILED if failed or reply.outcome != "finished" else EXIT_OK)
+    code = outcome.exit_status(
+        complete=reply.complete, outcome=reply.outcome, results=reply.results
+    )
+    if as_json:
+        doc = outcome.document(
+            app=reply.app,
+            name=reply.name,
+            outcome=reply.outcome if reply.complete else "",
+            reason="",
+            output=out,
+            status=code,
+            results=reply.results,
+            complete=reply.complete,
+        )
+        outcome.print_json(doc)
+    else:
+        click.echo(f"app {reply.app}: {reply.outcome or 'running'}; outputs in {out}/", err=True)
+    sys.exit(code)
 
 
 def check(app_id: str, reply: Results) -> None:

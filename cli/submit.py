@@ -7,64 +7,50 @@ import contextlib
 import dataclasses
 import getpass
 import hashlib
-import json
-import os
 import secrets
-import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import click
 
-from bonjourgrid.app.bundle import build_bundle, sha256_hex, unpack_files
+from bonjourgrid.app.bundle import build_bundle, sha256_hex
 from bonjourgrid.app.ce_key import CEKey
-from bonjourgrid.app.load import AppError, load_app, schema_text
+from bonjourgrid.app.load import AppError, load_app
 from bonjourgrid.app.signing import SigningError, load_user_key, sign_app, user_key_path
 from bonjourgrid.app.spec import BACKENDS, AppSpec
-from bonjourgrid.daemon.local_messages import (
-    CancelApp,
-    FetchResults,
-    Progress,
-    Results,
-    Submit,
-    Submitted,
-    Watch,
-)
+from bonjourgrid.daemon.local_messages import Submit, Submitted
 
-from . import backend_needs
+from . import backend_needs, outcome
+from . import dry_run as dry_run_mod
+from .app_follow import Follower, write_results
 from .context import (
     EXIT_BAD_INPUT,
     EXIT_GRID_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_TASKS_FAILED,
     Abort,
     Ctx,
     pass_ctx,
     setup_logging,
 )
-from .daemon_client import DaemonSession, daemon_session
+from .daemon_client import daemon_answers, daemon_session
 from .local_workers import local_workers
-from .progress import ProgressView
-from .proofs import request_proof
+from .outcome import task_rows
+from .serve import start_background
 
-_HELP = f"""Run the application described by APP_JSON on the grid.
+_HELP = f"""Run the application described by APP_JSON (or a folder holding app.json).
 
 This machine becomes the coordinator of a computing element built for this one app: it
-recruits idle volunteers, runs the tasks, brings the outputs home into --output
-(DIR/<task-id>/ with the task's outputs, stdout and stderr, and DIR/results.json) and
-releases the machines. The first stdout line is `app <ID>`.
+recruits idle volunteers (waiting for them, as HTCondor jobs wait, and saying why), runs the
+tasks, brings the outputs home into --output (DIR/<task-id>/ and DIR/results.json) and
+releases the machines. The first stdout line is `app <ID>`; with --json stdout is exactly
+one JSON object. The app.json format: docs/app-format.md; its JSON Schema: `bjgrid schema`.
 
 \b
-Exit status: 0 all tasks done; 1 some failed; 2 bad input; 3 the grid failed the app (no
-suitable volunteers, coordinator lost, cancelled); 130 interrupted (the first Ctrl-C cancels
-the app and releases its machines).
-
-\b
-The app.json format (JSON Schema):
-{schema_text()}
+Exit status (shared with `results` and `watch`):
+{outcome.TABLE}
 """
 
 
@@ -84,6 +70,18 @@ The app.json format (JSON Schema):
     "--replicas", type=click.IntRange(min=0), help="Coordinator replicas (overrides app.json)."
 )
 @click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Fail the app (exit 3) once it has had no volunteer this long (overrides app.json; "
+    "default: wait as long as it takes, saying why).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Expand the app and list, per task, how many volunteers seen fit it; recruit nothing.",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(file_okay=False, path_type=Path),
@@ -93,7 +91,8 @@ The app.json format (JSON Schema):
     "--json",
     "as_json",
     is_flag=True,
-    help="Progress on stderr; after the `app <ID>` line, one JSON object on stdout at the end.",
+    help="Stdout is exactly one JSON object, at the end (`app` is the id); progress and the "
+    "`app <ID>` line go to stderr.",
 )
 @click.option(
     "--local",
@@ -103,7 +102,10 @@ The app.json format (JSON Schema):
     help="Run on N local worker processes (loopback, no mDNS) instead of the LAN.",
 )
 @click.option(
-    "--detach", is_flag=True, help="Return once the app is accepted; fetch with `bjgrid results`."
+    "--detach",
+    is_flag=True,
+    help="Return once the app is accepted (a background daemon coordinates it if this machine "
+    "runs none); follow it with `bjgrid watch APP_ID`, fetch with `bjgrid results`.",
 )
 @click.option("--fresh", is_flag=True, help="Start over even if this app.json is already running.")
 @click.option(
@@ -121,6 +123,8 @@ def submit(
     workers: int | None,
     backend: str | None,
     replicas: int | None,
+    wait_timeout: float | None,
+    dry_run: bool,
     output: Path | None,
     as_json: bool,
     local: int | None,
@@ -129,18 +133,59 @@ def submit(
     sign_key: Path | None,
 ) -> None:
     setup_logging(ctx.verbose)
+    chosen: list[_Job] = []  # the app id, once chosen, goes into a --json error object
+    with outcome.json_errors(as_json, lambda: chosen[0].app_id if chosen else ""):
+        overrides = {"workers": workers, "backend": backend, "replicas": replicas,
+                     "wait_timeout": wait_timeout}  # fmt: skip
+        if dry_run:
+            spec = load_with(app_json, overrides)[0]
+            sys.exit(dry_run_mod.run(ctx, spec, as_json=as_json, local=local, timeout=3.0))
+        job = _prepare(ctx, app_json, overrides, output, as_json, local, detach, fresh, sign_key)
+        chosen.append(job)
+        if detach and not daemon_answers(ctx):
+            # No daemon here (this machine does not volunteer): one that coordinates only,
+            # in the background, so the app outlives this command.
+            start_background(ctx)
+        try:
+            with _local_grid(ctx, local) as peers:
+                code = asyncio.run(job.run(peers))
+        except KeyboardInterrupt:
+            click.echo("bjgrid: interrupted", err=True)
+            code = EXIT_INTERRUPTED
+    sys.exit(code)
+
+
+def load_with(app_json: Path, overrides: Mapping[str, object]) -> tuple[AppSpec, Path, Path]:
+    """(spec with the command line's overrides, app folder, the app.json file); bad input
+    exits 2. A folder stands for the app.json inside it."""
     if app_json.is_dir():  # docs/app-format.md: a folder holding app.json works too
         app_json = app_json / "app.json"
     try:
         spec, app_dir = load_app(app_json)
     except AppError as e:
         raise Abort(str(e), EXIT_BAD_INPUT) from None
-    spec = dataclasses.replace(
-        spec,
-        workers=workers if workers is not None else spec.workers,
-        backend=backend or spec.backend,
-        replicas=replicas if replicas is not None else spec.replicas,
-    )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    spec = dataclasses.replace(spec, **given)  # type: ignore[arg-type]
+    try:  # the overrides meet app.json's own rules (a NaN --wait-timeout does not)
+        AppSpec.from_json(spec.to_json(), source="the command line")
+    except AppError as e:
+        raise Abort(str(e), EXIT_BAD_INPUT) from None
+    return spec, app_dir, app_json
+
+
+def _prepare(
+    ctx: Ctx,
+    app_json: Path,
+    overrides: Mapping[str, object],
+    output: Path | None,
+    as_json: bool,
+    local: int | None,
+    detach: bool,
+    fresh: bool,
+    sign_key: Path | None,
+) -> _Job:
+    """Everything checked and signed before any daemon is asked (bad input exits 2 here)."""
+    spec, app_dir, app_json = load_with(app_json, overrides)
     if local and spec.backend != "embedded":
         raise Abort(
             f"--local runs the embedded backend only (backend {spec.backend!r} needs volunteers "
@@ -169,13 +214,7 @@ def submit(
     job.signature, job.signer = _signature(
         ctx, job.app_id, spec, bundle, job.ce_key.public, sign_key
     )
-    try:
-        with _local_grid(ctx, local) as peers:
-            code = asyncio.run(job.run(peers))
-    except KeyboardInterrupt:
-        click.echo("bjgrid: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code)
+    return job
 
 
 def _signature(
@@ -226,7 +265,6 @@ class _Job:
     ) -> None:
         self.ctx, self.spec, self.bundle, self.digest = ctx, spec, bundle, digest
         self.fresh, self.out_dir, self.as_json, self.detach = fresh, out_dir, as_json, detach
-        self.interrupts = 0
         self.sign_key: Path | None = None
         self.signature, self.signer = "", ""
         self.app_id, self.ce_key = "", CEKey.generate()
@@ -234,12 +272,8 @@ class _Job:
     async def run(self, peers: list[tuple[str, int]] | None) -> int:
         kw = {} if peers is None else {"mdns": False, "static_peers": peers}
         async with daemon_session(self.ctx, **kw) as session:  # type: ignore[arg-type]
-            if session.private is not None and self.detach:
-                raise Abort(
-                    "--detach needs this machine's daemon running (`bjgrid join`): "
-                    "without it the app would end with this command",
-                    EXIT_BAD_INPUT,
-                )
+            if session.private is not None and self.detach:  # it stopped meanwhile
+                raise Abort("--detach: this machine's daemon went away", EXIT_GRID_FAILED)
             reply = await session.call(
                 Submit(
                     self.spec.to_json(),
@@ -255,124 +289,32 @@ class _Job:
                 timeout=60,
             )
             assert isinstance(reply, Submitted)
-            app_id = reply.app
-            # DESIGN.md contract: always the first stdout line; with --json the one JSON
-            # object follows at the end (progress goes to stderr).
-            click.echo(f"app {app_id}")
+            app_id = self.app_id = reply.app
+            # DESIGN.md contract: `app <ID>` is the first stdout line; with --json stdout is
+            # exactly one JSON object (the id inside it) and the line goes to stderr.
+            click.echo(f"app {app_id}", err=self.as_json)
             sys.stdout.flush()
             if self.detach:
+                if self.as_json:
+                    outcome.print_json(
+                        outcome.document(
+                            app=app_id,
+                            name=self.spec.name,
+                            outcome="",
+                            reason="",
+                            output=None,
+                            status=EXIT_OK,
+                            results=None,
+                            detached=True,
+                            resumed=reply.resumed,
+                        )
+                    )
                 return EXIT_OK
-            last = await self._watch(session, app_id)
-            return await self._collect(session, app_id, last)
-
-    async def _watch(self, session: DaemonSession, app_id: str) -> Progress | None:
-        loop = asyncio.get_running_loop()
-        cancel_sent = asyncio.Event()
-
-        def on_sigint() -> None:
-            self.interrupts += 1
-            if self.interrupts == 1:
-                click.echo("\nbjgrid: cancelling the app (Ctrl-C again to stop waiting)", err=True)
-                cancel_sent.set()
-            else:
-                raise KeyboardInterrupt
-
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-        canceller = asyncio.create_task(self._cancel_when(session, app_id, cancel_sent))
-        view = ProgressView(
-            self.ctx.err, enabled=not self.as_json and sys.stderr.isatty(), plain=self.as_json
-        )
-        last: Progress | None = None
-        ch = await session.open()
-        try:
-            await ch.send(Watch(app_id))
-            with view:
-                while True:
-                    msg = await ch.recv()
-                    if not isinstance(msg, Progress):
-                        break
-                    quiet = view.enabled or view.plain  # else no bar: say a new wait once
-                    if msg.waiting and not quiet and (last is None or last.waiting != msg.waiting):
-                        click.echo(f"bjgrid: app {app_id} waiting: {msg.waiting}", err=True)
-                    last = msg
-                    view.update(msg)
-                    if msg.ended:
-                        break
-        finally:
-            await ch.close()
-            canceller.cancel()
-            loop.remove_signal_handler(signal.SIGINT)
-        return last
-
-    def _proof(self, session: DaemonSession, action: str, app_id: str) -> str:
-        """After a takeover the app's holder is another machine: prove it is the submitter."""
-        return request_proof(self.ctx, session, action, app_id, self.sign_key)
-
-    async def _cancel_when(self, session: DaemonSession, app_id: str, ev: asyncio.Event) -> None:
-        await ev.wait()
-        with contextlib.suppress(Exception):
-            proof = self._proof(session, "cancel", app_id)
-            await session.call(CancelApp(app_id, proof), timeout=10)
-
-    async def _collect(self, session: DaemonSession, app_id: str, last: Progress | None) -> int:
-        following = False
-        while True:
-            proof = self._proof(session, "results", app_id)  # one per request (nonce)
-            reply = await session.call(FetchResults(app_id, proof), timeout=300)
-            assert isinstance(reply, Results)
-            if reply.complete or self.interrupts:
-                break
-            if not following:  # a takeover moved the app: follow it to its new coordinator
-                click.echo(
-                    f"bjgrid: app {app_id} is coordinated by another machine now; following it",
-                    err=True,
-                )
-                following = True
-            await asyncio.sleep(1.0)
-        write_results(reply, self.out_dir)
-        failed = [t for t in task_rows(reply.results) if t.get("state") != "done"]
-        if self.interrupts:
-            code = EXIT_INTERRUPTED
-        elif reply.outcome == "finished":
-            code = EXIT_TASKS_FAILED if failed else EXIT_OK
-        else:
-            code = EXIT_GRID_FAILED
-        reason = last.reason if last else ""
-        if self.as_json:
-            doc = {
-                "app": reply.app,
-                "name": reply.name,
-                "outcome": reply.outcome,
-                "reason": reason,
-                "output": str(self.out_dir),
-                "exit_status": code,
-                **{"results": reply.results},
-            }
-            click.echo(json.dumps(doc, indent=2))
-        else:
-            n = len(task_rows(reply.results))
-            summary = f"{reply.outcome}: {n - len(failed)}/{n} tasks done"
-            if failed:
-                names = ", ".join(str(t["id"]) for t in failed[:5])
-                more = ", ..." if len(failed) > 5 else ""
-                summary += f", {len(failed)} failed ({names}{more})"
-            if reason:
-                summary += f" — {reason}"
-            click.echo(f"{summary}; outputs in {self.out_dir}/", err=True)
-        return code
+            follower = Follower(
+                self.ctx, app_id, out_dir=self.out_dir, as_json=self.as_json, sign_key=self.sign_key
+            )
+            return await follower.run(session)
 
 
-def task_rows(results: dict[str, object]) -> list[dict[str, object]]:
-    """The task entries of a results.json document."""
-    tasks = results.get("tasks")
-    return [t for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
-
-
-def write_results(reply: Results, out_dir: Path) -> None:
-    """DIR/<task-id>/ for each task and DIR/results.json, written as the submitting user."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if reply.outputs:
-        unpack_files(reply.outputs, out_dir)
-    tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(reply.results, indent=2) + "\n")
-    os.replace(tmp, out_dir / "results.json")
+# Kept importable from here (older callers); they live in cli/outcome.py and app_follow.py.
+__all__ = ["submit", "task_rows", "write_results"]

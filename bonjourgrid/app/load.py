@@ -57,6 +57,7 @@ APP_KEYS = (
     "backend",
     "requirements",
     "weight",
+    "wait_timeout",
 )
 TASK_KEYS = ("id", "command", "outputs", "after", "retries", "timeout", "env", "requirements")
 SWEEP_KEYS = ("template", "params")
@@ -256,6 +257,9 @@ class _Parser:
         weight = self.integer(top.get("weight", 1), "weight", 1)
         if weight > MAX_WEIGHT:
             raise self.fail("weight", f"{weight} is above {MAX_WEIGHT}")
+        wait_timeout = None
+        if top.get("wait_timeout") is not None:
+            wait_timeout = self.timeout(top["wait_timeout"], "wait_timeout")
         defaults = Requirements(**self.requirements(top.get("requirements", {}), "requirements"))
         tasks = [
             self.task(t, f"tasks[{i}]")
@@ -275,6 +279,7 @@ class _Parser:
             requirements=defaults,
             version=version,
             weight=weight,
+            wait_timeout=wait_timeout,
         )
 
     def files(self, value: object) -> tuple[str, ...]:

@@ -121,6 +121,9 @@ class AppSpec:
     weight: int = 1
     """Fair-share weight against rival apps (coordinator/fairshare.py): 2 claims twice as many
     machines as 1 when users compete for too few."""
+    wait_timeout: float | None = None
+    """Seconds the app may go without any worker before the grid fails it; None (the
+    default): it waits for volunteers as long as it takes, as an HTCondor job does."""
 
     def task(self, id: str) -> TaskSpec:
         """The task named `id`; KeyError if there is none."""
@@ -150,6 +153,8 @@ class AppSpec:
         out["requirements"] = self.requirements.to_json()
         if self.weight != 1:  # absent when default: specs journaled and signed before stay the same
             out["weight"] = self.weight
+        if self.wait_timeout is not None:  # likewise
+            out["wait_timeout"] = self.wait_timeout
         return out
 
     @classmethod

@@ -46,7 +46,7 @@ from bonjourgrid.control.messages import AppEnded, AppState, JournalAppend, Rele
 from bonjourgrid.coordinator import fairshare, scheduling
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
 from bonjourgrid.coordinator.fairshare_view import FairShareView
-from bonjourgrid.coordinator.matchmaking import Offer, fits, unmet
+from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Identity, Peer
 from bonjourgrid.coordinator.recruitment import Recruitment
 from bonjourgrid.coordinator.replica_side import ReplicaSide
@@ -332,7 +332,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
             self._place_ready_tasks()
             now = time.monotonic()
             if now - last_fit_check >= self.config.recruit_retry:
-                self._give_up_unplaceable()
+                self._explain_waiting(now)
                 last_fit_check = now
             if now - last_rival_check >= self.config.heartbeat_interval:
                 await self._check_rivals()
@@ -341,12 +341,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
             self.replication.update([k for k in self.links.values() if k.ready], self.term)
             if self.links:
                 no_worker_since = now
-            elif now - no_worker_since > self.config.recruit_timeout:
-                reason = f"no suitable volunteer answered within {self.config.recruit_timeout:g} s"
-                if self._waiting:
-                    reason = f"no volunteer meets the app's requirements: {self._waiting}"
-                elif self._last_refusal:
-                    reason += f" (last refusal: {self._last_refusal})"
+            elif (reason := self._waited_too_long(now - no_worker_since)) is not None:
                 self.role.handle(GridFailed(reason))
                 self._record(je.Cancelled(reason))
                 self._save_role()
@@ -403,41 +398,6 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
                 self._record(je.Abandoned(task_id, attempt.attempt, f"launch failed: {e}", False))
                 self._wake.set()
             # With a link, the link is gone: its loss handler requeues the attempt.
-
-    def _give_up_unplaceable(self) -> None:
-        """Fail READY tasks that no worker and no idle volunteer has fitted for a while;
-        meanwhile say (``_waiting``, in the progress) which requirement no volunteer meets."""
-        now = time.monotonic()
-        offers = [link.offer for link in self.links.values() if link.offer is not None]
-        seen = {o.node: o for o in self._offers()}
-        offers += [o for o in seen.values() if o.state == "idle"]
-        seen.update({o.node: o for o in offers})
-        unmatched: list[tuple[str, str]] = []
-        for task_id in self.table.ready():
-            req = self.spec.task(task_id).requirements
-            if any(fits(o, req, self.backend_name) for o in offers):
-                self._unfit_since.pop(task_id, None)
-                continue
-            why = unmet(list(seen.values()), req, self.backend_name)
-            if why is not None:
-                unmatched.append((task_id, why))
-            since = self._unfit_since.setdefault(task_id, now)
-            if self.links and now - since > self.config.recruit_timeout:
-                wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
-                reason = f"no volunteer satisfies its requirements ({wants})"
-                if why is not None:
-                    reason += f": {why}"
-                log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
-                self._record(je.GaveUp(task_id, reason))
-        waiting = ""
-        if unmatched:
-            task_id, why = unmatched[0]
-            more = f" and {len(unmatched) - 1} more" if len(unmatched) > 1 else ""
-            waiting = f"{why}, for task {task_id}{more}"
-        if waiting != self._waiting:
-            if waiting:
-                log.info("app %s: waiting: %s", self.app_id, waiting)
-            self._waiting = waiting
 
     def _wanted_workers(self, *, fair: bool = True) -> int:
         """More volunteers to ask for now; with ``fair``, no further than this app's fair

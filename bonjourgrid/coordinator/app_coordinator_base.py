@@ -63,6 +63,8 @@ class AppCoordinatorBase:
     _offers: Callable[[], list[Offer]]
     _rivals: Callable[[], list[Peer]]
     _last_refusal: str
+    _waiting: str
+    _unfit_since: dict[str, float]
     _backend_saved: dict[str, str]
     _refused: dict[str, float]
     _recruiting: set[str]

@@ -36,7 +36,7 @@ class FairShareView:
 
     def machines(self) -> tuple[int, int]:
         """Volunteers seen (idle or serving someone), and how many of them are idle."""
-        states = [o.state for o in self._offers()]
+        states = [o.state for o in self._offers() if not o.owner_busy]  # theirs for now
         return sum(s in ("idle", "worker") for s in states), states.count("idle")
 
     def rival_claims(self) -> list[fairshare.Claim]:

@@ -1,4 +1,9 @@
-"""Recruitment: ask idle volunteers that fit for a reservation, and prepare each one.
+"""Recruitment: ask idle volunteers that fit for a reservation, and prepare each one; and
+while none can be had, say why (``_waiting``) and wait, as an HTCondor job does.
+
+An app with no fitting volunteer waits as long as it takes unless it has a ``wait_timeout``
+(app.json, or ``submit --wait-timeout``): then the grid fails it once it has had no worker
+that long, and gives up on a task nobody could ever run while the rest of the app runs.
 
 Every Reserve (a re-homing too) carries the app's CE public key and the CE key's proof that
 this node coordinates the app in this term, made for the one volunteer asked (app/ce_key.py).
@@ -15,8 +20,9 @@ from bonjourgrid.control.dial import PREFERENCES
 from bonjourgrid.control.messages import Fenced, Release, Reserve, ReserveReply
 from bonjourgrid.coordinator import scheduling
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
-from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.coordinator.matchmaking import Offer, unmet, waiting_reason
 from bonjourgrid.coordinator.worker_link import WorkerLink
+from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.states.coordinator import Role, WorkerStaged
 from bonjourgrid.states.taskstate import TERMINAL_STATES
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 _REFUSAL_BACKOFF = 2.0
 """Seconds before asking again a volunteer that refused us (it serves someone else)."""
+_REFUSAL_MEMORY = 30.0
+"""Seconds a refusal counts in the waiting reason ("N refused this app")."""
 
 
 class Recruitment(AppCoordinatorBase):
@@ -53,6 +61,64 @@ class Recruitment(AppCoordinatorBase):
                     await asyncio.gather(*(self._recruit(o) for o in batch))
                     continue
             await asyncio.sleep(self.config.recruit_retry)
+
+    def _explain_waiting(self, now: float) -> None:
+        """Say why tasks that are ready have no volunteer (``_waiting``, shown in progress
+        and ``bjgrid apps``); with a ``wait_timeout``, give up on a task that no volunteer
+        seen could ever run once it has waited that long while the rest of the app runs."""
+        offers = self._offers()
+        refused = {n for n, t in self._refused.items() if now - t < _REFUSAL_MEMORY}
+        capped = self._wanted_workers(fair=True) < self._wanted_workers(fair=False)
+        if self.backend.places_tasks and not self.links:  # handed to the middleware at once
+            waiting = [r.id for r in self.table.records() if r.state not in TERMINAL_STATES]
+        else:
+            waiting = list(self.table.ready())
+        unmatched: list[tuple[str, str]] = []
+        limit = self.spec.wait_timeout
+        for task_id in waiting:
+            req = self.spec.task(task_id).requirements
+            why = waiting_reason(
+                offers,
+                req,
+                self.backend_name,
+                app=self.app_id,
+                mine=set(self.links),
+                refused=refused,
+                fair_capped=capped,
+            )
+            if why is None:
+                self._unfit_since.pop(task_id, None)
+                continue
+            unmatched.append((task_id, why))
+            never = unmet(offers, req, self.backend_name)
+            since = self._unfit_since.setdefault(task_id, now)
+            if never is not None and limit is not None and self.links and now - since > limit:
+                wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
+                reason = f"no volunteer satisfies its requirements ({wants}): {never}"
+                log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
+                self._record(je.GaveUp(task_id, reason))
+        text = ""
+        if unmatched:
+            task_id, why = unmatched[0]
+            more = f" and {len(unmatched) - 1} more" if len(unmatched) > 1 else ""
+            text = f"{why}, for task {task_id}{more}"
+        if text != self._waiting:
+            if text:
+                log.info("app %s: waiting: %s", self.app_id, text)
+            self._waiting = text
+
+    def _waited_too_long(self, without_worker: float) -> str | None:
+        """The reason to fail the app after ``without_worker`` seconds with no worker at all,
+        or None: it has no ``wait_timeout`` (it waits), or that is not over yet."""
+        limit = self.spec.wait_timeout
+        if limit is None or without_worker <= limit:
+            return None
+        reason = f"no volunteer took the app within its wait timeout ({limit:g} s)"
+        if self._waiting:
+            reason += f": {self._waiting}"
+        if self._last_refusal:
+            reason += f" (last refusal: {self._last_refusal})"
+        return reason
 
     async def _recruit(self, offer: Offer) -> None:
         self._recruiting.add(offer.node)

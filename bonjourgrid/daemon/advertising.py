@@ -64,10 +64,11 @@ class Advertising(NodeDaemonBase):
                 load=m.txt.load,
                 app=m.txt.app,
                 attributes=m.txt.attributes,
+                # An idle machine whose owner is at it refuses reservations: never asked
+                # (matchmaking.fits), only counted when saying why an app waits.
+                owner_busy=m.state == "idle" and m.txt.policy == PolicyState.BUSY.value,
             )
             for m in self.discovery.machines()
-            # An idle machine whose owner is at it refuses reservations: not worth asking.
-            if not (m.state == "idle" and m.txt.policy == PolicyState.BUSY.value)
         ]
 
     async def _refresh_static(self) -> None:

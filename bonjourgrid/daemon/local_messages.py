@@ -30,6 +30,8 @@ class LocalKind(IntEnum):
     CANCEL = 11
     OK = 12
     FAILURE = 13
+    DRY_RUN = 14
+    DRY_RUN_REPLY = 15
 
 
 @LOCAL.register(LocalKind.SUBMIT)
@@ -153,3 +155,23 @@ class Failure(_Checked):
     code: int
     """The exit status the CLI should use (DESIGN.md contract)."""
     message: str
+
+
+@LOCAL.register(LocalKind.DRY_RUN)
+@dataclass(frozen=True)
+class DryRun(_Checked):
+    """``submit --dry-run``: match the app against the volunteers seen; recruit nothing."""
+
+    spec: dict[str, object]
+    """As in ``Submit`` (``AppSpec.to_json()`` with the overrides applied)."""
+    timeout: float
+
+
+@LOCAL.register(LocalKind.DRY_RUN_REPLY)
+@dataclass(frozen=True)
+class DryRunReply(_Checked):
+    seen: int
+    """Volunteers of this grid seen (idle, serving an app, or busy with their owner)."""
+    tasks: list[object]
+    """One row per task, in the app's order: ``{id, fit_now, could, reason}``
+    (matchmaking.fit_rows)."""

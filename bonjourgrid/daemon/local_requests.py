@@ -7,16 +7,18 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bonjourgrid.app.ce_key import CEKey, CEKeyError
+from bonjourgrid.app.load import AppError
 from bonjourgrid.app.request_proof import ProofError, RequestProof
 from bonjourgrid.app.signing import AppSignature, SigningError
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.channel import ChannelClosed, LocalChannel
 from bonjourgrid.control.messages import AppResults, Error
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
+from bonjourgrid.coordinator.matchmaking import Offer, fit_rows
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.app_requests import AppRequests
@@ -46,6 +48,7 @@ class LocalRequests(AppRequests):
             lm.StatusRequest: self._local_status,
             lm.AppsRequest: self._local_apps,
             lm.CancelApp: self._local_cancel,
+            lm.DryRun: self._local_dry_run,
         }
         handler = handlers.get(type(req))
         if handler is None:
@@ -214,6 +217,8 @@ class LocalRequests(AppRequests):
                     "term": c.txt.term,
                     "state": "running",
                 }
+        created = {r.app: r.created for r in self.journal.apps()} if self.journal else {}
+        now = time.time()
         for app in self.apps.values():
             if not (app.role.coordinating or app.complete) and app.app_id in seen:
                 continue  # a replica's copy; the coordinator's record says more
@@ -228,8 +233,18 @@ class LocalRequests(AppRequests):
                 "state": p.outcome or p.role,
                 "counts": p.counts,
                 "workers": p.workers,
+                **app_counts(p.counts),
+                "age": round(now - created[app.app_id], 1) if app.app_id in created else None,
+                "waiting_reason": p.waiting,
             }
         await ch.send(lm.AppsReply(list(seen.values())))
+
+    async def _local_dry_run(self, ch: LocalChannel, req: lm.DryRun) -> None:
+        """Match an app against the volunteers seen, recruiting nothing (submit --dry-run)."""
+        if self.discovery is not None:
+            await self._settle()
+        reply, why = _dry_run_rows(self.offers(), req.spec)  # type: ignore[attr-defined]
+        await ch.send(reply if reply is not None else lm.Failure(2, why))
 
     async def _local_cancel(self, ch: LocalChannel, req: lm.CancelApp) -> None:
         app = self._app(req.app)
@@ -261,6 +276,34 @@ class LocalRequests(AppRequests):
                 await ch.send(lm.Failure(4, f"app {req.app} could not be cancelled: {why}"))
                 return
         await ch.send(lm.Failure(4, f"no machine coordinates app {req.app}"))
+
+
+def app_counts(counts: dict[str, object]) -> dict[str, int]:
+    """done / running / waiting / failed of a task-state count table (waiting = pending +
+    ready: what people think of as not started yet)."""
+
+    def n(state: str) -> int:
+        v = counts.get(state, 0)
+        return v if isinstance(v, int) else 0
+
+    return {
+        "done": n("done"),
+        "running": n("running"),
+        "waiting": n("pending") + n("ready"),
+        "failed": n("failed"),
+    }
+
+
+def _dry_run_rows(
+    offers: Sequence[Offer], data: dict[str, object]
+) -> tuple[lm.DryRunReply | None, str]:
+    try:
+        spec = AppSpec.from_json(data, source="<dry run>")
+    except AppError as e:
+        return None, f"bad app: {e}"
+    tasks = [(t.id, t.requirements) for t in spec.tasks]
+    rows: list[object] = list(fit_rows(offers, tasks, spec.backend, app=""))
+    return lm.DryRunReply(len(offers), rows), ""
 
 
 def _submitted_ce_key(req: lm.Submit) -> tuple[CEKey | None, str]:

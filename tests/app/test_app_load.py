@@ -14,7 +14,8 @@ import pytest
 from bonjourgrid.app import AppError, AppSpec, Requirements, TaskSpec, load_app
 
 KEYS = (
-    "$schema, version, name, files, tasks, sweeps, workers, replicas, backend, requirements, weight"
+    "$schema, version, name, files, tasks, sweeps, workers, replicas, backend, requirements, "
+    "weight, wait_timeout"
 )
 TASK_KEYS = "id, command, outputs, after, retries, timeout, env, requirements"
 NAME_RULE = (

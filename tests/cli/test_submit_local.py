@@ -130,19 +130,30 @@ def failing(tmp_path_factory: pytest.TempPathFactory) -> Run:
     )
 
 
-def test_json_mode_prints_the_app_line_then_one_object_and_progress_on_stderr(
+def test_json_mode_stdout_is_exactly_one_object_and_the_app_line_goes_to_stderr(
     failing: Run,
 ) -> None:
-    first, rest = failing.stdout.split("\n", 1)  # contract: `app <ID>` is the first line
-    doc = json.loads(rest)  # then exactly one JSON document
+    doc = json.loads(failing.stdout)  # the whole of stdout: one JSON document
     assert isinstance(doc, dict)
-    assert first == f"app {doc['app']}"
-    assert {"app", "name", "outcome", "results"} <= set(doc)
+    assert not failing.stdout.startswith("app ")
+    assert f"app {doc['app']}" in failing.stderr.splitlines()
+    assert {"app", "name", "outcome", "reason", "output", "exit_status", "results"} <= set(doc)
     assert doc["name"] == "failing" and doc["outcome"] == "finished"
+    assert doc["exit_status"] == failing.code == 1
     assert doc["results"]["app"] == doc["app"]
-    assert "pending" in failing.stderr or "running" in failing.stderr, failing.stderr
+    assert "running" in failing.stderr, failing.stderr
     on_disk = json.loads((failing.cwd / "chosen" / "results.json").read_text())
     assert on_disk == doc["results"]
+
+
+def test_json_mode_bad_input_is_still_one_json_object(tmp_path: Path) -> None:
+    """Hostile input under --json: a script parsing stdout whole gets the error, not junk."""
+    (tmp_path / "app.json").write_text('{"name": "x", "tasks": [')
+    r = run_submit(tmp_path, str(tmp_path / "app.json"), "--local", "1", "--json")
+    assert r.code == 2
+    doc = json.loads(r.stdout)
+    assert doc["exit_status"] == 2 and "invalid JSON" in doc["error"], doc
+    assert "Traceback" not in r.stderr
 
 
 def test_output_option_is_respected(failing: Run) -> None:

@@ -135,14 +135,19 @@ def test_missing_app_json_is_bad_input(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_submit_help_shows_the_json_schema() -> None:
-    result = invoke("submit", "--help")
+def test_bjgrid_schema_prints_the_json_schema_whole() -> None:
+    result = invoke("schema")
     assert result.exit_code == 0
-    assert "JSON Schema" in result.output
-    start = result.output.index("{", result.output.index("JSON Schema"))
-    schema, _ = json.JSONDecoder().raw_decode(result.output[start:])  # printed whole
+    schema = json.loads(result.stdout)  # stdout is the schema and nothing else
     assert schema["type"] == "object"
     assert {"name", "tasks", "sweeps", "files"} <= set(schema["properties"])
+
+
+def test_submit_help_is_short_and_points_at_the_schema() -> None:
+    result = invoke("submit", "--help")
+    assert result.exit_code == 0
+    assert len(result.output.splitlines()) <= 80, result.output
+    assert "bjgrid schema" in result.output and '"properties"' not in result.output
 
 
 def test_local_workers_with_a_middleware_backend_are_refused_clearly(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from bonjourgrid.testbed import Host, VirtualLan
 from bonjourgrid.testbed.grid import Grid
+from bonjourgrid.testbed.submit_output import app_id as submitted_app
 
 pytestmark = pytest.mark.vlan
 
@@ -65,7 +66,7 @@ def test_a_coordinator_goodbye_without_app_ended_promotes_a_replica_at_once(
     }))  # fmt: skip
     r = grid.cli(h0, "submit", str(app), "--detach", "--json", timeout=60)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
-    app_id = r.stdout.decode().split()[1]
+    app_id = submitted_app(r.stdout)
 
     deadline = time.monotonic() + 60
     while len(_starts(volunteers, app_id)) < 4 and time.monotonic() < deadline:

@@ -33,6 +33,7 @@ from bonjourgrid.ce_backends.boinc.client import boinc_executable
 from bonjourgrid.ce_backends.condor.installation import find
 from bonjourgrid.testbed import Host, VirtualLan, available
 from bonjourgrid.testbed.grid import Grid
+from bonjourgrid.testbed.submit_output import submit_json
 
 pytestmark = pytest.mark.vlan
 
@@ -220,7 +221,7 @@ def _owner_test(bed: Bed, backend: str) -> dict[str, float]:
         if busy is not None:
             _set_owner(busy, "idle")
     assert proc.returncode == 0, stderr.decode(errors="replace")[-4000:]
-    doc = json.loads(b"\n".join(stdout.splitlines()[1:]))
+    doc = submit_json(stdout)
     rows = {t["id"]: t for t in doc["results"]["tasks"]}
     assert rows["long"]["state"] == "done" and rows["long"]["worker"] == other.name, rows
     assert (out / "long" / "out.txt").read_text() == f"done {STEPS}\n"

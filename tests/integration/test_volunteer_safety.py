@@ -27,6 +27,7 @@ import pytest
 
 from bonjourgrid.testbed import Host, VirtualLan
 from bonjourgrid.testbed.grid import Grid, reservations
+from bonjourgrid.testbed.submit_output import submit_json
 
 pytestmark = pytest.mark.vlan
 
@@ -82,9 +83,11 @@ def _app(base: Path, name: str, tasks: list[dict[str, object]], **top: object) -
 
 def _submit(s: Lan, app: Path, out: Path, *extra: str, timeout: float = 120.0) -> tuple[int, dict]:
     r = s.grid.cli(s.h0, "submit", str(app), "--json", "-o", str(out), *extra, timeout=timeout)
-    lines = r.stdout.decode().splitlines()
-    assert lines and lines[0].startswith("app "), r.stderr.decode(errors="replace")[-3000:]
-    return r.returncode, json.loads("\n".join(lines[1:]))
+    try:
+        doc = submit_json(r.stdout)
+    except ValueError:
+        raise AssertionError(r.stderr.decode(errors="replace")[-3000:]) from None
+    return r.returncode, doc
 
 
 def _tasks(doc: dict) -> dict[str, dict]:
@@ -167,7 +170,7 @@ def test_owner_back_suspends_resumes_and_gives_back(shared: Lan) -> None:
         if busy is not None:
             _set_owner(busy, "idle")
     assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
-    doc = json.loads(b"\n".join(stdout.splitlines()[1:]))
+    doc = submit_json(stdout)
     row = _tasks(doc)["long"]
     assert row["state"] == "done" and row["worker"] == other.name, row
     assert (out / "long" / "out.txt").read_text() == "ok\n"
@@ -259,7 +262,10 @@ def test_untrusted_signature_refused_trusted_runs(shared: Lan) -> None:
     app = _app(s.base, "signed", [{"id": "t", "command": "echo hi > o.txt", "outputs": ["o.txt"]}])
 
     start = time.monotonic()
-    code, doc = _submit(s, app, s.base / "signed-bad", "--sign-key", str(mallory), "--fresh")
+    code, doc = _submit(
+        s, app, s.base / "signed-bad", "--sign-key", str(mallory), "--fresh",
+        "--wait-timeout", "20",  # apps wait for volunteers by default: fail fast here
+    )  # fmt: skip
     took = time.monotonic() - start
     print(f"\nuntrusted app failed after {took:.1f} s: {doc['reason']}")
     assert code == 3, doc

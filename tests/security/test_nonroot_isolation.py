@@ -33,6 +33,7 @@ import pytest
 from bonjourgrid.testbed import VirtualLan
 from bonjourgrid.testbed.grid import Grid, patience
 from bonjourgrid.testbed.run_as import RunAs
+from bonjourgrid.testbed.submit_output import submit_json
 from bonjourgrid.testbed.vlan import Host
 
 pytestmark = [
@@ -203,12 +204,14 @@ def write_app(folder: Path, v: Volunteer, name: str, only: tuple[str, ...] = ())
     return folder / "app.json"
 
 
-def submit(v: Volunteer, app: Path, out: Path) -> tuple[int, dict[str, object], str]:
-    r = v.grid.cli(v.submitter, "submit", str(app), "--json", "-o", str(out), timeout=240)
+def submit(v: Volunteer, app: Path, out: Path, *extra: str) -> tuple[int, dict[str, object], str]:
+    r = v.grid.cli(v.submitter, "submit", str(app), "--json", "-o", str(out), *extra, timeout=240)
     text = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    lines = r.stdout.decode().splitlines()
-    assert lines and lines[0].startswith("app "), text[-3000:]
-    return r.returncode, json.loads("\n".join(lines[1:])), text
+    try:
+        doc = submit_json(r.stdout)
+    except ValueError:
+        raise AssertionError(text[-3000:]) from None
+    return r.returncode, doc, text
 
 
 def stdout(out: Path, task: str) -> str:
@@ -301,7 +304,8 @@ def test_without_bubblewrap_the_volunteer_refuses_tasks_unless_its_owner_allows_
     assert f"{v.host.name} refuses tasks: no bubblewrap" in table
     assert "refuses tasks" in v.grid.log(v.host)
 
-    code, _, text = submit(v, write_app(tmp_path / "refused", v, "refused"), tmp_path / "o1")
+    refused = write_app(tmp_path / "refused", v, "refused")
+    code, _, text = submit(v, refused, tmp_path / "o1", "--wait-timeout", "20")  # fail fast
     assert code == 3, text[-3000:]
     assert "no isolation for tasks here" in text
     assert not (v.host.home / "log" / "executions.jsonl").exists()
