@@ -4,8 +4,8 @@ Theory of operation: every LAN has a unique name prefix (``bjg<pid>x<rand>``). I
 Linux bridge in a namespace of its own (``<prefix>-sw``); each host is a namespace
 (``<prefix>-h<i>``) joined to the bridge by a veth pair whose host end is ``eth0`` with a
 link-local 169.254.X.Y/16 address, a 224.0.0.0/4 route (multicast) and nothing else: no default
-route, no DNS, no IPv6 (the user's LAN lab, IPv4 mDNS only). Nothing is created in the root
-namespace, so no packet of ours can reach the machine's real interfaces. Processes run in a
+route, no DNS, no IPv6 unless asked (the user's LAN lab, IPv4 mDNS only). Nothing is created in
+the root namespace, so no packet of ours can reach the machine's real interfaces. Processes run in a
 host's namespace, in a UTS namespace of their own whose hostname is the host's name, and in a
 mount namespace of their own where ``/etc/hosts`` is the host's own hosts file: localhost and
 its own name -> its link-local address, nothing else, as on a fresh desktop of a lab with no
@@ -18,6 +18,14 @@ gives every host an ``eth1`` on it; ``add_host(links=(1,))`` makes a host on ``b
 Each switch numbers its hosts in the order they joined it, from the same 169.254/16 plan, so
 the links overlap as two real link-local networks do: the same 169.254.x.y names different
 hosts on the two switches (and a host on both may hold one address on both).
+
+IPv6 (issue 16): ``VirtualLan(n, ipv6=True)`` leaves IPv6 on in the hosts and gives every link
+an fe80:: address from a plan beside the IPv4 one (169.254.c.d -> fe80::a9fe:c:d, overlapping
+across switches likewise) and nothing else: no kernel-made link-local, no duplicate address
+detection (the plan makes each unique; a tentative address could not be bound), no router
+solicitations. With ``ipv4=False`` the hosts are IPv6-only: no IPv4 address, no multicast
+route, mDNS over ff02::fb; ``Host.address`` is then eth0's fe80:: address (unscoped) and the
+host's own hosts file maps its name to it. The default LAN is as before: IPv4 only.
 
 Works as root, or unprivileged inside ``scripts/userns-run`` (user + mount + net namespaces,
 tmpfs on /run). ``available()`` says which.
@@ -73,6 +81,16 @@ _IPV6_OFF = (
     "cd /proc/sys/net/ipv6/conf 2>/dev/null || exit 0; echo 1 > all/disable_ipv6 && "
     "echo 1 > default/disable_ipv6",
 )
+# IPv6 on, for hosts of an IPv6 LAN: links born after this take the defaults. No duplicate
+# address detection (each address is unique by the plan, and a tentative address cannot be
+# bound), no kernel-made link-local (the plan gives each link its own), no router chatter.
+_IPV6_ON = (
+    "sh",
+    "-c",
+    "cd /proc/sys/net/ipv6/conf && for c in all default; do echo 0 > $c/disable_ipv6 && "
+    "echo 0 > $c/accept_dad && echo 0 > $c/accept_ra && echo 0 > $c/router_solicitations; "
+    "done && echo 1 > default/addr_gen_mode",
+)
 # $0 the host name, $1 the LAN's hosts file, then the command. Runs in fresh UTS and mount
 # namespaces (mounts from the root namespace still propagate in: slave propagation).
 _ENTER_HOST = 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"'
@@ -123,12 +141,19 @@ def available() -> tuple[bool, str]:
 @dataclass(frozen=True)
 class HostLink:
     """One of a host's cables: its interface, the switch (bridge number) it plugs into, the
-    switch port, and its link-local IPv4 address."""
+    switch port, and its link-local address: IPv4 (169.254/16), or on an IPv6-only LAN the
+    IPv6 one (fe80::/64, unscoped); ``ipv6`` is its IPv6 link-local on an IPv6 LAN, else ""."""
 
     interface: str
     bridge: int
     port: str
     address: str
+    ipv6: str = ""
+
+    @property
+    def ipv4(self) -> str:
+        """Its IPv4 address, "" on an IPv6-only LAN."""
+        return "" if self.address == self.ipv6 else self.address
 
 
 class Host:
@@ -151,7 +176,7 @@ class Host:
         self.name = f"h{index}"
         self.netns = f"{lan.prefix}-{self.name}"
         self.address = address
-        """eth0's IPv4 address."""
+        """eth0's IPv4 address (its fe80:: one, unscoped, on an IPv6-only LAN)."""
         self.links = list(links) or [HostLink(HOST_IF, 0, f"vh{index}", address)]
         self.home = home
         self._switch_ns = lan.bridge_ns
@@ -308,7 +333,9 @@ class Host:
         ip("netns", "add", self.netns)
         self._inode = netns_inode(self.netns)
         # Before eth0 exists, so it is born without IPv6 (no DAD/RS/MLD chatter).
-        ip("netns", "exec", self.netns, *_IPV6_OFF)
+        # (Or with IPv6 on exactly as the plan says, on an IPv6 LAN.)
+        ipv6 = any(link.ipv6 for link in self.links)
+        ip("netns", "exec", self.netns, *(_IPV6_ON if ipv6 else _IPV6_OFF))
         switch: list[str] = []
         host = ["link set lo up"]
         for n, link in enumerate(self.links):
@@ -316,11 +343,13 @@ class Host:
                 f"link add {link.port} type veth peer name {link.interface} netns {self.netns}",
                 f"link set {link.port} master {bridge_name(link.bridge)} up",
             ]
-            host += [
-                f"addr add {link.address}/{address_len} dev {link.interface}",
-                f"link set {link.interface} up",
-                f"route add {MULTICAST_NET} dev {link.interface} metric {n}",
-            ]
+            if link.ipv6:  # nodad: usable at once, never tentative
+                host.append(f"addr add {link.ipv6}/64 dev {link.interface} nodad")
+            if link.ipv4:
+                host.append(f"addr add {link.ipv4}/{address_len} dev {link.interface}")
+            host.append(f"link set {link.interface} up")
+            if link.ipv4:
+                host.append(f"route add {MULTICAST_NET} dev {link.interface} metric {n}")
         ip_batch(self._switch_ns, switch)
         ip_batch(self.netns, host)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -347,13 +376,24 @@ class VirtualLan:
     """``n_hosts`` namespace hosts on one bridge; a context manager that always cleans up.
 
     ``name`` is an optional label added to the namespace names (``[A-Za-z0-9]``, ≤ 16 chars).
+    ``ipv4``/``ipv6``: the families the hosts' links get (default IPv4 alone, IPv6 off);
+    ``ipv4=False, ipv6=True`` makes IPv6-only hosts, each link with its fe80:: address only.
     """
 
     def __init__(
-        self, n_hosts: int, *, base_dir: Path, name: str | None = None, links: int = 1
+        self,
+        n_hosts: int,
+        *,
+        base_dir: Path,
+        name: str | None = None,
+        links: int = 1,
+        ipv4: bool = True,
+        ipv6: bool = False,
     ) -> None:
         if not 1 <= links <= MAX_LINKS:
             raise ValueError(f"links must be in 1..{MAX_LINKS}")
+        if not (ipv4 or ipv6):
+            raise ValueError("a LAN needs IPv4, IPv6 or both")
         if not 0 <= n_hosts <= MAX_HOSTS:
             raise ValueError(f"n_hosts must be in 0..{MAX_HOSTS}")
         if name is not None and not (name.isascii() and name.isalnum() and len(name) <= 16):
@@ -369,6 +409,8 @@ class VirtualLan:
         self._n_hosts = n_hosts
         self.links = links
         """How many switches (bridges ``br0``, ``br1``, ...) the LAN has."""
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
         self._members = [0] * links  # hosts joined to each switch so far
         # 169.254.0.x and 169.254.255.x are reserved (RFC 3927 §2.1).
         self._octet3 = 1 + secrets.randbelow(254 - (MAX_HOSTS - 1) // 254)
@@ -469,6 +511,12 @@ class VirtualLan:
         """The address plan: the ``member``-th host joined to a switch (from 1)."""
         return f"169.254.{self._octet3 + (member - 1) // 254}.{(member - 1) % 254 + 1}"
 
+    def _address6(self, member: int) -> str:
+        """The IPv6 plan, beside the IPv4 one: 169.254.c.d is fe80::a9fe:c:d, so the switches
+        overlap in IPv6 as in IPv4 (a link-local address means nothing without its link)."""
+        c, d = self._address(member).split(".")[2:]
+        return f"fe80::a9fe:{int(c):x}:{int(d):x}"
+
     def _add_host(self, bridges: Sequence[int] | None = None) -> Host:
         if len(self.hosts) >= MAX_HOSTS:
             raise VlanError(f"a LAN holds at most {MAX_HOSTS} hosts")
@@ -484,12 +532,15 @@ class VirtualLan:
         for n, b in enumerate(bridges):
             self._members[b] += 1
             port = f"vh{index}" if n == 0 else f"vh{index}l{n}"
-            links.append(HostLink(f"eth{n}", b, port, self._address(self._members[b])))
+            v6 = self._address6(self._members[b]) if self.ipv6 else ""
+            v4 = self._address(self._members[b]) if self.ipv4 else v6
+            links.append(HostLink(f"eth{n}", b, port, v4, v6))
         address = links[0].address
         host = Host(self, index, address, self.base_dir / f"h{index}", links)
         self.hosts.append(host)  # before creation, so close() cleans up a half-made host
         own = own_hosts_file(self.hosts_file, host.name)
-        own.write_text(f"{_HOSTS_HEADER}{address}\t{host.name}\n")
+        names = dict.fromkeys(a for a in (links[0].ipv4, links[0].ipv6) if a)
+        own.write_text(_HOSTS_HEADER + "".join(f"{a}\t{host.name}\n" for a in names))
         os.chmod(own, 0o644)
         host._create(16)
         return host

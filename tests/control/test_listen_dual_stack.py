@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from bonjourgrid.control import Channel, Ping, Pong, connect, serve
-from bonjourgrid.control import dial as dial_module
 from bonjourgrid.control.dial import listen_socket
 
 from .test_channel import COORD, KEY, VOL, Run, Volunteer
@@ -77,7 +76,7 @@ def test_without_ipv6_in_the_kernel_the_port_listens_on_ipv4_alone(
             raise OSError(97, "Address family not supported by protocol")
         return real_socket(family, *args, **kw)
 
-    monkeypatch.setattr(dial_module.socket, "socket", no_inet6)
+    monkeypatch.setattr(socket, "socket", no_inet6)  # dial.py makes its sockets so
     caplog.set_level(logging.DEBUG, logger="bonjourgrid.control.dial")
     assert listen_socket("::", 0) is None
     assert "no IPv6 in this kernel" in caplog.text
