@@ -4,6 +4,7 @@ object that owns terminal output and aborts (exit statuses per DESIGN.md's contr
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ EXIT_BAD_INPUT = 2
 EXIT_GRID_FAILED = 3
 EXIT_NOT_FOUND = 4
 EXIT_INTERRUPTED = 130
+
+LOG_BYTES = 5 * 1024 * 1024
+"""Size at which the daemon's log file is rotated."""
+LOG_BACKUPS = 4
+"""Rotated log files kept beside the current one (``daemon.log.1`` ... ``.4``)."""
 
 
 class Abort(click.ClickException):
@@ -67,7 +73,10 @@ def setup_logging(verbose: int, *, log_file: Path | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(log_file)
+        # Rotated: a volunteer runs for months (5 files of LOG_BYTES at most).
+        fh = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS
+        )
         fh.setLevel(logging.INFO)
         handlers.append(fh)
     logging.basicConfig(

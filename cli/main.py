@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from bonjourgrid import __version__
+from bonjourgrid.config import Config
 
 from .apps import apps, cancel
-from .context import Ctx
+from .context import EXIT_BAD_INPUT, Abort, Ctx
 from .demo import demo
 from .join import join
 from .keygen import keygen
@@ -37,7 +38,11 @@ def cli(click_ctx: click.Context, key_file: str | None, verbose: int) -> None:
     element built for one application. Start with `bjgrid keygen` (one key per lab) or
     `bjgrid demo`.
     """
-    click_ctx.obj = Ctx(key_file_option=key_file, verbose=verbose)
+    try:  # a bad BJGRID_PROFILE / BJGRID_TIMING is bad input, said in one line
+        config = Config.from_env()
+    except ValueError as e:
+        raise Abort(str(e), EXIT_BAD_INPUT) from None
+    click_ctx.obj = Ctx(key_file_option=key_file, verbose=verbose, config=config)
 
 
 for command in (keygen, join, status, submit, watch, results, apps, cancel, demo, schema, serve):
