@@ -13,10 +13,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bonjourgrid.testbed import VirtualLan
+from bonjourgrid.testbed import Host, VirtualLan
 from bonjourgrid.testbed.grid import Grid, patience
 
 from .test_failover import (
@@ -113,7 +114,7 @@ def test_coordinator_kill9_on_ipv6_only_hosts_loses_no_result(v6: Lan, tmp_path:
     s.h0.kill9()  # the coordinator: submit and its private daemon
     killed = time.monotonic()
     out = tmp_path / "out"
-    results = fetch(s, app, out)
+    results = fetch(s.grid, s.observer, app, out)
     check_complete_and_correct(results, app, n, out)
     held = holders(s, app)  # type: ignore[arg-type]  # same attributes as test_failover's Lan
     final = [e for row, e in held.values() if row["role"] == "finished"]
@@ -124,18 +125,86 @@ def test_coordinator_kill9_on_ipv6_only_hosts_loses_no_result(v6: Lan, tmp_path:
     print(f"kill -9 -> every result fetched over IPv6: {time.monotonic() - killed:.1f} s")
 
 
-def fetch(s: Lan, app: str, out: Path, timeout: float = 120.0) -> dict[str, object]:
-    """`bjgrid results` from the observer until the app is complete (as test_failover)."""
+def fetch(
+    grid: Grid, observer: Host, app: str, out: Path, timeout: float = 120.0
+) -> dict[str, Any]:
+    """`bjgrid results APP` from ``observer`` until the app is complete (as test_failover)."""
     deadline = time.monotonic() + patience(timeout)
     last = ""
     while time.monotonic() < deadline:
-        r = s.grid.cli(s.observer, "results", app, "--output", str(out), timeout=90)
+        r = grid.cli(observer, "results", app, "--output", str(out), timeout=90)
         last = r.stderr.decode(errors="replace")
         if r.returncode in (0, 1):
             assert r.returncode == 0, last
-            results: dict[str, object] = json.loads((out / "results.json").read_text())
+            results: dict[str, Any] = json.loads((out / "results.json").read_text())
             return results
         assert r.returncode in (3, 4), last
         time.sleep(0.5)
-    said = [f"--- {h.name}:\n" + s.grid.log(h)[-2000:] for h in s.lan.hosts]
+    said = [f"--- {h.name}:\n" + grid.log(h)[-2000:] for h in grid.lan.hosts]
     pytest.fail(f"app {app} not complete after {timeout} s: {last[-2000:]}\n" + "\n".join(said))
+
+
+@pytest.fixture(scope="module")
+def v6_two_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Grid, list[Host]]]:
+    """h1 on both switches; h2 on br0, h3 on br1 holding h2's fe80:: address: only the scope
+    (the interface it was learned on) tells them apart."""
+    lan = VirtualLan(
+        0, base_dir=tmp_path_factory.mktemp("ipv6-links"), links=2, ipv4=False, ipv6=True
+    )
+    try:
+        lan.start()
+        hosts = [lan.add_host(), lan.add_host(links=(0,)), lan.add_host(links=(1,))]
+        assert hosts[1].address == hosts[2].address
+        grid = Grid(lan)
+        grid.join_all(hosts, "--slots", "1")
+        grid.wait_idle(hosts[0], hosts)
+        yield grid, hosts
+    finally:
+        lan.close()
+
+
+def test_ipv6_peers_sharing_one_address_on_two_links_are_each_reached_on_theirs(
+    v6_two_links: tuple[Grid, list[Host]],
+) -> None:
+    grid, (h1, h2, h3) = v6_two_links
+    before = h1.counters()["eth1"]["tx_bytes"]
+    far_before = h3.counters()["eth0"]["rx_bytes"]
+    for _ in range(5):
+        rows = {r["host"]: r for r in grid.status(h1, timeout=5)}
+        for h in (h2, h3):
+            assert rows[h.name]["reachable"] is True, rows[h.name]
+            assert rows[h.name]["addresses"] == [h.address]
+        assert rows[h2.name]["id"] != rows[h3.name]["id"]  # one address, two machines
+    # Five authenticated handshakes with h3 left on eth1 and arrived at h3 itself.
+    assert h1.counters()["eth1"]["tx_bytes"] - before > 5 * 1000
+    assert h3.counters()["eth0"]["rx_bytes"] - far_before > 5 * 1000
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Grid, list[Host]]]:
+    """Dual-stack hosts (169.254/16 and fe80:: on eth0), as most real desktops are."""
+    lan = VirtualLan(3, base_dir=tmp_path_factory.mktemp("dual-stack"), ipv6=True)
+    try:
+        lan.start()
+        grid = Grid(lan)
+        grid.join_all(lan.hosts[1:], "--slots", "1")
+        grid.wait_idle(lan.hosts[0], lan.hosts[1:])
+        yield grid, lan.hosts
+    finally:
+        lan.close()
+
+
+def test_dual_stack_peers_advertise_both_families_and_submit_completes(
+    dual: tuple[Grid, list[Host]], tmp_path: Path
+) -> None:
+    grid, (h0, *volunteers) = dual
+    rows = {r["host"]: r for r in grid.status(h0, timeout=5)}
+    for h in volunteers:
+        assert rows[h.name]["reachable"] is True, rows[h.name]
+        assert rows[h.name]["addresses"] == [h.address, h.links[0].ipv6]  # both, IPv4 first
+    n, out = 8, tmp_path / "out"
+    app = sweep_app(tmp_path / "app", "dual", n, replicas=1, sleep=0.1)
+    r = grid.cli(h0, "submit", str(app), "--output", str(out), timeout=patience(120.0))
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    check_complete_and_correct(results, "dual", n, out)

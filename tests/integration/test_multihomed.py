@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,11 @@ import pytest
 
 from bonjourgrid.testbed import VirtualLan
 from bonjourgrid.testbed.grid import Grid, patience
+from bonjourgrid.testbed.journal_view import journal_rows
+
+from .test_failover import check_complete_and_correct, check_each_result_committed_once, first_line
+from .test_failover import sweep_app as sweep_replicated
+from .test_ipv6_only import fetch
 
 pytestmark = pytest.mark.vlan
 
@@ -120,3 +126,30 @@ def test_submit_recruits_volunteers_on_both_links_and_collects_all_results(
     workers = {t["worker"] for t in tasks}
     assert workers & {h.name for h in s.br1}, workers  # the second link did work
     assert workers & {h.name for h in s.br0}, workers
+
+
+def test_coordinator_kill9_on_two_links_loses_no_result(two_links: Lan, tmp_path: Path) -> None:
+    """A multi-homed submitter (not joined: its submit's private daemon coordinates, one
+    replica) is killed -9; the replica, on either link, finishes the app with every result."""
+    s, n = two_links, 40
+    submitter = s.lan.add_host()  # on both switches, like h1
+    s.grid.wait_idle(s.h1, [*s.br0, *s.br1], timeout=60)
+    app_json = sweep_replicated(tmp_path / "app", "multihomed-kill", n, replicas=1, sleep=0.2)
+    proc = s.grid.popen_cli(
+        submitter, "submit", str(app_json), "--output", str(tmp_path / "never"),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    app = first_line(proc)
+    time.sleep(2.0)
+    submitter.kill9()
+    out = tmp_path / "out"
+    results = fetch(s.grid, s.h1, app, out)
+    check_complete_and_correct(results, app, n, out)
+    finished = []
+    for h in s.lan.hosts:
+        row, entries = journal_rows(h, app)
+        if row is not None and row["role"] == "finished":
+            assert row["term"] == 2, row  # the one replica took over, once
+            check_each_result_committed_once(entries, n)
+            finished.append(h.name)
+    assert finished, "nobody finished the app"
