@@ -68,16 +68,8 @@ class LinkStack:
 
     def open(self) -> None:
         """Creates the stack (OSError if an address vanished) and ties it to the link."""
-        v4 = list(self.link.ipv4)
-        ifs: list[str | int] = [*v4, self.link.index] if self.link.ipv6 else list(v4)
-        version = (
-            IPVersion.All
-            if v4 and self.link.ipv6
-            else IPVersion.V6Only
-            if self.link.ipv6
-            else IPVersion.V4Only
-        )
-        self.aiozc = AsyncZeroconf(interfaces=ifs, ip_version=version)
+        interfaces, version = stack_choice(self.link)
+        self.aiozc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
         self.bound = self._tie_to_link()
 
     def _tie_to_link(self) -> bool:
@@ -216,28 +208,58 @@ class LinkStack:
             del self._broadcasts[key]
 
 
+def stack_choice(link: Link) -> tuple[list[str | int], IPVersion]:
+    """What zeroconf is given for ``link``: its IPv4 addresses and, when it has IPv6
+    link-local addresses, its interface index (zeroconf joins ff02::fb there); and the
+    families: ``All`` for a dual-stack link, ``V6Only`` for an IPv6-only one (mDNS over
+    ff02::fb alone), ``V4Only`` else. Pure."""
+    v4: list[str | int] = list(link.ipv4)
+    if not link.ipv6:
+        return v4, IPVersion.V4Only
+    return [*v4, link.index], IPVersion.All if v4 else IPVersion.V6Only
+
+
 def learned_addresses(
     ipv4: Sequence[str], ipv6: Sequence[str], link: Link, *, ipv4_scoped: bool
 ) -> tuple[str, ...]:
     """A peer's addresses as learned on ``link``: IPv4 scoped to it when its stack is bound to
     the device (else unscoped: we cannot know), IPv6 link-local scoped to the interface of
-    zeroconf's scope id (``%<index>``; ``link`` when absent), other IPv6 unscoped. Pure but for
-    naming a foreign scope index (``if_indextoname``); anything malformed is left out."""
+    zeroconf's scope id (``%<index>``; ``link`` when absent; left out when another link's and
+    the stack is bound to this one, which hears this link alone), other IPv6 unscoped. Pure
+    but for naming a foreign scope index (``if_indextoname``). Left out: anything malformed,
+    and addresses no peer can be reached at (hostile records aiming our dialers elsewhere):
+    loopback, unspecified, multicast, and IPv4-mapped or -compatible IPv6 (an IPv4 address in
+    disguise)."""
     out: list[str] = []
     for a in ipv4:
         with contextlib.suppress(ValueError):
-            out.append(scoped(a, link.name if ipv4_scoped else None))
+            if _reachable(ipaddress.IPv4Address(a)):
+                out.append(scoped(a, link.name if ipv4_scoped else None))
     for a in ipv6:
         bare, _, zone = a.partition("%")
         try:
             ip = ipaddress.IPv6Address(bare)
+            if not _reachable(ip):
+                continue
             if not ip.is_link_local:
                 out.append(str(ip))
                 continue
             interface = link.name
-            if zone and zone.isdigit() and int(zone) != link.index:
+            if zone.isdigit() and int(zone) != link.index:
+                if ipv4_scoped:  # heard on another link by a stack bound to this one: bogus
+                    continue
                 interface = socket.if_indextoname(int(zone))
             out.append(scoped(str(ip), interface))
         except (ValueError, OSError):
             continue
     return tuple(dict.fromkeys(out))
+
+
+def _reachable(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a peer could be reached at ``ip``: not loopback, unspecified or multicast, and
+    (IPv6) no IPv4 address wrapped in IPv6 (``::ffff:127.0.0.1`` is our own loopback)."""
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ip.ipv4_mapped is None and int(ip) >> 32 != 0  # ::a.b.c.d (compatible)
+    return True
