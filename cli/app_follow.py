@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from bonjourgrid.app.bundle import unpack_files
 from bonjourgrid.daemon.local_messages import CancelApp, FetchResults, Progress, Results, Watch
@@ -58,8 +59,10 @@ class Follower:
             self.interrupts += 1
             if not self.cancel_on_interrupt:
                 raise KeyboardInterrupt
-            if self.interrupts == 1:
-                click.echo("\nbjgrid: cancelling the app (Ctrl-C again to stop waiting)", err=True)
+            if self.interrupts == 1:  # through the console the live progress draws on
+                self.ctx.err.print(
+                    Text("bjgrid: cancelling the app (Ctrl-C again to stop waiting)")
+                )
                 cancel_sent.set()
             else:
                 raise KeyboardInterrupt
@@ -70,6 +73,13 @@ class Follower:
         view = ProgressView(self.ctx.err, live=tty and not self.as_json)
         last: Progress | None = None
         ch = await session.open()
+
+        async def ticking() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                view.tick()
+
+        ticker = asyncio.create_task(ticking())
         try:
             await ch.send(Watch(self.app_id))
             with view:
@@ -82,6 +92,7 @@ class Follower:
                     if msg.ended:
                         break
         finally:
+            ticker.cancel()
             await ch.close()
             canceller.cancel()
             loop.remove_signal_handler(signal.SIGINT)
@@ -159,7 +170,7 @@ def summary(reply: Results, reason: str, out_dir: Path) -> str:
         bits = [str(t.get("state", "failed"))]
         if t.get("exit_code") is not None:
             bits.append(f"exit {t['exit_code']}")
-        if t.get("reason"):
+        if t.get("reason") and t["reason"] != reason:  # the app's reason is said above
             bits.append(str(t["reason"]))
         last = last_line(out_dir, str(t.get("id", "")))
         lines.append(f"  {t.get('id')}: {', '.join(bits)}" + (f": {last}" if last else ""))

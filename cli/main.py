@@ -12,6 +12,7 @@ from .context import EXIT_BAD_INPUT, Abort, Ctx
 from .demo import demo
 from .join import join
 from .keygen import keygen
+from .paths import paths
 from .results import results
 from .schema import schema
 from .serve import serve
@@ -45,7 +46,20 @@ def cli(click_ctx: click.Context, key_file: str | None, verbose: int) -> None:
     click_ctx.obj = Ctx(key_file_option=key_file, verbose=verbose, config=config)
 
 
-for command in (keygen, join, status, submit, watch, results, apps, cancel, demo, schema, serve):
+for command in (
+    keygen,
+    join,
+    status,
+    submit,
+    watch,
+    results,
+    apps,
+    cancel,
+    demo,
+    schema,
+    paths,
+    serve,
+):
     cli.add_command(command)
 
 

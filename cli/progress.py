@@ -75,7 +75,9 @@ def bar_line(p: AppProgress, elapsed: float, width: int) -> str:
     if p.ended:
         tail = f"{done}/{n}  {p.outcome or 'ended'} {clock(elapsed)}"
     else:
-        tail = f"{done}/{n}  ETA {clock(eta(done, n - done - c['failed'], elapsed))}"
+        stuck = bool(p.waiting) and not c["running"]  # no rate means anything now
+        left = None if stuck else eta(done, n - done - c["failed"], elapsed)
+        tail = f"{done}/{n}  ETA {clock(left)}"
     name = p.name[: max(4, width // 4)]
     room = width - len(name) - len(tail) - 2
     if room < 5:
@@ -122,9 +124,18 @@ class ProgressView:
         if p.waiting and p.waiting != self._last_waiting and not p.ended:
             self.console.print(Text(f"bjgrid: app {p.app} waiting: {p.waiting}"), soft_wrap=True)
         self._last_waiting = p.waiting
+        self._plain(p, now, force=p.ended)
+
+    def tick(self, now: float | None = None) -> None:
+        """Called every second or so: a change held back by ``PLAIN_EVERY`` is printed once
+        due, even when no new progress arrives (the last change of a quiet app)."""
+        if self._live is None and self._last is not None:
+            self._plain(self._last, time.monotonic() if now is None else now, force=False)
+
+    def _plain(self, p: AppProgress, now: float, *, force: bool) -> None:
         line = f"{p.app} {p.role} {describe(p)}"
         due = now - self._last_plain_at >= PLAIN_EVERY
-        if line != self._last_plain and (due or p.ended):
+        if line != self._last_plain and (due or force):
             self.console.print(Text(line), soft_wrap=True)
             self._last_plain, self._last_plain_at = line, now
 

@@ -43,7 +43,7 @@ from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.ce_backends.registry import CoordinatorContext, make_coordinator
 from bonjourgrid.config import Config
 from bonjourgrid.control.messages import AppEnded, AppState, JournalAppend, Release
-from bonjourgrid.coordinator import fairshare, scheduling
+from bonjourgrid.coordinator import fairshare, results_detail, scheduling
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
 from bonjourgrid.coordinator.fairshare_view import FairShareView
 from bonjourgrid.coordinator.matchmaking import Offer
@@ -180,6 +180,8 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         self._abandoned = False
         self.ended_at: float | None = None
         self.done = asyncio.Event()
+        self.times = results_detail.TaskTimes()
+        """Wall-clock start/end of the tasks this coordinator saw run (results.json)."""
 
     # --- public ---------------------------------------------------------------------------
 
@@ -226,7 +228,19 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         self._watchers.discard(q)
 
     def results(self) -> dict[str, object]:
-        return results_document(self.app_id, self.spec, self.table, self.worker_hosts)
+        ended = self.role.ended and self.role.role.value != "finished"
+        stopped_by = self.role.reason if ended else ""
+        row = self.journal.app(self.app_id)
+        started, end = (row.created, row.ended) if row is not None else (None, None)
+        return results_document(
+            self.app_id,
+            self.spec,
+            self.table,
+            self.worker_hosts,
+            times=self.times,
+            stopped_by=stopped_by,
+            app_outcome=results_detail.outcome(self.outcome, self.role.reason, started, end),
+        )
 
     async def cancel(self, reason: str = "cancelled by the user") -> None:
         if self.role.ended:
@@ -294,6 +308,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         The entry's number, or 0 when it changed nothing."""
         if not je.apply(self.table, entry):
             return 0
+        self.times.note(entry, self.table, time.time())
         self.seq += 1
         text = je.encode(entry)
         self.journal.append(self.app_id, self.seq, text)

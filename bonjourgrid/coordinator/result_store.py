@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bonjourgrid.app.bundle import pack_files, unpack_files
 from bonjourgrid.app.spec import AppSpec, TaskSpec
+from bonjourgrid.coordinator.results_detail import TaskTimes, task_state
 from bonjourgrid.safepath import under
 from bonjourgrid.states.tasktable import TaskTable
 
@@ -98,22 +99,38 @@ class ResultStore:
 
 
 def results_document(
-    app_id: str, spec: AppSpec, table: TaskTable, hosts: Mapping[str, str]
+    app_id: str,
+    spec: AppSpec,
+    table: TaskTable,
+    hosts: Mapping[str, str],
+    *,
+    times: TaskTimes | None = None,
+    stopped_by: str = "",
+    app_outcome: dict[str, object] | None = None,
 ) -> dict[str, object]:
-    """``results.json`` as DESIGN.md's contract fixes it; ``hosts`` maps node ids to names."""
+    """``results.json``: DESIGN.md's fields, unchanged, plus what results_detail.py adds
+    (``reason``, ``started``/``ended``, the finer ``state``, the app's ``outcome``);
+    ``hosts`` maps node ids to names."""
     tasks: list[object] = []
     for rec in table.records():
+        started, ended = times.of(rec.id) if times is not None else (None, None)
         tasks.append(
             {
                 "id": rec.id,
-                "state": rec.state.value,
+                "state": task_state(rec, stopped_by),
                 "exit_code": rec.exit_code,
                 "attempts": rec.attempts,
                 "worker": hosts.get(rec.worker, rec.worker) if rec.worker else None,
                 "seconds": None if rec.seconds is None else round(rec.seconds, 3),
+                "reason": rec.reason,
+                "started": started,
+                "ended": ended,
             }
         )
-    return {"app": app_id, "name": spec.name, "tasks": tasks}
+    doc: dict[str, object] = {"app": app_id, "name": spec.name, "tasks": tasks}
+    if app_outcome is not None:
+        doc["outcome"] = app_outcome
+    return doc
 
 
 # --- durable file-system steps ---------------------------------------------------------------

@@ -81,3 +81,17 @@ def test_on_a_terminal_the_reason_has_its_own_line_within_80_columns() -> None:
     rendered = view.render(view._last, 10.0)
     assert len(rendered) == 3 and all(len(ln) < 80 for ln in rendered[:2])
     assert rendered[2].startswith("waiting: 3 volunteers could run it")
+
+
+def test_a_change_held_back_is_printed_once_due_without_new_progress() -> None:
+    out = io.StringIO()
+    view = ProgressView(Console(file=out, width=80), live=False, now=0.0)
+    view.update(prog(done=1, pending=1), now=0.0)
+    view.update(prog(done=2), now=1.0)  # not due yet: held back
+    assert out.getvalue().count("\n") == 1
+    view.tick(now=2.0)
+    assert out.getvalue().count("\n") == 1
+    view.tick(now=PLAIN_EVERY + 0.1)  # due: the last change is said, once
+    view.tick(now=3 * PLAIN_EVERY)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "done 2" in lines[1]

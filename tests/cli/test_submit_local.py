@@ -55,12 +55,26 @@ def run_submit(cwd: Path, *args: str) -> Run:
     return Run(r.returncode, r.stdout, r.stderr, cwd)
 
 
+DESIGN_FIELDS = {"id", "state", "exit_code", "attempts", "worker", "seconds"}
+"""DESIGN.md's results.json task fields: kept, with their meaning; issue 14 adds the rest."""
+ADDED_FIELDS = {"reason", "started", "ended"}
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
 def by_id(results: dict[str, object]) -> dict[str, dict[str, object]]:
-    assert set(results) == {"app", "name", "tasks"}
+    assert set(results) == {"app", "name", "tasks", "outcome"}
+    outcome = results["outcome"]
+    assert isinstance(outcome, dict) and set(outcome) == {"state", "reason", "started", "ended"}
+    assert ISO.fullmatch(str(outcome["started"])) and ISO.fullmatch(str(outcome["ended"]))
     tasks = results["tasks"]
     assert isinstance(tasks, list)
     for t in tasks:
-        assert set(t) == {"id", "state", "exit_code", "attempts", "worker", "seconds"}, t
+        assert set(t) == DESIGN_FIELDS | ADDED_FIELDS, t
+        assert t["state"] in ("done", "failed", "cancelled", "skipped"), t
+        if t["attempts"]:  # it ran here: its last attempt's wall-clock times
+            assert ISO.fullmatch(str(t["started"])), t
+        if t["state"] != "done":
+            assert t["reason"], t  # never a bare `failed` with no reason
     return {str(t["id"]): t for t in tasks}
 
 
@@ -209,3 +223,8 @@ def test_ctrl_c_cancels_the_app_and_exits_130(tmp_path: Path) -> None:
     tasks = by_id(results)
     assert len(tasks) == 30
     assert any(t["state"] != "done" for t in tasks.values()), "cancelled app has every task done"
+    never_ran = [t for t in tasks.values() if t["attempts"] == 0]
+    assert never_ran, "Ctrl-C after 1.5 s of 4.5: some tasks never started"
+    for t in never_ran:  # reported as cancelled, with the reason, not as failed
+        assert t["state"] == "cancelled" and t["reason"] == "cancelled by the user", t
+    assert results["outcome"]["state"] == "cancelled"

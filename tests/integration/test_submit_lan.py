@@ -87,13 +87,14 @@ def app_id_of(stdout: str) -> str:
 
 def check_results_shape(results: dict[str, Any], app: str, name: str) -> list[dict[str, Any]]:
     """DESIGN.md's results.json: exactly these keys, with these types."""
-    assert set(results) == {"app", "name", "tasks"}
+    assert set(results) == {"app", "name", "tasks", "outcome"}  # outcome: added by issue 14
     assert results["app"] == app
     assert results["name"] == name
     tasks = results["tasks"]
     assert isinstance(tasks, list)
     for t in tasks:
-        assert set(t) == {"id", "state", "exit_code", "attempts", "worker", "seconds"}, t
+        design = {"id", "state", "exit_code", "attempts", "worker", "seconds"}
+        assert set(t) == design | {"reason", "started", "ended"}, t  # added by issue 14
         assert t["state"] in ("done", "failed")
         assert isinstance(t["attempts"], int) and t["attempts"] >= 1
         assert isinstance(t["worker"], str)
