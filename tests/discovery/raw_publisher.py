@@ -2,7 +2,9 @@
 
 ``python raw_publisher.py '<json>'`` with keys ``address``, ``type``, ``label``, ``port`` and
 ``txt_hex`` (a list of hex-encoded TXT strings, each sent as-is: not necessarily key=value, not
-necessarily UTF-8). Prints ``{"ev": "ready"}`` once registered; withdraws and exits at stdin EOF.
+necessarily UTF-8); optional ``advertise`` (the addresses put in A/AAAA records, default
+``[address]``) and ``ipv6_index`` (also speak IPv6 on that interface). Prints
+``{"ev": "ready"}`` once registered; withdraws and exits at stdin EOF.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import json
 import sys
 
-from zeroconf import ServiceInfo
+from zeroconf import IPVersion, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 
@@ -25,9 +27,13 @@ async def main() -> None:
         port=cfg["port"],
         properties=rdata,
         server=f"raw-{cfg['label']}.local.",
-        parsed_addresses=[cfg["address"]],
+        parsed_addresses=cfg.get("advertise", [cfg["address"]]),
     )
-    aiozc = AsyncZeroconf(interfaces=[cfg["address"]])
+    index = cfg.get("ipv6_index")
+    aiozc = AsyncZeroconf(
+        interfaces=[cfg["address"], *([index] if index else [])],
+        ip_version=IPVersion.All if index else IPVersion.V4Only,
+    )
     await aiozc.async_register_service(info, cooperating_responders=True)
     print(json.dumps({"ev": "ready"}), flush=True)
     loop = asyncio.get_running_loop()
