@@ -55,7 +55,7 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
         table.add_row(
             str(r["host"]),
             str(r["id"]),
-            str(r["state"]),
+            str(r["state"]) + ("/owner-busy" if r.get("owner") == "busy" else ""),
             "yes" if r["reachable"] else "NO",
             str(r["cpus"]),
             str(r["slots"]),
@@ -68,7 +68,8 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
     for r in rows:
         if r.get("isolation") in ("none", "unisolated"):
             what = "refuses tasks" if r["isolation"] == "none" else "runs tasks unisolated"
-            ctx.out.print(f"{r['host']} {what}: {r.get('isolation_reason') or 'see its log'}")
+            why = r.get("isolation_reason") or "see its log"  # from the network: no markup
+            ctx.out.print(f"{r['host']} {what}: {why}", markup=False)
         if r.get("refused"):
             ctx.out.print(f"{r['host']} ({r['id']}) refused us: {r['refused']}", markup=False)
     ctx.out.print(f"{len(rows)} machine(s) on grid {ctx.key().grid_id}")

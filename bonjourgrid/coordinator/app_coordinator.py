@@ -436,7 +436,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         if self.backend.places_tasks:
             return  # the middleware knows which machine is idle, we do not: keep all to the end
         idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
-        ready = len(self.table.ready())
+        ready = self._ready_fitting(idle)  # a task none of them fits must not hold them
         for node in scheduling.releasable(
             ready_tasks=ready, idle_workers=idle, replicas=self.replication.ranks
         ):

@@ -20,11 +20,11 @@ from bonjourgrid.control.dial import PREFERENCES
 from bonjourgrid.control.messages import Fenced, Release, Reserve, ReserveReply
 from bonjourgrid.coordinator import scheduling
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
-from bonjourgrid.coordinator.matchmaking import Offer, unmet, waiting_reason
+from bonjourgrid.coordinator.matchmaking import Offer, fits, unmet, waiting_reason
 from bonjourgrid.coordinator.worker_link import WorkerLink
 from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.states.coordinator import Role, WorkerStaged
-from bonjourgrid.states.taskstate import TERMINAL_STATES
+from bonjourgrid.states.taskstate import TERMINAL_STATES, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ class Recruitment(AppCoordinatorBase):
             waiting = list(self.table.ready())
         unmatched: list[tuple[str, str]] = []
         limit = self.spec.wait_timeout
+        # The rest of the app runs or ran: give up on the task alone (else the app fails).
+        progressing = bool(self.links) or self.table.counts().get(TaskState.DONE, 0) > 0
         for task_id in waiting:
             req = self.spec.task(task_id).requirements
             why = waiting_reason(
@@ -92,7 +94,7 @@ class Recruitment(AppCoordinatorBase):
             unmatched.append((task_id, why))
             never = unmet(offers, req, self.backend_name)
             since = self._unfit_since.setdefault(task_id, now)
-            if never is not None and limit is not None and self.links and now - since > limit:
+            if never is not None and limit is not None and progressing and now - since > limit:
                 wants = ", ".join(f"{k}={v}" for k, v in req.to_json().items() if v)
                 reason = f"no volunteer satisfies its requirements ({wants}): {never}"
                 log.warning("app %s: task %s: %s", self.app_id, task_id, reason)
@@ -107,12 +109,24 @@ class Recruitment(AppCoordinatorBase):
                 log.info("app %s: waiting: %s", self.app_id, text)
             self._waiting = text
 
+    def _ready_fitting(self, nodes: list[str]) -> int:
+        """Ready tasks that one of the workers ``nodes`` could run: an app waiting for a
+        volunteer that fits some task must not keep idle workers that none of its tasks fits."""
+        offers = [o for n in nodes if (o := self.links[n].offer) is not None]
+        if len(offers) < len(nodes):  # a worker whose record we lack: assume it fits
+            return len(self.table.ready())
+        return sum(
+            1
+            for t in self.table.ready()
+            if any(fits(o, self.spec.task(t).requirements, self.backend_name) for o in offers)
+        )
+
     def _waited_too_long(self, without_worker: float) -> str | None:
         """The reason to fail the app after ``without_worker`` seconds with no worker at all,
         or None: it has no ``wait_timeout`` (it waits), or that is not over yet."""
         limit = self.spec.wait_timeout
-        if limit is None or without_worker <= limit:
-            return None
+        if limit is None or without_worker <= limit or self.table.finished():
+            return None  # (finished: the last waiting task was just given up on)
         reason = f"no volunteer took the app within its wait timeout ({limit:g} s)"
         if self._waiting:
             reason += f": {self._waiting}"

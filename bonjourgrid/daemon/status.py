@@ -120,5 +120,10 @@ async def machine_rows(
 
 
 def _isolation(m: Machine) -> dict[str, object]:
-    """How the machine isolates tasks (``none``: it refuses them) and why, from its record."""
-    return {"isolation": m.txt.isolation or None, "isolation_reason": m.txt.isolation_reason}
+    """How the machine isolates tasks (``none``: it refuses them) and why, from its record;
+    and ``owner``: ``busy`` while its owner uses it (it takes no grid work), else ``ok``."""
+    return {
+        "isolation": m.txt.isolation or None,
+        "isolation_reason": m.txt.isolation_reason,
+        "owner": "busy" if m.txt.policy == "busy" else "ok",
+    }

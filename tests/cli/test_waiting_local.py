@@ -49,10 +49,12 @@ def test_wait_timeout_fails_fast_naming_the_requirement_nobody_meets(tmp_path: P
 
 
 def test_without_wait_timeout_the_app_waits_saying_why_until_cancelled(tmp_path: Path) -> None:
-    """The old behaviour failed the app after 20 s; now it waits (Ctrl-C cancels it)."""
+    """The old behaviour failed the app after 20 s; now it waits (Ctrl-C cancels it), and
+    does not keep a worker that its waiting task does not fit."""
     only_big = tmp_path / "only"
     only_big.mkdir()
     (only_big / "app.json").write_text(json.dumps({"name": "w", "tasks": [
+        {"id": "small", "command": ["true"]},
         {"id": "big", "command": ["true"], "requirements": {"memory_mb": HUGE}}]}))  # fmt: skip
     proc = subprocess.Popen(
         [*CLI, "submit", str(only_big), "--local", "1"], cwd=tmp_path, env=env(),
@@ -69,6 +71,8 @@ def test_without_wait_timeout_the_app_waits_saying_why_until_cancelled(tmp_path:
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert f"waiting: no volunteer has memory_mb>={HUGE} (1 seen), for task big" in err, err
+    # `small` ran; the worker it ran on was let go: a task that fits no worker holds none
+    assert "done 1  running 0  waiting 1  failed 0  workers 0" in err, err
 
 
 def test_dry_run_lists_per_task_how_many_volunteers_fit_and_recruits_nothing(
