@@ -173,3 +173,38 @@ def test_cancel_json_then_results_and_submit_share_status_3(shared: Lan, tmp_pat
     assert "no volunteer has site=nowhere" in fdoc["reason"], fdoc
     later = cli(s, s.submitter, "results", fdoc["app"], "--json", "-o", str(tmp_path / "fr"))
     assert later.returncode == 3 == json.loads(later.stdout)["exit_status"]
+
+
+def test_the_submitting_host_loses_the_lan_for_30_s_and_its_app_carries_on(
+    shared: Lan, tmp_path: Path
+) -> None:
+    """A laptop's link goes down mid-app (30 s), then up: the app is not lost, the tasks
+    finish and `submit` brings every result home."""
+    s = shared
+    for h in s.lan.hosts[:2]:
+        assert s.grid.daemons[h.name].poll() is None
+    app = write_app(tmp_path / "l", "laptop", 8, 2.0, workers=2)
+    out = tmp_path / "out"
+    proc = s.grid.popen_cli(
+        s.submitter, "submit", str(app), "--json", "-o", str(out),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(5)  # the app is running on the volunteers
+        assert proc.poll() is None, proc.communicate()[1].decode(errors="replace")[-3000:]
+        s.submitter.link_down()
+        time.sleep(30)
+        s.submitter.link_up()
+        stdout, stderr = proc.communicate(timeout=patience(240))
+    finally:
+        s.submitter.link_up()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = stderr.decode(errors="replace")
+    assert proc.returncode == 0, err[-4000:]
+    doc = submit_json(stdout)
+    assert doc["outcome"] == "finished", doc
+    assert sorted((out / f"t{i}" / "o.txt").read_text() for i in range(8)) == [
+        f"{i}\n" for i in range(8)
+    ]
