@@ -139,9 +139,7 @@ def test_task_sees_predecessor_outputs_in_its_working_dir(probe: dict[str, objec
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory: pytest.TempPathFactory) -> Run:
     cwd = tmp_path_factory.mktemp("failing")
-    return run_submit(
-        cwd, str(APPS / "failing"), "--local", "2", "--json", "--output", "chosen"
-    )
+    return run_submit(cwd, str(APPS / "failing"), "--local", "2", "--json", "--output", "chosen")
 
 
 def test_json_mode_stdout_is_exactly_one_object_and_the_app_line_goes_to_stderr(
