@@ -185,9 +185,13 @@ def tree(root: Path) -> dict[str, str]:
     }
 
 
+_BY_NATURE = ("seconds", "worker", "started", "ended")
+"""Task fields that differ between two runs by nature: timings and workers."""
+
+
 def comparable(results: dict[str, Any]) -> list[dict[str, Any]]:
     """results.json tasks without what may differ between backends: timings, workers."""
-    return sorted(({k: v for k, v in t.items() if k not in ("seconds", "worker")}
+    return sorted(({k: v for k, v in t.items() if k not in _BY_NATURE}
                    for t in results["tasks"]), key=lambda t: t["id"])  # fmt: skip
 
 

@@ -103,10 +103,14 @@ def files_of(out: Path) -> dict[str, bytes]:
     }
 
 
+_BY_NATURE = ("seconds", "worker", "started", "ended")
+"""Task fields that differ between two runs by nature: timings and workers."""
+
+
 def comparable(results: dict[str, Any]) -> list[dict[str, Any]]:
     """results.json's tasks without what differs by nature (timings, worker names)."""
     return sorted(
-        ({k: v for k, v in t.items() if k not in ("seconds", "worker")} for t in results["tasks"]),
+        ({k: v for k, v in t.items() if k not in _BY_NATURE} for t in results["tasks"]),
         key=lambda t: str(t["id"]),
     )
 
