@@ -186,7 +186,21 @@ def test_coordinator_kill9_with_two_replicas_loses_no_result(
     final = [(h, e) for h, (row, e) in held.items() if row["role"] == "finished"]
     assert final, f"nobody finished the app: { {h: r for h, (r, _) in held.items()} }"
     terms = {row["term"] for row, _ in held.values()}
-    assert max(terms) == 2, f"exactly one takeover expected (no false ones): terms {terms}"
+    # One takeover: one term above 1 among the holders. (A ballot that found no quorum in
+    # time under load, then won the next term, claimed nothing: terms {1, 3} is one takeover.)
+    if len({t for t in terms if t > 1}) != 1:  # what each daemon said, for the diagnosis
+        said = [
+            f"--- {h.name}:\n"
+            + "\n".join(
+                ln
+                for ln in s.grid.log(h).splitlines()
+                if app in ln and ("term" in ln or "elect" in ln or "vote" in ln)
+            )[-3000:]
+            for h in s.lan.hosts
+        ]
+        pytest.fail(
+            f"exactly one takeover expected (no false ones): terms {terms}\n" + "\n".join(said)
+        )
     for _host, entries in final:
         check_each_result_committed_once(entries, n)
     print(f"seed {seed}: final holders {[h for h, _ in final]}, terms {sorted(terms)}")
