@@ -291,6 +291,11 @@ def test_coordinator_kill9_with_one_replica_completes_every_result_once(
         per_task = Counter(e["task"] for e in finishes(entries))
         assert len(per_task) == N_TASKS and set(per_task.values()) == {1}, per_task
     s.grid.wait_idle(s.observer, s.volunteers, timeout=60)
+    # The new coordinator stops its head after it committed the end (a graceful condor_off
+    # takes seconds on a loaded machine): nothing may be left once it is done.
+    deadline = time.monotonic() + 60
+    while condor_processes(s.lan.hosts) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert condor_processes(s.lan.hosts) == {}
     left = [p for h in s.volunteers for p in h.home.rglob("condor_config")]
     assert left == [], left
