@@ -79,26 +79,6 @@ def write_app(
     return path
 
 
-def submit_json(stdout: bytes | str) -> dict[str, Any]:
-    """The JSON object `bjgrid submit --json` wrote on stdout.
-
-    Accepts stdout that is exactly one JSON object (DESIGN.md's contract) and stdout that starts
-    with the ``app <ID>`` line before it (as submit printed it before that contract was met):
-    the object is the one starting a line and running to the end of the output. ValueError if
-    there is none.
-    """
-    text = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
-    lines = text.splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        if not line.lstrip().startswith("{"):
-            continue
-        with contextlib.suppress(json.JSONDecodeError):
-            doc = json.loads("".join(lines[i:]))
-            if isinstance(doc, dict):
-                return doc
-    raise ValueError(f"no JSON object in submit's stdout: {text[-500:]!r}")
-
-
 def ratio(value: float | None, base: float | None) -> float | None:
     """``value / base``, or None when either is missing or the base is zero."""
     if value is None or base is None or base == 0:

@@ -29,7 +29,6 @@ from _common import (
     join_in_batches,
     print_table,
     ratio,
-    submit_json,
     write_app,
     write_results,
 )
@@ -37,6 +36,7 @@ from _common import (
 from bonjourgrid.discovery.names import IDLE_TYPE
 from bonjourgrid.testbed import Host
 from bonjourgrid.testbed.grid import Grid, reservations
+from bonjourgrid.testbed.submit_output import submit_json
 
 # A fresh browse resolving `n` services of `type` on `address` only; prints one JSON object.
 BROWSE_SCRIPT = r"""

@@ -33,13 +33,13 @@ from _common import (
     join_in_batches,
     print_table,
     ratio,
-    submit_json,
     write_app,
     write_results,
 )
 
 from bonjourgrid.testbed import Host
 from bonjourgrid.testbed.grid import Grid, reservations
+from bonjourgrid.testbed.submit_output import submit_json
 
 SLEEP_S = 0.2
 
