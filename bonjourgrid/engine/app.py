@@ -421,7 +421,8 @@ class AppEngine:
     # --- workers: reservations, preparation, loss --------------------------------------------
 
     def _reserved(self, e: Reserved) -> None:
-        self.ledger.link(Worker(e.worker, e.host, e.slots, e.offer))
+        seen = e.offer or next((o for o in self.offers if o.node == e.worker), None)
+        self.ledger.link(Worker(e.worker, e.host, e.slots, seen))
         if not self.acting():
             self._release(e.worker, "app ended")
             return
