@@ -594,6 +594,8 @@ class AppEngine:
             if c.seq < 0 and self.acting():
                 continue
             if not self.acting():
+                if c.seq < 0:
+                    self._out.append(Discard(key[0], key[1]))  # staged, never to be promoted
                 if c.via_backend:
                     self._out.append(NotCommitted(key[0], key[1], "not coordinated here any more"))
             elif self.replicas.durable(c.seq):
