@@ -71,10 +71,18 @@ def test_a_rogue_cannot_claim_another_nodes_id_nor_forge_its_results(
             assert rogue.poll() is None, rogue.stderr.read().decode()[-3000:]  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "rogue did not start"
             time.sleep(0.1)
+        # h0 must have seen the rogue idle before the app recruits, and the app asks for every
+        # volunteer: on a loaded machine a slow announcement otherwise leaves it unrecruited
+        rogue_id = next(e["node"] for e in _events(log) if e.get("event") == "up")
+        while not any(
+            r["id"] == rogue_id and r["state"] == "idle" and r["reachable"] for r in grid.status(h0)
+        ):
+            assert time.monotonic() < deadline, "h0 never saw the rogue idle"
+            time.sleep(0.2)
         app = tmp_path / "legit" / "app.json"
         app.parent.mkdir()
         app.write_text(json.dumps({
-            "name": "legit", "workers": 2,
+            "name": "legit", "workers": 3,
             "tasks": [{"id": f"t{i}", "command": f"sleep 2; echo real-{i} > out.txt",
                        "outputs": ["out.txt"]} for i in range(4)],
         }))  # fmt: skip
