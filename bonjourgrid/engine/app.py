@@ -25,8 +25,10 @@ owner)::
   journal is *unconfirmed*: it is **adopted** if its worker says it runs it
   (``HeartbeatAck.running``) or sends its result; it is **abandoned** (requeued, not a
   failure) when its worker says it does not, is lost, or has not confirmed within
-  ``rehome_grace`` after the re-homes were answered. Attempts a worker reports that the
-  journal lacks are not adopted (their results find no attempt to commit). With middleware
+  ``rehome_grace`` after the re-homes were answered. An attempt the journal lacks — the
+  *next* attempt of a ready task, whose ``Started`` was lost with the old coordinator — is
+  adopted (journaled) when a linked worker reports it running or sends its result, so no
+  attempt number is handed out twice and no result is dropped as a duplicate. With middleware
   placement every running attempt is abandoned at once (the old head's queue is gone).
 * **Waiting**: ``WaitPolicy`` (give up on a task nobody can run; fail an app with no worker).
 """
@@ -82,7 +84,7 @@ from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.faulttolerance.quorum import Members
 from bonjourgrid.states import coordinator as cr
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
-from bonjourgrid.states.taskstate import TERMINAL_STATES
+from bonjourgrid.states.taskstate import TERMINAL_STATES, TaskState
 from bonjourgrid.states.tasktable import TaskTable
 
 
@@ -274,7 +276,9 @@ class AppEngine:
         now = self._now
         if self.role.role is Role.TAKING_OVER:
             self._takeover_step(now)
-        if self.table.finished() and not self.ledger.unconfirmed:
+        if self.table.finished() and not self.ledger.unconfirmed and not self._commits:
+            # The end waits until every result is durable and acknowledged (or a higher
+            # term wins): a result is never left committed here alone.
             self.role.handle(cr.AllTasksTerminal())
             self._save_role()
             return
@@ -541,6 +545,7 @@ class AppEngine:
         host = self.worker_hosts.get(worker, "")
         if worker in self.ledger.workers:
             host = host or self.ledger.workers[worker].host
+            self._adopt_unknown(worker, r.task, r.attempt)
         c = _Commit(worker, host, r, via_backend)
         self._commits[key] = c
         self.ledger.in_flight.add(key)
@@ -643,8 +648,29 @@ class AppEngine:
         if self._takeover is not None:
             self._takeover.answers.discard(node)
 
+    def _adopt_unknown(self, worker: str, task: str, attempt: int) -> bool:
+        """A linked worker runs (or finished) the *next* attempt of a ready task: its
+        ``Started`` entry was lost with the old coordinator (entries stream after they are
+        journaled). The worker's word is the only record of that attempt: journal it, so the
+        number is never handed out twice and the result is not dropped as a duplicate."""
+        if task not in self.spec.task_ids or not self.acting():
+            return False
+        rec = self.table.record(task)
+        if rec.state is not TaskState.READY or attempt != rec.attempts + 1:
+            return False
+        host = self.ledger.workers[worker].host
+        self._record(je.Started(task, attempt, worker, host, 0.0), host=host)
+        self.ledger.start((task, attempt), worker, self.spec.task(task).requirements.cpus)
+        self._note(f"adopted {task}#{attempt} from {worker}: its start was not in the journal")
+        return True
+
     def _reconcile(self, worker: str, ack: HeartbeatAck) -> None:
         """Adopt the unconfirmed attempts ``worker`` runs; abandon those it does not."""
+        if worker in self.ledger.workers and ack.term == self.term:
+            for item in ack.running:
+                task, _, n = item.rpartition("#")
+                if n.isdigit():
+                    self._adopt_unknown(worker, task, int(n))
         running = set(ack.running)
         for key, node in list(self.ledger.unconfirmed.items()):
             if node != worker:
