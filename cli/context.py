@@ -3,19 +3,22 @@ object that owns terminal output and aborts (exit statuses per DESIGN.md's contr
 
 from __future__ import annotations
 
+import functools
 import logging
 import logging.handlers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
 from bonjourgrid.config import Config
 from bonjourgrid.gridkey import GridKey, KeyError_, find_key_file, load_key
 from bonjourgrid.paths import Paths, default_paths
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK = 0
 EXIT_TASKS_FAILED = 1
@@ -51,8 +54,19 @@ class Ctx:
     verbose: int
     paths: Paths = field(default_factory=default_paths)
     config: Config = field(default_factory=Config.from_env)
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    # rich is imported on first use: `bjgrid join` (a daemon for months) never prints with it.
+    @functools.cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)
 
     @property
     def key_file(self) -> Path:

@@ -1,27 +1,56 @@
-"""The root `bjgrid` command group: it only wires subcommands."""
+"""The root `bjgrid` command group: it only wires subcommands.
+
+Subcommands are imported lazily (``LazyGroup``): `bjgrid join` runs for months on a
+volunteer, and should hold only what the daemon needs, not `submit`'s progress display or
+`demo`'s test bed. `bjgrid --help` and shell completion import them all.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from bonjourgrid import __version__
 from bonjourgrid.config import Config
 
-from .apps import apps, cancel
 from .context import EXIT_BAD_INPUT, Abort, Ctx
-from .demo import demo
-from .join import join
-from .keygen import keygen
-from .paths import paths
-from .results import results
-from .schema import schema
-from .serve import serve
-from .status import status
-from .submit import submit
-from .watch import watch
+
+COMMANDS: dict[str, str] = {
+    "keygen": "keygen",
+    "join": "join",
+    "pause": "pause",
+    "resume": "pause",
+    "status": "status",
+    "submit": "submit",
+    "watch": "watch",
+    "results": "results",
+    "apps": "apps",
+    "cancel": "apps",
+    "demo": "demo",
+    "schema": "schema",
+    "paths": "paths",
+    "serve": "serve",
+}
+"""Command name -> the module of this package that defines it (as an attribute of that name)."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when first used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(f"{__package__}.{module}"), cmd_name)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bjgrid")
 @click.option(
     "--key-file",
@@ -44,23 +73,6 @@ def cli(click_ctx: click.Context, key_file: str | None, verbose: int) -> None:
     except ValueError as e:
         raise Abort(str(e), EXIT_BAD_INPUT) from None
     click_ctx.obj = Ctx(key_file_option=key_file, verbose=verbose, config=config)
-
-
-for command in (
-    keygen,
-    join,
-    status,
-    submit,
-    watch,
-    results,
-    apps,
-    cancel,
-    demo,
-    schema,
-    paths,
-    serve,
-):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
         table.add_row(
             str(r["host"]),
             str(r["id"]),
-            str(r["state"]) + ("/owner-busy" if r.get("owner") == "busy" else ""),
+            str(r["state"]) + _owner(r),
             "yes" if r["reachable"] else "NO",
             str(r["cpus"]),
             str(r["slots"]),
@@ -82,6 +82,14 @@ async def _status(ctx: Ctx, timeout: float) -> list[dict[str, object]]:
         reply = await session.call(StatusRequest(max(0.2, left - 0.1)), timeout=left + 1)
     assert isinstance(reply, StatusReply)
     return [r for r in reply.machines if isinstance(r, dict)]
+
+
+def _owner(r: dict[str, object]) -> str:
+    """``/paused`` (its owner ran bjgrid pause) or ``/owner-busy`` (its owner is at it): such
+    a machine takes no grid work; a worker's tasks are stopped, then given back."""
+    if r.get("paused") is True:
+        return "/paused"
+    return "/owner-busy" if r.get("owner") == "busy" else ""
 
 
 def _joined(values: object) -> str:

@@ -35,7 +35,7 @@ class Advertising(NodeDaemonBase):
                 os=h.os,
                 arch=h.arch,
                 backends=h.backends,
-                policy=PolicyState.BUSY.value if self.agent.owner_busy else PolicyState.OK.value,
+                policy=self._policy_value(),
                 app=self.agent.app,
                 coordinator=self.agent.coordinator,
                 attributes=self.attributes,
@@ -43,6 +43,14 @@ class Advertising(NodeDaemonBase):
                 isolation_reason=self.agent.isolation.reason,
             )
         )
+
+    def _policy_value(self) -> str:
+        """The TXT ``p``: ``ok``, ``busy`` (the owner is at it) or ``paused`` (bjgrid pause)."""
+        if not self.agent.owner_busy:
+            return PolicyState.OK.value
+        driver = getattr(self, "policy", None)
+        paused = driver is not None and driver.state is PolicyState.PAUSED
+        return PolicyState.PAUSED.value if paused else PolicyState.BUSY.value
 
     def offers(self) -> list[Offer]:
         """Volunteers a coordinator here may recruit: from mDNS, or the static list."""
@@ -66,7 +74,8 @@ class Advertising(NodeDaemonBase):
                 attributes=m.txt.attributes,
                 # An idle machine whose owner is at it refuses reservations: never asked
                 # (matchmaking.fits), only counted when saying why an app waits.
-                owner_busy=m.state == "idle" and m.txt.policy == PolicyState.BUSY.value,
+                # Anything but ok (busy, paused, a value of a newer peer) takes no grid work.
+                owner_busy=m.state == "idle" and m.txt.policy != PolicyState.OK.value,
             )
             for m in self.discovery.machines()
         ]

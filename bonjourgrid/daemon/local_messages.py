@@ -32,6 +32,8 @@ class LocalKind(IntEnum):
     FAILURE = 13
     DRY_RUN = 14
     DRY_RUN_REPLY = 15
+    PAUSE = 16
+    PAUSE_REPLY = 17
 
 
 @LOCAL.register(LocalKind.SUBMIT)
@@ -175,3 +177,24 @@ class DryRunReply(_Checked):
     tasks: list[object]
     """One row per task, in the app's order: ``{id, fit_now, could, reason}``
     (matchmaking.fit_rows)."""
+
+
+@LOCAL.register(LocalKind.PAUSE)
+@dataclass(frozen=True)
+class Pause(_Checked):
+    """``bjgrid pause`` (True) / ``bjgrid resume`` (False): the owner's manual hold."""
+
+    paused: bool
+
+
+@LOCAL.register(LocalKind.PAUSE_REPLY)
+@dataclass(frozen=True)
+class PauseReply(_Checked):
+    paused: bool
+    policy: str
+    """The owner policy's state once a sample was judged with the hold: ``paused``, ``busy``
+    (lifted, but the owner is at the machine) or ``ok`` (offered again)."""
+    tasks: int
+    """Tasks on this machine now (stopped while paused)."""
+    resume_after: float
+    """Quiet seconds the owner policy wants before it offers the machine again."""

@@ -23,6 +23,7 @@ from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.app_requests import AppRequests
 from bonjourgrid.daemon.status import machine_rows
+from bonjourgrid.policy import PolicyDriver, pause
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class LocalRequests(AppRequests):
             lm.AppsRequest: self._local_apps,
             lm.CancelApp: self._local_cancel,
             lm.DryRun: self._local_dry_run,
+            lm.Pause: self._local_pause,
         }
         handler = handlers.get(type(req))
         if handler is None:
@@ -104,7 +106,7 @@ class LocalRequests(AppRequests):
         try:
             while True:
                 p = await q.get()
-                await ch.send(p)
+                await ch.send(lm.Progress(**vars(p)))  # the coordinator's view, as a message
                 if p.ended:
                     return
         finally:
@@ -245,6 +247,24 @@ class LocalRequests(AppRequests):
             await self._settle()
         reply, why = _dry_run_rows(self.offers(), req.spec)  # type: ignore[attr-defined]
         await ch.send(reply if reply is not None else lm.Failure(2, why))
+
+    async def _local_pause(self, ch: LocalChannel, req: lm.Pause) -> None:
+        """``bjgrid pause`` / ``resume``: the owner's manual hold, an input of the owner
+        policy (policy/pause.py keeps it across restarts). Only this socket's local user
+        gets here (``_on_local``); no control message pauses a machine."""
+        driver: PolicyDriver | None = getattr(self, "policy", None)  # NodeDaemon's
+        if driver is None:
+            await ch.send(lm.Failure(2, "this daemon does not volunteer (see bjgrid join)"))
+            return
+        try:
+            pause.record(self.paths.state_dir, req.paused)
+        except OSError as e:
+            await ch.send(lm.Failure(3, f"cannot record the pause: {e}"))
+            return
+        state = await driver.set_paused(req.paused)
+        tasks = len(self.agent.worker.running()) if self.agent.worker is not None else 0
+        reply = lm.PauseReply(req.paused, state.value, tasks, driver.config.resume_after)
+        await ch.send(reply)
 
     async def _local_cancel(self, ch: LocalChannel, req: lm.CancelApp) -> None:
         app = self._app(req.app)

@@ -60,7 +60,7 @@ from bonjourgrid.faulttolerance.election import Election
 from bonjourgrid.faulttolerance.journal import AppRow, Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
-from bonjourgrid.policy import Action, PolicyDriver, PolicyState
+from bonjourgrid.policy import Action, PolicyDriver, PolicyState, pause
 from bonjourgrid.policy.volunteer import VolunteerSettings
 from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
@@ -278,6 +278,9 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
     def _start_policy(self) -> None:
         """Watch the owner: suspend tasks when they come back, resume or give back later."""
         s = self.settings
+        paused = pause.is_paused(self.paths.state_dir)  # bjgrid pause holds across restarts
+        if paused:
+            log.warning("paused by its owner (bjgrid resume lifts it): no tasks are taken")
         self.policy = PolicyDriver(
             s.activity_source(os.getpid()),
             s.policy,
@@ -285,6 +288,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             on_state=self._on_policy_state,
             has_tasks=self.agent.has_tasks,
             engaged=lambda: self.agent.state != "idle",  # tasks may come: sample fast
+            paused=paused,
         )
         self._tasks.append(asyncio.create_task(self.policy.run(), name="owner policy"))
 
@@ -295,10 +299,12 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             self.agent.resume()
         elif action is Action.GIVE_BACK:
             limit = self.settings.policy.max_suspension
-            await self.agent.give_back(f"the owner needed the machine for over {limit:g} s")
+            paused = self.policy is not None and self.policy.paused
+            who = "paused by its owner" if paused else "the owner needed the machine"
+            await self.agent.give_back(f"{who} for over {limit:g} s")
 
     async def _on_policy_state(self, state: PolicyState) -> None:
-        self.agent.owner_busy = state is PolicyState.BUSY
+        self.agent.owner_busy = state is not PolicyState.OK  # busy or paused
         await self._advertise()
 
     # --- control channel (other daemons) ----------------------------------------------------

@@ -121,9 +121,11 @@ async def machine_rows(
 
 def _isolation(m: Machine) -> dict[str, object]:
     """How the machine isolates tasks (``none``: it refuses them) and why, from its record;
-    and ``owner``: ``busy`` while its owner uses it (it takes no grid work), else ``ok``."""
+    and ``owner``: ``busy`` while its owner uses it or paused it (it takes no grid work),
+    else ``ok``; ``paused``: its owner said "not now" (``bjgrid pause``)."""
     return {
         "isolation": m.txt.isolation or None,
         "isolation_reason": m.txt.isolation_reason,
-        "owner": "busy" if m.txt.policy == "busy" else "ok",
+        "owner": "ok" if m.txt.policy == "ok" else "busy",
+        "paused": m.txt.policy == "paused",
     }

@@ -2,7 +2,11 @@
 
     source.sample() --(every poll_interval while tasks run, idle_poll_interval otherwise)-->
     PolicyMachine.observe() --> on_action(SUSPEND | RESUME | GIVE_BACK), then on_state(ok |
-    busy) whenever the TXT value changes
+    busy | paused) whenever the TXT value changes
+
+``paused`` (``bjgrid pause``, kept across restarts by policy/pause.py) is a manual "owner
+active" input of the same machine: a pause suspends and later gives back through the very
+actions the owner's return causes, so every backend obeys it the same way.
 
 Sampling is fast while ``has_tasks()`` or ``engaged()`` (the machine serves an app: tasks may
 start any moment). An idle daemon should cost next to nothing, so while neither holds the
@@ -44,6 +48,7 @@ class PolicyDriver:
         has_tasks: Callable[[], bool] = lambda: False,
         engaged: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        paused: bool = False,
     ) -> None:
         self.source = source
         self.config = config
@@ -53,8 +58,13 @@ class PolicyDriver:
         self.has_tasks = has_tasks
         self.engaged = engaged
         self.clock = clock
+        self.paused = paused
+        """The owner's manual hold (``bjgrid pause``): every sample counts as active."""
         self._published: PolicyState | None = None
         self._woken = asyncio.Event()
+        self._step_now = False
+        self._stepped: list[asyncio.Future[None]] = []
+        self._running = False
 
     @property
     def state(self) -> PolicyState:
@@ -67,9 +77,10 @@ class PolicyDriver:
             sample = await asyncio.to_thread(self.source.sample, now)
         else:  # /proc reads only: a thread hand-off would cost more than the read
             sample = self.source.sample(now)
-        actions = self.machine.observe(sample, now, has_tasks=self.has_tasks())
+        paused = self.paused
+        actions = self.machine.observe(sample, now, has_tasks=self.has_tasks(), paused=paused)
         for action in actions:
-            log.info("owner policy: %s (%s)", action.value, sample)
+            log.info("owner policy: %s (%s%s)", action.value, sample, ", paused" * paused)
             try:
                 await self.on_action(action)
             except Exception:
@@ -89,6 +100,22 @@ class PolicyDriver:
         fast = self.has_tasks() or (self.engaged is not None and self.engaged())
         return self.config.poll_interval if fast else self.config.idle_poll_interval
 
+    async def set_paused(self, paused: bool, timeout: float = 10.0) -> PolicyState:
+        """Hold the machine for its owner (``bjgrid pause``) or lift the hold, and return
+        the state once a sample has been judged with it: tasks are stopped (or continued)
+        by then, through the same actions as for an owner at the keyboard."""
+        self.paused = paused
+        if not self._running:
+            await self.step()
+            return self.state
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stepped.append(done)
+        self._step_now = True
+        self._woken.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        return self.state
+
     def wake(self) -> None:
         """The volunteer's state changed (reserved, released, ...): judge the interval now."""
         self._woken.set()
@@ -97,11 +124,22 @@ class PolicyDriver:
         """Poll until cancelled."""
         # Without engaged() nothing wakes us: look at has_tasks() every poll_interval.
         nap = self.config.poll_interval if self.engaged is None else float("inf")
-        while True:
-            started = self.clock()
-            await self.step()
-            # Judged again at every wake: a task or a reservation shortens the wait at once.
-            while (wait := started + self.interval() - self.clock()) > 0:
-                self._woken.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), min(wait, nap))
+        self._running = True
+        try:
+            while True:
+                started = self.clock()
+                waiters, self._stepped, self._step_now = self._stepped, [], False
+                try:
+                    await self.step()
+                finally:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(None)
+                # Judged again at every wake: a task or a reservation shortens the wait at
+                # once; a pause or resume asks for a sample now.
+                while not self._step_now and (wait := started + self.interval() - self.clock()) > 0:
+                    self._woken.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._woken.wait(), min(wait, nap))
+        finally:
+            self._running = False

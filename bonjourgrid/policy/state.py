@@ -18,6 +18,13 @@ between the previous judgement stands). Then:
 Any active sample restarts the quiet period. The machine starts AVAILABLE unless its first
 sample is active (keyboard idleness known from the OS counts from before the start).
 Nothing here reads a clock: ``now`` is passed in (monotonic seconds).
+
+Pause (``bjgrid pause``) is one more input: while ``paused`` every sample counts as active,
+so the machine suspends, then gives back after ``max_suspension``, exactly as for an owner
+who came back; its TXT value is ``paused`` (coordinators skip anything but ``ok``). When the
+pause is lifted the real samples decide again, and the quiet period counts from the last
+*real* activity: an owner who was away all along gets the machine offered at once (if that
+quiet lasted ``resume_after``), one still at the keyboard only after ``resume_after``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ class PolicyState(str, enum.Enum):
 
     OK = "ok"
     BUSY = "busy"
+    PAUSED = "paused"
+    """Not offered because its owner said so (``bjgrid pause``); read as busy by peers."""
 
 
 class Action(enum.Enum):
@@ -82,18 +91,33 @@ class PolicyMachine:
         self.config = config
         self.presence: Presence | None = None  # decided by the first sample
         self.active = False
-        """The judgement of the last sample."""
+        """The judgement of the last sample (the real owner's, pause aside)."""
+        self.real_quiet_since: float | None = None
+        """Since when the real samples have been quiet (None: the last one was active)."""
+        self.paused = False
+        """The owner's manual hold (``bjgrid pause``), as of the last sample."""
         self.quiet_since: float | None = None
         self.busy_since: float | None = None
         self.given_back = False
 
     @property
     def state(self) -> PolicyState:
-        return PolicyState.OK if self.presence is Presence.AVAILABLE else PolicyState.BUSY
+        if self.presence is Presence.AVAILABLE:
+            return PolicyState.OK
+        return PolicyState.PAUSED if self.paused else PolicyState.BUSY
 
-    def observe(self, sample: Activity, now: float, *, has_tasks: bool) -> list[Action]:
-        """Take one sample at ``now``; the actions to carry out, in order."""
-        self.active = active = sample.judge(self.config, self.active)
+    def observe(
+        self, sample: Activity, now: float, *, has_tasks: bool, paused: bool = False
+    ) -> list[Action]:
+        """Take one sample at ``now`` (``paused``: the owner's manual hold); the actions to
+        carry out, in order."""
+        self.active = real = sample.judge(self.config, self.active)
+        if real:
+            self.real_quiet_since = None
+        elif self.real_quiet_since is None:
+            self.real_quiet_since = now
+        self.paused = paused
+        active = real or paused
         if self.presence is None:
             self.presence = Presence.OWNER_ACTIVE if active else Presence.AVAILABLE
             if active:
@@ -106,11 +130,8 @@ class PolicyMachine:
             self.presence = Presence.OWNER_ACTIVE
             self.busy_since, self.quiet_since, self.given_back = now, None, False
             return [Action.SUSPEND]
-        # OWNER_ACTIVE
-        if active:
-            self.quiet_since = None
-        elif self.quiet_since is None:
-            self.quiet_since = now
+        # OWNER_ACTIVE: quiet counts from the last real activity, never while paused
+        self.quiet_since = None if paused else self.real_quiet_since
         if self.quiet_since is not None and now - self.quiet_since >= self.config.resume_after:
             self.presence = Presence.AVAILABLE
             self.busy_since = self.quiet_since = None

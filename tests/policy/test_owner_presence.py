@@ -111,7 +111,7 @@ def test_load_between_thresholds_does_not_flap() -> None:
 
 
 def test_policy_state_strings_fit_the_txt_record() -> None:
-    assert [s.value for s in PolicyState] == ["ok", "busy"]
+    assert [s.value for s in PolicyState] == ["ok", "busy", "paused"]
 
 
 def test_settings_from_a_config_table() -> None:
