@@ -11,7 +11,12 @@ same run, the same two bags run on Dask, what a user would pick instead on one m
 each task running its command in a subprocess; timed from the first submit to the last result
 (the cluster's start is reported apart). Dask is in the ``dev`` extra.
 
-    python bench/throughput.py [--quick] [--tasks T] [--hosts H]
+    python bench/throughput.py [--quick] [--tasks T] [--hosts H] [--py-spy DIR]
+
+``--py-spy DIR`` (py-spy installed) records, during the no-op app, the submitting host's
+coordinator (`bjgrid submit`) and one volunteer's daemon with its tasks, as flame graphs
+``DIR/coordinator.svg`` and ``DIR/volunteer.svg`` plus raw collapsed stacks (``*.txt``);
+docs/performance.md reads them.
 
 Default T = 400, H = 8 (``--quick``: T = 60, H = 4). Figures go to bench/results/throughput.json.
 """
@@ -22,10 +27,13 @@ import argparse
 import contextlib
 import logging
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 from _common import (
@@ -44,8 +52,28 @@ from bonjourgrid.testbed.submit_output import submit_json
 SLEEP_S = 0.2
 
 
+def py_spy(pid: int, out: Path, fmt: str) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``pid`` and its children (the tasks), idle frames left out."""
+    return subprocess.Popen(
+        [
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+            "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--nonblocking",
+            "--format", fmt, "--output", str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def submit(
-    grid: Grid, user: Host, volunteers: list[Host], name: str, argv: list[str], n: int, workers: int
+    grid: Grid,
+    user: Host,
+    volunteers: list[Host],
+    name: str,
+    argv: list[str],
+    n: int,
+    workers: int,
+    profile_dir: Path | None = None,
 ) -> dict[str, float]:
     """Run n x ``argv`` on the grid; wall seconds of `bjgrid submit` and of its phases."""
     folder = user.home / name
@@ -57,7 +85,19 @@ def submit(
         user, "submit", str(app), "--json", "--output", str(folder / "out"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+    spies: list[subprocess.Popen[bytes]] = []
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        vol_pid = grid.daemons[volunteers[0].name].pid
+        for who, pid in (("coordinator", proc.pid), ("volunteer", vol_pid)):
+            for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+                spies.append(py_spy(pid, profile_dir / f"{who}.{ext}", fmt))
     out, err = proc.communicate(timeout=600)
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    for spy in spies:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(timeout=30)
     wall = time.time() - t0
     busy, vol = busy_cpu_s() - busy0, volunteers_cpu_s(grid) - vol0
     if proc.returncode != 0:
@@ -164,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="60 tasks on 4 hosts")
     parser.add_argument("--tasks", type=int, help="tasks per app (default 400; --quick: 60)")
     parser.add_argument("--hosts", type=int, help="volunteers (default 8; --quick: 4)")
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="profile the no-op app into DIR (py-spy)"
+    )
     args = parser.parse_args(argv)
     n = args.tasks or (60 if args.quick else 400)
     hosts = args.hosts or (4 if args.quick else 8)
@@ -175,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         sleep = submit(grid, user, volunteers, "sleeps", ["sleep", str(SLEEP_S)], n, hosts)
         print(f"sleep app: {sleep}", flush=True)
         grid.wait_idle(user, volunteers, timeout=60)
-        noop = submit(grid, user, volunteers, "noops", ["true"], n, hosts)
+        noop = submit(grid, user, volunteers, "noops", ["true"], n, hosts, args.py_spy)
         print(f"no-op app: {noop}", flush=True)
     dask = dask_bags({"sleeps": [f"sleep {SLEEP_S}"] * n, "noops": ["true"] * n}, hosts)
     print(f"dask: {dask}", flush=True)

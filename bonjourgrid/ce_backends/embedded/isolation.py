@@ -170,9 +170,45 @@ def signal_all_of(uid: int, sig: int) -> None:
 
     A helper becomes ``uid`` and calls kill(-1): the kernel then signals exactly the
     processes that uid may signal, i.e. its own, except the helper itself.
+
+    Fast path: util-linux ``setpriv`` drops to ``uid`` and execs procps ``kill -SIG -- -1``
+    (both from /usr/bin or /bin, found once), spawned without a ``preexec_fn`` so Python uses
+    vfork: ~2 ms of CPU instead of ~3 ms for forking the whole daemon (docs/performance.md).
+    Any failure of that helper falls back to forking a child that becomes ``uid`` itself.
     """
+    helper = _signal_helper()
+    if helper is not None:
+        setpriv, kill = helper
+        argv = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        argv += [kill, f"-{int(sig)}", "--", "-1"]
+        with contextlib.suppress(OSError):
+            done = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={},
+                check=False,
+            )
+            if done.returncode == 0:
+                return
     setup = functools.partial(_become_and_signal, uid, sig)
     subprocess.run(["/bin/true"], preexec_fn=setup, check=False)
+
+
+@functools.cache
+def _signal_helper() -> tuple[str, str] | None:
+    """Absolute paths of ``setpriv`` and a ``kill`` that takes ``-- -1``, or None."""
+
+    def find(name: str) -> str | None:
+        for folder in ("/usr/bin", "/bin"):
+            path = os.path.join(folder, name)
+            if os.access(path, os.X_OK):
+                return path
+        return None
+
+    setpriv, kill = find("setpriv"), find("kill")
+    return (setpriv, kill) if setpriv and kill else None
 
 
 def _become_and_signal(uid: int, sig: int) -> None:
