@@ -46,7 +46,7 @@ def render(console: Console, rows: list[dict[str, object]]) -> None:
     """The table, then each waiting reason on a line of its own (it does not fit a column).
     Everything is Text: names and reasons come from the network, never markup."""
     table = Table(box=None, pad_edge=False)
-    for col in ("APP", "NAME", "USER", "COORDINATOR", "STATE", "DONE", "RUN", "WAIT", "FAIL"):
+    for col in ("APP", "NAME", "USER", "COORDINATOR", "STATE", *_COUNTS.values()):
         table.add_column(col, justify="right" if col in _COUNTS.values() else "left")
     table.add_column("AGE", justify="right")
     for r in rows:
@@ -57,7 +57,8 @@ def render(console: Console, rows: list[dict[str, object]]) -> None:
             console.print(Text(f"{r['app']} waiting: {r['waiting_reason']}"))
 
 
-_COUNTS = {"done": "DONE", "running": "RUN", "waiting": "WAIT", "failed": "FAIL"}
+_COUNTS = {"done": "DONE", "running": "RUN", "waiting": "WAIT", "failed": "FAIL",
+           "cancelled": "CANC", "skipped": "SKIP"}  # fmt: skip
 
 
 def age(seconds: object) -> str:

@@ -23,10 +23,13 @@ PLAIN_EVERY = 5.0
 """Seconds between plain progress lines (a CI log wants a heartbeat, not a flood)."""
 
 _STATES = ("done", "running", "waiting", "failed")
+_NEVER_RAN = ("cancelled", "skipped")
+"""Counted apart from failed (results.json's states), shown once there are any."""
 
 
 def counts(p: AppProgress) -> dict[str, int]:
-    """One count per state people think in: waiting = pending + ready."""
+    """One count per state people think in: waiting = pending + ready; cancelled and skipped
+    (never ran: the app was cancelled, or a predecessor failed) apart from failed."""
 
     def n(state: str) -> int:
         v = p.counts.get(state, 0)
@@ -37,6 +40,8 @@ def counts(p: AppProgress) -> dict[str, int]:
         "running": n("running"),
         "waiting": n("pending") + n("ready"),
         "failed": n("failed"),
+        "cancelled": n("cancelled"),
+        "skipped": n("skipped"),
     }
 
 
@@ -62,9 +67,11 @@ def clock(seconds: float | None) -> str:
 
 
 def describe(p: AppProgress) -> str:
-    """The counts line: ``done 3  running 2  waiting 5  failed 0  workers 2``."""
+    """The counts line: ``done 3  running 2  waiting 5  failed 0  workers 2`` (and
+    ``cancelled N``, ``skipped N`` before workers once there are any)."""
     c = counts(p)
-    return "  ".join(f"{k} {c[k]}" for k in _STATES) + f"  workers {p.workers}"
+    shown = [*_STATES, *(k for k in _NEVER_RAN if c[k])]
+    return "  ".join(f"{k} {c[k]}" for k in shown) + f"  workers {p.workers}"
 
 
 def bar_line(p: AppProgress, elapsed: float, width: int) -> str:
@@ -76,14 +83,15 @@ def bar_line(p: AppProgress, elapsed: float, width: int) -> str:
         tail = f"{done}/{n}  {p.outcome or 'ended'} {clock(elapsed)}"
     else:
         stuck = bool(p.waiting) and not c["running"]  # no rate means anything now
-        left = None if stuck else eta(done, n - done - c["failed"], elapsed)
+        over = c["failed"] + c["cancelled"] + c["skipped"]
+        left = None if stuck else eta(done, n - done - over, elapsed)
         tail = f"{done}/{n}  ETA {clock(left)}"
     name = p.name[: max(4, width // 4)]
     room = width - len(name) - len(tail) - 2
     if room < 5:
         return f"{name} {tail}"[:width]
     filled = room * done // n if n else 0
-    if p.ended and p.outcome == "finished" and not c["failed"]:
+    if p.ended and p.outcome == "finished" and done == n:
         filled = room
     return f"{name} {'━' * filled}{'─' * (room - filled)} {tail}"
 

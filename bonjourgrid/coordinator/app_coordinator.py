@@ -200,7 +200,8 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         return self.role.ended and self.role.role is not Role.STEPPED_DOWN
 
     def progress(self) -> Progress:
-        counts = {s.value: n for s, n in self.table.counts().items()}
+        stopped = self.role.ended and self.role.role.value != "finished"
+        counts = results_detail.state_counts(self.table, self.role.reason if stopped else "")
         return Progress(
             app=self.app_id,
             name=self.spec.name,

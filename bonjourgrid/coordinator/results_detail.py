@@ -42,6 +42,19 @@ def task_state(rec: TaskRecord, stopped_by: str) -> str:
     return "failed"
 
 
+def state_counts(table: TaskTable, stopped_by: str) -> dict[str, int]:
+    """Tasks per state, the table's ``failed`` split as in results.json: ``cancelled`` and
+    ``skipped`` are counted apart (a task that never ran is not a failure), every key
+    present. What ``bjgrid submit`` and ``bjgrid apps`` count."""
+    out = {s.value: n for s, n in table.counts().items()} | {"cancelled": 0, "skipped": 0}
+    if out[TaskState.FAILED.value]:  # only then are records read (a big app's updates)
+        for rec in table.records():
+            if rec.state is TaskState.FAILED:
+                out[TaskState.FAILED.value] -= 1
+                out[task_state(rec, stopped_by)] += 1
+    return out
+
+
 @dataclass
 class TaskTimes:
     """Wall-clock start and end of each task's last attempt, as this coordinator saw them."""

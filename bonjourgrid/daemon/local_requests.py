@@ -299,8 +299,8 @@ class LocalRequests(AppRequests):
 
 
 def app_counts(counts: dict[str, object]) -> dict[str, int]:
-    """done / running / waiting / failed of a task-state count table (waiting = pending +
-    ready: what people think of as not started yet)."""
+    """done / running / waiting / failed / cancelled / skipped of a task-state count table
+    (waiting = pending + ready: what people think of as not started yet)."""
 
     def n(state: str) -> int:
         v = counts.get(state, 0)
@@ -311,6 +311,8 @@ def app_counts(counts: dict[str, object]) -> dict[str, int]:
         "running": n("running"),
         "waiting": n("pending") + n("ready"),
         "failed": n("failed"),
+        "cancelled": n("cancelled"),
+        "skipped": n("skipped"),
     }
 
 

@@ -12,8 +12,10 @@ from bonjourgrid.daemon.local_requests import app_counts
 
 
 def test_counts_group_pending_and_ready_as_waiting() -> None:
-    got = app_counts({"pending": 2, "ready": 3, "running": 1, "done": 4, "failed": 1})
-    assert got == {"done": 4, "running": 1, "waiting": 5, "failed": 1}
+    got = app_counts({"pending": 2, "ready": 3, "running": 1, "done": 4, "failed": 1,
+                      "cancelled": 6, "skipped": 2})  # fmt: skip
+    assert got == {"done": 4, "running": 1, "waiting": 5, "failed": 1, "cancelled": 6,
+                   "skipped": 2}  # fmt: skip
 
 
 def test_hostile_counts_are_zero_not_a_crash() -> None:
@@ -22,18 +24,21 @@ def test_hostile_counts_are_zero_not_a_crash() -> None:
         "running": 0,
         "waiting": 0,
         "failed": 1,
+        "cancelled": 0,
+        "skipped": 0,
     }  # fmt: skip  (a bool is an int in Python: True counts as 1, never a crash)
 
 
 def test_a_row_with_counts_and_age() -> None:
     row = {"app": "ab12", "name": "n", "user": "u", "coordinator": "h1", "state": "running",
-           "done": 3, "running": 2, "waiting": 5, "failed": 0, "age": 125.0}  # fmt: skip
-    assert cells(row) == ["ab12", "n", "u", "h1", "running", "3", "2", "5", "0", "2m"]
+           "done": 3, "running": 2, "waiting": 5, "failed": 0, "cancelled": 4, "skipped": 1,
+           "age": 125.0}  # fmt: skip
+    assert cells(row) == ["ab12", "n", "u", "h1", "running", "3", "2", "5", "0", "4", "1", "2m"]
 
 
 def test_an_app_seen_by_its_record_only_has_no_counts() -> None:
     row = {"app": "cd34", "name": "n", "user": "u", "coordinator": "h2", "state": "running"}
-    assert cells(row)[5:] == ["-", "-", "-", "-", "-"]
+    assert cells(row)[5:] == ["-", "-", "-", "-", "-", "-", "-"]
 
 
 def test_ages() -> None:

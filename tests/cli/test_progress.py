@@ -95,3 +95,13 @@ def test_a_change_held_back_is_printed_once_due_without_new_progress() -> None:
     view.tick(now=3 * PLAIN_EVERY)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2 and "done 2" in lines[1]
+
+
+def test_cancelled_and_skipped_tasks_have_counts_of_their_own() -> None:
+    p = prog(True, "cancelled", done=3, failed=1, cancelled=5, skipped=2)
+    assert describe(p) == (
+        "done 3  running 0  waiting 0  failed 1  cancelled 5  skipped 2  workers 3"
+    )
+    assert "3/11" in bar_line(p, 12.0, 79)
+    finished = prog(True, "finished", done=3, skipped=2)  # skipped after a failure
+    assert "─" in bar_line(finished, 1.0, 79)  # not drawn complete

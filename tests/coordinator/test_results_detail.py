@@ -63,3 +63,15 @@ def test_a_retry_clears_the_end_of_the_earlier_attempt() -> None:
     times.note(je.Started("a", 2, "n", "h", 0.0), table, 20.0)
     assert times.of("a") == (iso(20.0), None)
     assert outcome("", "", None, None)["state"] == "running"
+
+
+def test_progress_counts_split_failed_like_results_json() -> None:
+    """`bjgrid submit`/`apps` count a task that never ran apart from a failure."""
+    from bonjourgrid.coordinator.results_detail import state_counts
+
+    table = TaskTable(spec("a", "b", "c", after=("a",)))
+    for entry in (je.Started("a", 1, "n1", "h1", 0.0), je.Finished("a", 1, 3, 0.5, 0.5)):
+        assert je.apply(table, entry)
+    got = state_counts(table, "")
+    assert (got["failed"], got["skipped"], got["cancelled"], got["ready"]) == (1, 1, 0, 1)
+    assert sum(got.values()) == 3
