@@ -228,14 +228,30 @@ class AccountLease:
     drops the lock when its holder dies: a crashed daemon leaks nothing.
     """
 
-    def __init__(self, uid: int, fd: int) -> None:
+    def __init__(self, uid: int, fd: int, *, clean: bool = False) -> None:
         self.uid = uid
         self._fd: int | None = fd
+        self.empty = clean
+        """Whether ``uid`` is known to have no process: its previous holder's last sweep
+        succeeded (the lock file said so), or this holder swept it and started nothing
+        since. The sandbox sweeps before a task only when this is False, clears it before
+        it starts a process and sets it after a sweep; ``release`` records it for the next
+        holder."""
 
     def release(self) -> None:
         if self._fd is not None:
+            if self.empty:
+                with contextlib.suppress(OSError):
+                    os.pwrite(self._fd, _LEASE_CLEAN, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+_LEASE_CLEAN = b"clean\n"
+_LEASE_DIRTY = b"dirty\n"
+"""A lock file's content: ``clean`` once its last holder left no process of the uid behind.
+Written as ``dirty`` as soon as a lease is taken, so a holder that dies (kill -9, a crash)
+leaves ``dirty`` and the next one sweeps the uid first. Same length: one pwrite at 0."""
 
 
 def lease_account(base: int, count: int, lock_dir: str, first: int = 0) -> AccountLease:
@@ -252,5 +268,12 @@ def lease_account(base: int, count: int, lock_dir: str, first: int = 0) -> Accou
         except BlockingIOError:
             os.close(fd)
             continue
-        return AccountLease(uid, fd)
+        try:
+            clean = os.pread(fd, 16, 0) == _LEASE_CLEAN
+            if os.pwrite(fd, _LEASE_DIRTY, 0) != len(_LEASE_DIRTY):
+                raise OSError(f"cannot mark {uid}.lock as in use")
+        except OSError:
+            os.close(fd)
+            raise
+        return AccountLease(uid, fd, clean=clean)
     raise OSError(f"all {count} slot accounts from uid {base} are in use")

@@ -99,8 +99,7 @@ async def run_task(
                 )
             except OSError as e:
                 return await _outcome(None, 0.0, f"staging failed: {e}", logs, None, None, config)
-        uid = lease.uid if lease else None
-        return await _run_in(run, taskdir, logs, app_files, config, uid, control or TaskControl())
+        return await _run_in(run, taskdir, logs, app_files, config, lease, control or TaskControl())
     finally:
         if lease is not None:
             lease.release()
@@ -133,14 +132,17 @@ async def _run_in(
     logs: _Logs,
     app_files: Path,
     config: SandboxConfig,
-    uid: int | None,
+    lease: isolation.AccountLease | None,
     control: TaskControl,
 ) -> TaskOutcome:
+    uid = lease.uid if lease else None
     cap_mb = limits.memory_cap_mb(run, config)
     cgroup = await asyncio.to_thread(_make_cgroup, config, uid, cap_mb)
     task_fd = os.open(taskdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        return await _run_with(run, taskdir, task_fd, logs, app_files, config, uid, control, cgroup)
+        return await _run_with(
+            run, taskdir, task_fd, logs, app_files, config, lease, control, cgroup
+        )
     finally:
         os.close(task_fd)
         if cgroup is not None:
@@ -154,10 +156,11 @@ async def _run_with(
     logs: _Logs,
     app_files: Path,
     config: SandboxConfig,
-    uid: int | None,
+    lease: isolation.AccountLease | None,
     control: TaskControl,
     cgroup: cgroups.TaskCgroup | None,
 ) -> TaskOutcome:
+    uid = lease.uid if lease else None
     iso = bwrap.isolation_for(config.bwrap, config.allow_unisolated)
     if iso.refuses:  # the volunteer refuses reservations too: this is the backstop
         return await _outcome(None, 0.0, f"refused: {iso.refusal()}", logs, None, None, config)
@@ -179,8 +182,10 @@ async def _run_with(
                 max_bytes=config.max_unpack_mb * _MB,
                 max_members=config.max_unpack_files,
             )
+        if lease is not None and not lease.empty:  # leftovers of a crashed holder
+            await asyncio.to_thread(isolation.kill_all_of, lease.uid)
+            lease.empty = True
         if uid is not None:
-            await asyncio.to_thread(isolation.kill_all_of, uid)  # leftovers of a crash
             staging.prepare_for(taskdir, uid)
             blocked = None if new_mounts else staging.unreachable_ancestor(taskdir)
             if blocked is not None:
@@ -213,6 +218,8 @@ async def _run_with(
         cgroup_procs=cgroup.procs_files() if cgroup is not None else (),
     )
     started = time.monotonic()
+    if lease is not None:
+        lease.empty = False  # from here on a process of the uid may exist
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -239,6 +246,8 @@ async def _run_with(
         # Every process of the task dies before anything in its directory is read: an
         # escaped child could otherwise swap an output for a link while it is collected.
         await asyncio.shield(asyncio.to_thread(procs.kill_all))
+        if lease is not None and cgroup is None:
+            lease.empty = True  # kill_all swept the uid: the next lease need not
         with contextlib.suppress(Exception):
             await asyncio.shield(proc.wait())
     if cgroup is not None and cgroup.oom_kills() > 0 and not error:
