@@ -166,6 +166,12 @@ def summary(reply: Results, reason: str, out_dir: Path) -> str:
     if reason:
         head += f" — {reason}"
     lines = [head]
+    # Tasks the cancel stopped have nothing of their own to say: one line for them all.
+    said = [t for t in failed if t.get("state") == "cancelled" and t.get("exit_code") is None
+            and t.get("reason") in (None, "", reason)]  # fmt: skip
+    if said:
+        lines.append(_ids_line(f"  {len(said)} cancelled:", [str(t.get("id")) for t in said]))
+        failed = [t for t in failed if t not in said]
     for t in failed[:10]:
         bits = [str(t.get("state", "failed"))]
         if t.get("exit_code") is not None:
@@ -178,6 +184,17 @@ def summary(reply: Results, reason: str, out_dir: Path) -> str:
         lines.append(f"  ... and {len(failed) - 10} more (see results.json)")
     lines.append(f"outputs in {out_dir}/")
     return "\n".join(lines)
+
+
+def _ids_line(head: str, ids: list[str], width: int = 79) -> str:
+    """``head id id id …`` within ``width`` columns."""
+    line = head
+    for i, task in enumerate(ids):
+        more = "" if i == len(ids) - 1 else " …"
+        if len(line) + 1 + len(task) + len(more) > width:
+            return line + " …"
+        line += f" {task}"
+    return line
 
 
 def last_line(out_dir: Path, task_id: str, limit: int = 160) -> str:

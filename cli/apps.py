@@ -46,19 +46,32 @@ def render(console: Console, rows: list[dict[str, object]]) -> None:
     """The table, then each waiting reason on a line of its own (it does not fit a column).
     Everything is Text: names and reasons come from the network, never markup."""
     table = Table(box=None, pad_edge=False)
-    for col in ("APP", "NAME", "USER", "COORDINATOR", "STATE", *_COUNTS.values()):
-        table.add_column(col, justify="right" if col in _COUNTS.values() else "left")
-    table.add_column("AGE", justify="right")
-    for r in rows:
-        table.add_row(*(Text(c) for c in cells(r)))
+    body = [cells(r) for r in rows]
+    heads = ["APP", "NAME", "USER", "COORDINATOR", "STATE", *_COUNTS.values(), "AGE"]
+    widths = [max([len(h), *(len(c[i]) for c in body)]) for i, h in enumerate(heads)]
+    # At the terminal's width the name and the coordinator's host give way (cut with …);
+    # the id, the user, the state, the counts and the age never do.
+    over = sum(widths) + 2 * (len(heads) - 1) - console.width
+    while over > 0 and max(widths[1], widths[3]) > 6:  # the wider of the two first
+        widths[1 if widths[1] >= widths[3] else 3] -= 1
+        over -= 1
+    for i, col in enumerate(heads):
+        table.add_column(col, justify="left" if col in _TEXT else "right", no_wrap=True,
+                         max_width=widths[i], min_width=widths[i] if i not in (1, 3) else None,
+                         overflow="ellipsis")  # fmt: skip
+    for row in body:
+        table.add_row(*(Text(c) for c in row))
     console.print(table)
     for r in rows:
         if r.get("waiting_reason"):
             console.print(Text(f"{r['app']} waiting: {r['waiting_reason']}"))
 
 
+_TEXT = ("APP", "NAME", "USER", "COORDINATOR", "STATE")
 _COUNTS = {"done": "DONE", "running": "RUN", "waiting": "WAIT", "failed": "FAIL",
-           "cancelled": "CANC", "skipped": "SKIP"}  # fmt: skip
+           "cancelled": "CANC"}  # fmt: skip
+"""Count columns. CANC: tasks that never ran (cancelled, or skipped after a failed
+predecessor; ``--json`` keeps ``cancelled`` and ``skipped`` apart)."""
 
 
 def age(seconds: object) -> str:
@@ -75,9 +88,15 @@ def age(seconds: object) -> str:
 def cells(r: dict[str, object]) -> list[str]:
     """One row of the table; counts only for apps this machine holds ("-" otherwise)."""
 
-    def count(k: str) -> str:
+    def number(k: str) -> int | None:
         v = r.get(k)
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else "-"
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    def count(k: str) -> str:
+        v = number(k)
+        if k == "cancelled" and v is not None:
+            v += number("skipped") or 0
+        return "-" if v is None else str(v)
 
     head = [str(r.get(k, "")) for k in ("app", "name", "user", "coordinator", "state")]
     return [*head, *(count(k) for k in _COUNTS), age(r.get("age"))]

@@ -226,8 +226,9 @@ def _signature(
     path = key_file or user_key_path(ctx.paths.config_dir)
     if key_file is None and not path.exists():
         click.echo(
-            "bjgrid: no signing key (`bjgrid keygen --user` makes one): app submitted unsigned; "
-            "volunteers with trusted_users will refuse it",
+            # Two lines that fit 80 columns (a wrapped word reads badly).
+            "bjgrid: app submitted unsigned: volunteers with trusted_users will refuse it\n"
+            "bjgrid: no signing key; `bjgrid keygen --user` makes one",
             err=True,
         )
         return "", ""

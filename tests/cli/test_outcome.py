@@ -93,6 +93,19 @@ def test_the_summary_lists_each_task_not_done_with_exit_code_and_last_stderr_lin
     assert "  sum: skipped, predecessor bad failed" in text.splitlines()
 
 
+def test_tasks_a_cancel_stopped_are_one_line_within_80_columns(tmp_path: Path) -> None:
+    why = "cancelled by the user"
+    tasks = [{"id": f"sq{i:02d}", "state": "cancelled", "exit_code": None, "reason": why}
+             for i in range(14, 40)]  # fmt: skip
+    tasks.append({"id": "late", "state": "cancelled", "exit_code": 143, "reason": why})
+    text = summary(reply([{"id": "ok", "state": "done", "exit_code": 0}, *tasks]), why, tmp_path)
+    lines = text.splitlines()
+    assert lines[0] == f"finished: 1/28 tasks done, 27 not done — {why}"
+    assert lines[1].startswith("  26 cancelled: sq14 sq15") and lines[1].endswith(" …")
+    assert "  late: cancelled, exit 143" in lines  # it ran: said on its own
+    assert all(len(line) <= 79 for line in lines)
+
+
 def test_last_line_of_a_hostile_stderr_is_safe_to_print(tmp_path: Path) -> None:
     """A task's stderr is hostile: escapes are not replayed on the terminal, a link is not
     followed, a huge file is read from its tail only."""
