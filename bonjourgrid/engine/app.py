@@ -187,6 +187,11 @@ class AppEngine:
     def members(self) -> Members:
         return self.replicas.members
 
+    @property
+    def committing(self) -> tuple[Key, ...]:
+        """Results being committed: staged or waiting for ``W`` copies, not yet acked."""
+        return tuple(self._commits)
+
     def acting(self) -> bool:
         return self.role.coordinating and not self._stopped
 
@@ -244,9 +249,16 @@ class AppEngine:
                 self._save_role()
         elif isinstance(event, Stop):
             self._stopped = True
+        if isinstance(event, (FromWorker, Prepared)) and self.acting():
+            self._replicate()  # a change agreed, a member staged: take the next step now
         self._flush_commits()
         self._maybe_end()
         return self._out
+
+    def _replicate(self) -> None:
+        staged = [w.node for w in self.ledger.workers.values() if w.ready]
+        settling = self.role.role is Role.TAKING_OVER
+        self._out += self.replicas.update(self._now, staged, self.term, settling)
 
     # --- the journal -------------------------------------------------------------------------
 
@@ -300,9 +312,7 @@ class AppEngine:
                 self._note(f"task {task}: {reason}", warning=True)
                 self._record(je.GaveUp(task, reason))
         self._release_useless(now)
-        staged = [w.node for w in self.ledger.workers.values() if w.ready]
-        settling = self.role.role is Role.TAKING_OVER
-        self._out += self.replicas.update(now, staged, self.term, settling)
+        self._replicate()
         if self.ledger.workers:
             self._no_worker_since = now
         elif (why := self.waiting.failed(self.table, now - self._no_worker_since)) is not None:
@@ -546,6 +556,11 @@ class AppEngine:
         if worker in self.ledger.workers:
             host = host or self.ledger.workers[worker].host
             self._adopt_unknown(worker, r.task, r.attempt)
+        if r.attempt > self.table.record(r.task).attempts:
+            # An attempt this journal never had (not a duplicate): no ack, the worker keeps
+            # it and sends it again, adopted once its worker is linked here.
+            self._note(f"{r.task}#{r.attempt} is unknown here; not acknowledged")
+            return
         c = _Commit(worker, host, r, via_backend)
         self._commits[key] = c
         self.ledger.in_flight.add(key)

@@ -63,6 +63,7 @@ class SimNode:
         self.up = True
         self.volunteer = VolunteerSide(self)
         self.coords: dict[str, CoordinatorSide] = {}
+        """The app's coordinator here (coordinator_node.py's, or engine_coordinator.py's)."""
         self.replicas: dict[str, ReplicaSide] = {}
         self.known: dict[str, Voter] = {}
         """Apps this machine held (as coordinator or replica) and let go, with its election

@@ -230,15 +230,13 @@ class ReplicaSide:
             pass
 
     def _claim(self, term: int) -> None:
-        from bonjourgrid.sim.coordinator_node import CoordinatorSide
-
         me = self.node.id
         self.role.handle(TermSeen(term - 1))
         self.role.handle(CoordinatorLost())
         self.node.checks.log(f"claim {self.app} term {self.role.term} by {me}")
         self.stop()
         del self.node.replicas[self.app]
-        self.node.coords[self.app] = CoordinatorSide(
+        self.node.coords[self.app] = self.node.world.coordinator(
             self.node,
             self.app,
             self.spec,

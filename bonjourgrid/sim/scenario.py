@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
 from bonjourgrid.coordinator.matchmaking import Offer
-from bonjourgrid.sim.coordinator_node import CoordinatorSide
+from bonjourgrid.engine.policy import Quorum
 from bonjourgrid.sim.network import Faults
 from bonjourgrid.sim.workload import Workload
 from bonjourgrid.sim.world import World
@@ -69,6 +69,12 @@ class Scenario:
     elections: bool = True
     """Replicas take over only when elected (faulttolerance/quorum.py); False: the naive
     rule, a replica silent-for-suspect_after claims at once (shows the checks can fail)."""
+    engine: bool = False
+    """Coordinators run the product's ``AppEngine`` (engine_coordinator.py) instead of the
+    older re-implementation (coordinator_node.py)."""
+    quorum: Quorum | None = None
+    """The commit rule given to every coordinator's ``AppEngine`` (None: the product's
+    ``WriteQuorum``); a test passes a broken one to show the seeds find it."""
     crashes: tuple[Crash, ...] = ()
     partitions: tuple[Partition, ...] = ()
 
@@ -107,8 +113,9 @@ class Report:
 def build(s: Scenario) -> tuple[World, list[str]]:
     """The grid with every app submitted and every fault scheduled; app ids by number."""
     workload = s.workload or Workload(seed=s.seed)
-    world = World(s.seed, s.config, s.faults, workload)
+    world = World(s.seed, s.config, s.faults, workload, s.quorum)
     world.elections = s.elections
+    world.engine = s.engine
     rng = world.rng
     for i in range(s.nodes):
         slots = rng.choice((1, 2, 2, 4))
@@ -206,7 +213,7 @@ def _submitter(world: World, node_id: str, app_id: str, spec: AppSpec) -> Callab
         if not node.up:
             node = world.restart(node_id)
         world.checks.app_submitted(app_id, spec, node_id)
-        node.coords[app_id] = CoordinatorSide(node, app_id, spec, CoordinatorRole(app_id))
+        node.coords[app_id] = world.coordinator(node, app_id, spec, CoordinatorRole(app_id))
 
     return submit
 

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
+from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
 from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.engine.policy import Quorum
 from bonjourgrid.sim.checks import Checks
 from bonjourgrid.sim.clock import VirtualClock
 from bonjourgrid.sim.directory import Directory
 from bonjourgrid.sim.network import Faults, Network
 from bonjourgrid.sim.node import SimNode
 from bonjourgrid.sim.workload import Workload
+from bonjourgrid.states.coordinator import CoordinatorRole
 
 
 class World:
-    def __init__(self, seed: int, config: Config, faults: Faults, workload: Workload) -> None:
+    def __init__(
+        self,
+        seed: int,
+        config: Config,
+        faults: Faults,
+        workload: Workload,
+        quorum: Quorum | None = None,
+    ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.clock = VirtualClock()
@@ -25,6 +36,11 @@ class World:
         self.config = config
         self.workload = workload
         self.nodes: dict[str, SimNode] = {}
+        self.quorum = quorum
+        """The commit rule every coordinator engine is given (None: the product's)."""
+        self.engine = False
+        """Coordinators are the product's ``AppEngine`` in a shell (engine_coordinator.py);
+        False: the older re-implementation (coordinator_node.py)."""
         self.elections = True
         """Replicas take over only when elected (False: the naive rule, no votes asked)."""
 
@@ -55,3 +71,15 @@ class World:
                 out.update(n.coords)
                 out.update(n.replicas)
         return out
+
+    def coordinator(
+        self, node: SimNode, app: str, spec: AppSpec, role: CoordinatorRole, **kw: Any
+    ) -> Any:
+        """The coordinator of ``app`` on ``node``: the engine's shell or the older copy."""
+        if self.engine:
+            from bonjourgrid.sim.engine_coordinator import CoordinatorSide as EngineSide
+
+            return EngineSide(node, app, spec, role, **kw)
+        from bonjourgrid.sim.coordinator_node import CoordinatorSide
+
+        return CoordinatorSide(node, app, spec, role, **kw)

@@ -56,14 +56,15 @@ def of(actions: Sequence[Action], kind: type) -> list[Action]:
 
 
 def linked(e: AppEngine, nodes: Mapping[str, int], now: float = 0.0) -> list[Action]:
-    """Recruit, reserve and prepare ``nodes`` (node -> slots); the actions of the last tick."""
+    """Recruit, reserve and prepare ``nodes`` (node -> slots); the actions from then on."""
     e.handle(Seen(tuple(offer(n, s) for n, s in nodes.items())))
     asked = of(e.handle(Tick(now)), Recruit)
     assert {a.offer.node for a in asked if isinstance(a, Recruit)} >= set(nodes)
+    out: list[Action] = []
     for n, s in nodes.items():
         assert of(e.handle(Reserved(now, n, n, s)), Prepare) == [Prepare(n)]
-        e.handle(Prepared(now, n))
-    return e.handle(Tick(now))
+        out += e.handle(Prepared(now, n))
+    return out + e.handle(Tick(now))
 
 
 def commit(e: AppEngine, worker: str, task: str, now: float = 1.0) -> list[Action]:
