@@ -15,6 +15,8 @@ from bonjourgrid.daemon.status import ping
 from bonjourgrid.discovery import CoordTxt, NodeTxt
 from bonjourgrid.policy import PolicyState
 
+_NOT_OFFERED = (PolicyState.BUSY.value, PolicyState.PAUSED.value)
+
 
 class Advertising(NodeDaemonBase):
     """The discovery part of ``NodeDaemon`` (a mixin): records out, offers and claims in."""
@@ -74,8 +76,9 @@ class Advertising(NodeDaemonBase):
                 attributes=m.txt.attributes,
                 # An idle machine whose owner is at it refuses reservations: never asked
                 # (matchmaking.fits), only counted when saying why an app waits.
-                # Anything but ok (busy, paused, a value of a newer peer) takes no grid work.
-                owner_busy=m.state == "idle" and m.txt.policy != PolicyState.OK.value,
+                # Busy or paused (bjgrid pause): takes no grid work. An unknown value is not
+                # taken for busy, as in bjgrid status (the volunteer refuses if it must).
+                owner_busy=m.state == "idle" and m.txt.policy in _NOT_OFFERED,
             )
             for m in self.discovery.machines()
         ]

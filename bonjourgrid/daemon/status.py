@@ -126,6 +126,6 @@ def _isolation(m: Machine) -> dict[str, object]:
     return {
         "isolation": m.txt.isolation or None,
         "isolation_reason": m.txt.isolation_reason,
-        "owner": "ok" if m.txt.policy == "ok" else "busy",
+        "owner": "busy" if m.txt.policy in ("busy", "paused") else "ok",
         "paused": m.txt.policy == "paused",
     }
