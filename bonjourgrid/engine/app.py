@@ -27,7 +27,8 @@ owner)::
   failure) when its worker says it does not, is lost, or has not confirmed within
   ``rehome_grace`` after the re-homes were answered. An attempt the journal lacks — the
   *next* attempt of a ready task, whose ``Started`` was lost with the old coordinator — is
-  adopted (journaled) when a linked worker reports it running or sends its result, so no
+  adopted (journaled) when a worker this takeover re-homed reports it running or sends its
+  result (no other worker is believed), so no
   attempt number is handed out twice and no result is dropped as a duplicate. With middleware
   placement every running attempt is abandoned at once (the old head's queue is gone).
 * **Waiting**: ``WaitPolicy`` (give up on a task nobody can run; fail an app with no worker).
@@ -118,6 +119,9 @@ class _Takeover:
     answers: set[str] = field(default_factory=set)
     """Re-homes not answered yet (the grace starts once all are)."""
     deadline: float | None = None
+    rehomed: set[str] = field(default_factory=set)
+    """Every worker re-homed by this takeover (the only ones whose unknown attempts are
+    adopted: any other linked worker could claim a ready task it was never given)."""
 
 
 class AppEngine:
@@ -642,6 +646,7 @@ class AppEngine:
             for o in self.offers:
                 if o.node in mine or (o.state == "worker" and o.app == self.app):
                     t.answers.add(o.node)
+                    t.rehomed.add(o.node)
                     self.ledger.asking(o.node)
                     self._out.append(Recruit(o, self.term, rehome=True))
             self._note(f"re-homing {len(t.answers)} workers, {len(running)} attempts")
@@ -664,12 +669,14 @@ class AppEngine:
             self._takeover.answers.discard(node)
 
     def _adopt_unknown(self, worker: str, task: str, attempt: int) -> bool:
-        """A linked worker runs (or finished) the *next* attempt of a ready task: its
+        """A re-homed worker runs (or finished) the *next* attempt of a ready task: its
         ``Started`` entry was lost with the old coordinator (entries stream after they are
         journaled). The worker's word is the only record of that attempt: journal it, so the
         number is never handed out twice and the result is not dropped as a duplicate."""
         if task not in self.spec.task_ids or not self.acting():
             return False
+        if self._takeover is None or worker not in self._takeover.rehomed:
+            return False  # only a worker of the old coordinator, re-homed here, is believed
         rec = self.table.record(task)
         if rec.state is not TaskState.READY or attempt != rec.attempts + 1:
             return False

@@ -226,3 +226,28 @@ def test_the_app_ends_once_replicas_hold_the_end_then_releases_with_the_outcome(
     out = e.handle(Tick(2.0))
     assert e.role.role is Role.FINISHED and of(out, Ended) == [Ended("finished")]
     assert any(getattr(a, "outcome", "") == "finished" for a in out)
+
+
+def test_a_worker_claiming_a_ready_task_it_was_never_given_is_not_believed() -> None:
+    # Hostile: a linked worker (any grid-key holder) sends a result for the next attempt of
+    # a task that waits for a slot. Only a worker re-homed by a takeover is believed so.
+    e = AppEngine(app=APP, spec=spec(2), me="coord", now=0.0)
+    linked(e, {"a": 1})  # t1 runs on a; t2 is ready, never given to anyone
+    assert e.table.ready() == ["t2"]
+    out = e.handle(FromWorker(1.0, "a", result("t2")))
+    assert not of(out, Append) and not of(out, Ack) and not of(out, StageOutputs)
+    assert e.table.ready() == ["t2"]
+
+
+def test_after_a_takeover_a_rehomed_workers_unjournaled_attempt_is_adopted() -> None:
+    entries = [je.Started("t1", 1, "a", "a", 0.0)]  # t2's Started died with the old one
+    role = CoordinatorRole.restored(APP, Role.TAKING_OVER, 2)
+    e = AppEngine(app=APP, spec=spec(2), me="r", now=10.0, role=role, entries=entries)
+    e.handle(Seen((offer("a", slots=2, state="worker", app=APP),)))
+    e.handle(Tick(10.0))
+    e.handle(Reserved(10.1, "a", "a", 2))
+    e.handle(Prepared(10.1, "a"))
+    out = e.handle(FromWorker(10.2, "a", HeartbeatAck(APP, 2, ("t1#1", "t2#1"))))
+    [x] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
+    assert isinstance(x, je.Started) and (x.task, x.attempt, x.worker) == ("t2", 1, "a")
+    assert of(commit(e, "a", "t2", 10.3), Ack)
