@@ -14,7 +14,11 @@ that each sees the same machine:
 - **spawn**: the bare cost of starting and reaping the same command with asyncio, no sandbox
   (the floor any sandbox adds to).
 
-    python bench/sandbox.py [--quick] [--tasks N] [--before REV]
+    python bench/sandbox.py [--quick] [--tasks N] [--before REV] [--no-cgroups]
+
+``--no-cgroups``: both trees with ``SandboxConfig(cgroups=False)``, the path of a volunteer with
+no usable cgroup hierarchy (the virtual LAN's daemons here): every process of a task is found
+and killed through its slot account (docs/performance.md).
 
 Default 200 tasks per variant (``--quick``: 20). Figures go to bench/results/sandbox.json.
 No virtual LAN: the sandbox is local to a volunteer.
@@ -43,7 +47,7 @@ WORKER = r"""
 import asyncio, json, sys, tempfile, time
 from pathlib import Path
 
-mode, n = sys.argv[1], int(sys.argv[2])
+mode, n, cg = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 
 async def spawn_once() -> None:
     p = await asyncio.create_subprocess_exec(
@@ -60,7 +64,7 @@ async def main() -> list[float]:
             t0 = time.perf_counter(); await spawn_once(); times.append(time.perf_counter() - t0)
         return times
     from bonjourgrid.ce_backends.embedded.sandbox import SandboxConfig, TaskRun, run_task
-    config = SandboxConfig(uid_base=65200)
+    config = SandboxConfig(uid_base=65200) if cg else SandboxConfig(uid_base=65200, cgroups=False)
     files, scratch = Path(tmp, "files"), Path(tmp, "tasks")
     files.mkdir(); scratch.mkdir()
     files.chmod(0o755); scratch.chmod(0o711); Path(tmp).chmod(0o711)
@@ -90,11 +94,10 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def batch(mode: str, n: int, tree: Path) -> list[float]:
+def batch(mode: str, n: int, tree: Path, cgroups: bool = True) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    r = subprocess.run(
-        [sys.executable, "-c", WORKER, mode, str(n)], env=env, capture_output=True, timeout=600
-    )
+    argv = [sys.executable, "-c", WORKER, mode, str(n), "1" if cgroups else "0"]
+    r = subprocess.run(argv, env=env, capture_output=True, timeout=600)
     if r.returncode != 0:
         sys.exit(f"{mode} ({tree}) failed:\n{r.stderr.decode(errors='replace')[-3000:]}")
     times = json.loads(r.stdout.decode().splitlines()[-1])
@@ -102,7 +105,7 @@ def batch(mode: str, n: int, tree: Path) -> list[float]:
     return [float(t) for t in times]
 
 
-def run(n: int, before: str) -> dict[str, object]:
+def run(n: int, before: str, cgroups: bool = True) -> dict[str, object]:
     times: dict[str, list[float]] = {"spawn": [], "before": [], "now": []}
     with tempfile.TemporaryDirectory(prefix="bjgrid-bench-rev-") as tmp:
         old_tree = extract(before, Path(tmp))
@@ -110,16 +113,23 @@ def run(n: int, before: str) -> dict[str, object]:
         for done in range(0, n, ROUND):
             k = min(ROUND, n - done)
             for name, tree in trees.items():
-                times[name].extend(batch("spawn" if name == "spawn" else "task", k, tree))
+                mode = "spawn" if name == "spawn" else "task"
+                times[name].extend(batch(mode, k, tree, cgroups))
     base = statistics.median(times["before"])
     rows: list[list[object]] = []
-    figures: dict[str, object] = {"tasks": n, "before": before, "root": os.geteuid() == 0}
+    figures: dict[str, object] = {
+        "tasks": n,
+        "before": before,
+        "root": os.geteuid() == 0,
+        "cgroups": cgroups,
+    }
     for name, ts in times.items():
         med, p90 = statistics.median(ts), statistics.quantiles(ts, n=10)[-1]
         rows.append([name, med * 1e3, p90 * 1e3, ratio(med, base)])
         figures[name] = {"median_ms": med * 1e3, "p90_ms": p90 * 1e3, "ratio": ratio(med, base)}
     print_table(
-        f"one task through the sandbox ({n} tasks per variant; before = {before})",
+        f"one task through the sandbox ({n} tasks per variant; before = {before}"
+        f"{'' if cgroups else '; no cgroups'})",
         ["variant", "median ms", "p90 ms", "ratio vs before"],
         rows,
     )
@@ -131,9 +141,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 tasks per variant")
     parser.add_argument("--tasks", type=int, default=0, help="tasks per variant (default 200)")
     parser.add_argument("--before", default=BEFORE, help=f"earlier revision (default {BEFORE})")
+    parser.add_argument(
+        "--no-cgroups", action="store_true", help="no cgroup per task: the slot-account sweeps"
+    )
     args = parser.parse_args()
     n = args.tasks or (20 if args.quick else 200)
-    write_results("sandbox", run(n, args.before), quick=args.quick)
+    write_results("sandbox", run(n, args.before, not args.no_cgroups), quick=args.quick)
 
 
 if __name__ == "__main__":
