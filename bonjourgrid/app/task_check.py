@@ -21,8 +21,8 @@ import tarfile
 import zlib
 from collections.abc import Iterable
 
+from bonjourgrid.app.argv import task_argv
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.ce_backends.embedded.coordinator import task_argv
 from bonjourgrid.control.messages import RunTask
 
 

@@ -91,7 +91,7 @@ def make_coordinator(backend: str, ctx: CoordinatorContext) -> CoordinatorBacken
     if backend == "embedded":
         from bonjourgrid.ce_backends.embedded.coordinator import EmbeddedCoordinator
 
-        made = EmbeddedCoordinator(ctx.app)  # type: ignore[arg-type]
+        made = EmbeddedCoordinator(ctx.app)
     elif backend == "condor":
         from bonjourgrid.ce_backends.condor.coordinator import CondorCoordinator
 

@@ -48,6 +48,7 @@ from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
 from bonjourgrid.coordinator.fairshare_view import FairShareView
 from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Identity, Peer
+from bonjourgrid.coordinator.progress import AppProgress as Progress
 from bonjourgrid.coordinator.recruitment import Recruitment
 from bonjourgrid.coordinator.replica_side import ReplicaSide
 from bonjourgrid.coordinator.replication import Replication
@@ -55,7 +56,6 @@ from bonjourgrid.coordinator.result_store import ResultStore, results_document
 from bonjourgrid.coordinator.takeover import Takeover
 from bonjourgrid.coordinator.worker_events import WorkerEvents
 from bonjourgrid.coordinator.worker_link import WorkerLink
-from bonjourgrid.daemon.local_messages import Progress
 from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.faulttolerance.journal import Journal
 from bonjourgrid.faulttolerance.quorum import Members, Voter
@@ -65,7 +65,9 @@ from bonjourgrid.states.coordinator import (
     CoordinatorRole,
     GridFailed,
     Role,
+    TermSeen,
 )
+from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 from bonjourgrid.states.tasktable import Attempt, TaskTable
 
 log = logging.getLogger(__name__)
@@ -251,6 +253,19 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         self._save_role()
         self._wake.set()
 
+    def ended_upstream(self, outcome: str) -> None:
+        """A replica's copy: its coordinator sent AppEnded. The role ends with the outcome
+        (ValueError for one that is not a role)."""
+        self.role.handle(RoleAppEnded(Role(outcome)))
+        self.ended_at = time.monotonic()
+        self.done.set()
+
+    def yield_to(self, term: int) -> None:
+        """A coordinator of ``term`` opened a replica stream to this daemon, which coordinates
+        the app under a term no higher: step down and stop acting."""
+        self.role.handle(TermSeen(term + 1 if self.term == term else term))
+        self.abandon()
+
     def abandon(self) -> None:
         """The daemon stops without ending the app: stop acting, keep the journal as it is
         (a replica takes over, or this daemon resumes the app when it starts again)."""
@@ -386,7 +401,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
             attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, node)
             self.worker_hosts[node] = link.host
             self._record(
-                je.Started(task_id, attempt.attempt, node, link.host, time.monotonic()),
+                je.Started(task_id, attempt.attempt, node, link.host, je.NO_CLOCK),
                 host=link.host,
             )
             link.used += task.requirements.cpus
@@ -398,7 +413,7 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         once, with no worker: its own scheduler matches them to the recruited machines."""
         for task_id in self.table.ready():
             attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, "")
-            self._record(je.Started(task_id, attempt.attempt, "", "", time.monotonic()))
+            self._record(je.Started(task_id, attempt.attempt, "", "", je.NO_CLOCK))
             self._spawn(self._launch(task_id, attempt, None))
 
     async def _launch(self, task_id: str, attempt: Attempt, link: WorkerLink | None) -> None:

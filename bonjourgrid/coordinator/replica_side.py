@@ -10,7 +10,8 @@ import logging
 from bonjourgrid.control.messages import JournalAck, JournalAppend, ReplicaOpen, Replicas
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
 from bonjourgrid.faulttolerance import entries as je
-from bonjourgrid.faulttolerance.quorum import Members, Position
+from bonjourgrid.faulttolerance.quorum import Members, Position, Voter
+from bonjourgrid.states.coordinator import TermSeen
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,15 @@ class ReplicaSide(AppCoordinatorBase):
             leader=self.voter.leader,
             journal_term=self.journal_term,
         )
+
+    def persist_vote(self, voter: Voter, term: int = 0) -> None:
+        """Take this daemon's election state for the app (the replica engine's PersistVote,
+        or the voter that follows a new coordinator's snapshot) and save it before any answer
+        leaves; a higher ``term`` seen in it moves the role's term up."""
+        self.voter = voter
+        if term > self.term:
+            self.role.handle(TermSeen(term))
+        self.save_election()
 
     def _save_members(self, members: Members) -> None:
         self.members = members

@@ -176,7 +176,7 @@ class WorkerEvents(AppCoordinatorBase):
                 r.attempt,
                 r.exit_code,
                 r.seconds,
-                time.monotonic(),
+                je.NO_CLOCK,
                 self.term,
                 worker=worker,
                 host=host if worker else "",

@@ -47,6 +47,7 @@ from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Identity
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.advertising import Advertising
+from bonjourgrid.daemon.election import Election
 from bonjourgrid.daemon.hostinfo import HostInfo
 from bonjourgrid.daemon.journal_resume import JournalResume
 from bonjourgrid.daemon.local_requests import LocalRequests
@@ -56,7 +57,6 @@ from bonjourgrid.daemon.replica_handlers import ReplicaHandlers
 from bonjourgrid.daemon.volunteer_agent import VolunteerAgent
 from bonjourgrid.discovery import Discovery
 from bonjourgrid.discovery.txt import clean_attributes
-from bonjourgrid.faulttolerance.election import Election
 from bonjourgrid.faulttolerance.journal import AppRow, Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths

@@ -20,8 +20,7 @@ from bonjourgrid.control.messages import AppEnded, JournalAck, JournalAppend, Re
 from bonjourgrid.daemon.node_base import NodeDaemonBase
 from bonjourgrid.faulttolerance.quorum import Voter
 from bonjourgrid.safepath import under
-from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
-from bonjourgrid.states.coordinator import CoordinatorRole, Role, TermSeen
+from bonjourgrid.states.coordinator import CoordinatorRole, Role
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,10 @@ class ReplicaHandlers(NodeDaemonBase):
                 self._forget_app(app)
                 return None
             try:
-                app.role.handle(RoleAppEnded(Role(msg.outcome)))
+                app.ended_upstream(msg.outcome)
             except ValueError:
                 log.warning("app %s: bad outcome %r", msg.app, msg.outcome)
                 return None
-            app.ended_at = time.monotonic()
-            app.done.set()
             assert self.journal is not None
             self.journal.update_app(msg.app, role=app.role.role.value, ended=time.time())
             log.info("app %s ended (%s); its results are kept here", msg.app, msg.outcome)
@@ -73,8 +70,7 @@ class ReplicaHandlers(NodeDaemonBase):
         if old is not None and old.role.coordinating:
             if old.term > msg.term:
                 return JournalAck(msg.app, old.term, 0, False)  # fences the sender
-            old.role.handle(TermSeen(msg.term + 1 if old.term == msg.term else msg.term))
-            old.abandon()
+            old.yield_to(msg.term)
         voter = old.voter if old is not None and old.role.role is Role.STANDBY else Voter()
         if not voter.accepts(msg.term, msg.coordinator):
             return JournalAck(msg.app, max(voter.term, old.term if old else 0), 0, False)
@@ -127,8 +123,7 @@ class ReplicaHandlers(NodeDaemonBase):
             signer=msg.signer,
             ce_key=ce_key,
         )
-        app.voter = voter.follow(msg.term, msg.coordinator)
-        app.save_election()
+        app.persist_vote(voter.follow(msg.term, msg.coordinator))
         self.apps[msg.app] = app
         self._kick.set()
         log.info(

@@ -6,7 +6,11 @@ A restarted coordinator, a replica, or the simulator rebuilds the very same tabl
 the same entries in the same order (``replay``). Entries are JSON objects so the journal can
 be read by hand and sent over the control channel unchanged.
 
-Pure: no I/O, no clock (times are recorded in the entries).
+Pure: no I/O, no clock. Entries carry no clock reading either: an attempt's duration is the
+``seconds`` its worker measured (``TaskResult.seconds``). ``Started.at`` and ``Finished.at``
+stay in the format, always ``NO_CLOCK`` (0.0), so that an older daemon still reads a new
+journal; an older journal's values there (``time.monotonic()`` of whichever machine wrote the
+entry, meaningless on any other) are dropped when it is decoded.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bonjourgrid.states.tasktable import IllegalTaskTransition, TaskTable
+
+NO_CLOCK = 0.0
+"""What ``Started.at`` and ``Finished.at`` hold: no clock reading (see above)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,8 @@ def decode(text: str) -> Entry:
     try:
         raw: Any = json.loads(text)
         cls = _KINDS[raw.pop("k")]
+        if cls in (Started, Finished):
+            raw["at"] = NO_CLOCK  # an old journal's clock reading (or none): dropped
         return cls(**raw)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise BadEntry(f"undecodable journal entry: {e}") from None

@@ -55,8 +55,8 @@ def test_replaying_the_journal_rebuilds_the_same_table(seed: int) -> None:
 
 def test_entries_round_trip_as_json() -> None:
     for e in (
-        je.Started("t", 1, "w", "h", 2.5),
-        je.Finished("t", 1, 0, None, 3.0, 2),
+        je.Started("t", 1, "w", "h", je.NO_CLOCK),
+        je.Finished("t", 1, 0, 1.5, je.NO_CLOCK, 2),
         je.Abandoned("t", 1, "timed out", True, 4.0),
         je.GaveUp("t", "no volunteer"),
         je.Cancelled("by the user"),
@@ -82,3 +82,29 @@ def test_a_duplicate_result_changes_nothing() -> None:
     je.apply(table, je.Started("t0", 1, "w", "h", 0.0))
     assert je.apply(table, je.Finished("t0", 1, 0, 1.0, 1.0, 1))
     assert not je.apply(table, je.Finished("t0", 1, 0, 1.0, 1.0, 2))
+
+
+def test_an_old_journal_reads_with_its_clock_readings_dropped() -> None:
+    """Journals written before entries stopped carrying ``time.monotonic()`` (one machine's
+    clock, meaningless on another) still decode and replay: the readings are dropped, the
+    durations are the worker's ``seconds``."""
+    old = [
+        '{"k":"start","task":"t","attempt":1,"worker":"w","host":"h","at":81234.5}',
+        '{"k":"finish","task":"t","attempt":1,"exit_code":0,"seconds":2.25,"at":99.0,"term":1}',
+    ]
+    started, finished = (je.decode(line) for line in old)
+    assert started == je.Started("t", 1, "w", "h", je.NO_CLOCK)
+    assert isinstance(finished, je.Finished)
+    assert (finished.at, finished.seconds) == (je.NO_CLOCK, 2.25)
+    table = je.replay(TaskTable([TaskSpec(id="t", command=("true",))]), [started, finished])
+    assert table.record("t").seconds == 2.25
+
+
+def test_a_new_entry_carries_no_clock_reading_and_an_old_reader_still_decodes_it() -> None:
+    """``at`` stays in the JSON (as 0.0) so an older daemon, whose decoder needs the field,
+    reads a new journal; and an entry missing it decodes too."""
+    text = je.encode(je.Started("t", 1, "w", "h", je.NO_CLOCK))
+    assert '"at":0.0' in text
+    assert je.decode('{"k":"start","task":"t","attempt":1,"worker":"w","host":"h"}') == (
+        je.Started("t", 1, "w", "h", je.NO_CLOCK)
+    )

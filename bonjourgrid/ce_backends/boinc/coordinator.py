@@ -42,7 +42,7 @@ from bonjourgrid.ce_backends.boinc.issuer import IssuerConfig
 from bonjourgrid.ce_backends.boinc.project import Finished, Project, ProjectConfig
 from bonjourgrid.ce_backends.boinc.signing import CodeSignKey
 from bonjourgrid.ce_backends.boinc.timing import BoincTimings
-from bonjourgrid.ce_backends.embedded.coordinator import stage_app
+from bonjourgrid.ce_backends.staging import stage_app
 from bonjourgrid.control.messages import BoincAttach, BoincAttached, TaskResult
 
 if TYPE_CHECKING:

@@ -46,13 +46,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bonjourgrid.app.argv import task_argv
 from bonjourgrid.app.bundle import BundleError, pack_files, sha256_hex, unpack_files
 from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerHandle
 from bonjourgrid.ce_backends.condor import config, security
 from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
 from bonjourgrid.ce_backends.condor.installation import Installation, require
 from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
-from bonjourgrid.ce_backends.embedded.coordinator import stage_app, task_argv
+from bonjourgrid.ce_backends.staging import stage_app
 from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 from bonjourgrid.safepath import under
 

@@ -8,43 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from bonjourgrid.app.argv import task_argv
 from bonjourgrid.app.bundle import sha256_hex
 from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerHandle
-from bonjourgrid.control.messages import CancelTask, RunTask, StageAck, StageApp
+from bonjourgrid.ce_backends.staging import stage_app
+from bonjourgrid.control.messages import CancelTask, RunTask
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import TaskSpec
     from bonjourgrid.ce_backends.registry import AppView
-    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.states.tasktable import Attempt
-
-STAGE_TIMEOUT_BASE = 30.0
-"""Seconds to stage an app bundle, plus one per MiB (a 100 Mbit/s LAN moves ~10 MiB/s)."""
-
-
-def task_argv(task: TaskSpec) -> tuple[str, ...]:
-    """An argv list runs as is; a string command runs under ``/bin/sh -c``."""
-    if isinstance(task.command, str):
-        return ("/bin/sh", "-c", task.command)
-    return tuple(task.command)
-
-
-async def stage_app(app: AppView, worker: WorkerHandle) -> None:
-    """Send the app's bundle to a recruit and wait for its ack: the volunteer checks it against
-    the signed checksum and turns Worker. Every backend stages first (HTCondor and BOINC
-    workers keep nothing: their middleware moves each job's files). Raises if refused."""
-    await worker.send(StageApp(app.app_id, app.term, app.bundle_sha, app.bundle))
-    ack = await worker.expect(StageAck, STAGE_TIMEOUT_BASE + len(app.bundle) / 2**20)
-    assert isinstance(ack, StageAck)
-    if not ack.ok:
-        raise RuntimeError(f"staging refused: {ack.error}")
 
 
 class EmbeddedCoordinator(CoordinatorBackend):
     name = "embedded"
     places_tasks = False
 
-    def __init__(self, app: AppCoordinator) -> None:
+    def __init__(self, app: AppView) -> None:
         self.app = app
 
     async def start(self) -> None:
@@ -83,4 +63,4 @@ class EmbeddedCoordinator(CoordinatorBackend):
         pass
 
 
-__all__ = ["EmbeddedCoordinator", "stage_app", "task_argv"]
+__all__ = ["EmbeddedCoordinator"]

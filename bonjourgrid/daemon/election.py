@@ -56,7 +56,7 @@ from bonjourgrid.engine import (
     VoteAnswer,
     VoteRequested,
 )
-from bonjourgrid.states.coordinator import Role, TermSeen
+from bonjourgrid.states.coordinator import Role
 
 if TYPE_CHECKING:
     from bonjourgrid.coordinator.app_coordinator import AppCoordinator
@@ -179,10 +179,7 @@ class Election:
         elif isinstance(a, Note):
             (log.warning if a.warning else log.info)("%s", a.text)
         elif isinstance(a, PersistVote):
-            app.voter = a.voter
-            if a.term > app.term:
-                app.role.handle(TermSeen(a.term))
-            app.save_election()
+            app.persist_vote(a.voter, a.term)
         elif isinstance(a, AskCoordinates):
             self._spawn(self._ask_coordinates(app, engine, a), f"ask {app.app_id}")
         elif isinstance(a, RequestVotes):
