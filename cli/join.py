@@ -91,6 +91,12 @@ from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
     "they can then read your files and use the network. Without it such a machine refuses "
     "tasks (docs/sandbox.md).",
 )
+@click.option(
+    "--code",
+    "pair_code",
+    metavar="CODE",
+    help="Receive the grid key from a machine running `bjgrid invite` first (its code).",
+)
 @pass_ctx
 def join(
     ctx: Ctx,
@@ -106,6 +112,7 @@ def join(
     max_memory: int | None,
     trust: tuple[Path, ...],
     allow_unisolated: bool,
+    pair_code: str | None,
 ) -> None:
     """Volunteer this machine to the grid until SIGINT/SIGTERM.
 
@@ -120,6 +127,14 @@ def join(
     volunteer.toml in the config dir; the options here win.
     """
     setup_logging(max(ctx.verbose, 1), log_file=ctx.paths.log_dir / "daemon.log")
+    if pair_code is not None:
+        from .invite import receive_key, store_key
+
+        if ctx.key_file.exists():
+            raise Abort(f"--code: a grid key exists already at {ctx.key_file}")
+        paired = receive_key(pair_code, interfaces=interfaces)
+        store_key(paired, ctx.key_file)
+        click.echo(f"grid {paired.grid_id}: key received, written to {ctx.key_file}")
     key = ctx.key()
     paths = ctx.paths.ensure()
     if owner_activity is None and no_mdns:

@@ -32,8 +32,21 @@ from .context import Abort, Ctx, pass_ctx
     envvar="BJGRID_USER",
     help="The user name signed apps carry (with --user; default: your login name).",
 )
+@click.option(
+    "--from-code",
+    "from_code",
+    metavar="CODE",
+    help="Receive the grid key from a machine running `bjgrid invite` instead of making one.",
+)
 @pass_ctx
-def keygen(ctx: Ctx, output: Path | None, force: bool, user_key: bool, name: str | None) -> None:
+def keygen(
+    ctx: Ctx,
+    output: Path | None,
+    force: bool,
+    user_key: bool,
+    name: str | None,
+    from_code: str | None = None,
+) -> None:
     """Create a new grid key (mode 0600) and print its grid id.
 
     Copy the same key file to every machine of the lab: machines with another key are a
@@ -48,7 +61,14 @@ def keygen(ctx: Ctx, output: Path | None, force: bool, user_key: bool, name: str
     if name is not None:
         raise Abort("--name goes with --user")
     path = output or ctx.key_file
-    key = GridKey.generate()
+    if from_code is not None:
+        from .invite import receive_key
+
+        if path.exists() and not force:
+            raise Abort(f"{path} exists already (use --force to replace it)")
+        key = receive_key(from_code)
+    else:
+        key = GridKey.generate()
     try:
         write_key(key, path, overwrite=force)
     except KeyError_ as e:

@@ -18,6 +18,7 @@ from .context import EXIT_BAD_INPUT, Abort, Ctx
 
 COMMANDS: dict[str, str] = {
     "keygen": "keygen",
+    "invite": "invite",
     "join": "join",
     "pause": "pause",
     "resume": "pause",
