@@ -99,7 +99,7 @@ async def _serve(invitation: Invitation, key: GridKey, interfaces: tuple[str, ..
         sys.stdout.flush()
 
     server = InviteServer(invitation, key.secret, on_event=event)
-    await server.start()
+    await server.start("0.0.0.0")  # one family: with None each family gets its own port
     advert = InvitationAdvert(invitation.code.channel, server.port, interfaces)
     try:
         await advert.start()
