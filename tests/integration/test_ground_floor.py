@@ -35,8 +35,9 @@ STATUS_FIELDS = {
     "coordinates",
 }  # fmt: skip
 """DESIGN.md's `bjgrid status --json` contract: these fields per machine, always."""
-STATUS_EXTRAS = {"refused", "isolation", "isolation_reason", "owner"}
-"""Fields added since (docs/cli.md): why a machine refused us, its isolation, its owner."""
+STATUS_EXTRAS = {"refused", "isolation", "isolation_reason", "owner", "paused"}
+"""Fields added since (docs/cli.md): why a machine refused us, its isolation, its owner, and
+whether its owner paused it."""
 
 
 @dataclass
