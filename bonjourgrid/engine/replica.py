@@ -1,6 +1,6 @@
 """The replica engine: one app's standby copy on one machine deciding when and how to take
 over. Sans-IO (h11's shape): events in (``replica_events``), actions out, time passed in.
-The daemon (faulttolerance/election.py) and the simulation (sim/replica.py) both run it.
+The daemon (daemon/election.py) and the simulation (sim/replica.py) both run it.
 
 Theory of operation::
 
