@@ -6,6 +6,7 @@ table with each message's meaning is in docs/protocol.md.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -193,6 +194,26 @@ class TaskResult(_Checked):
     error: str
     outputs: bytes
     outputs_sha256: str
+
+
+NO_FREE_SLOT = "no free slot here"
+"""How a worker's refusal of a ``RunTask`` beyond its free slots begins (``TaskResult.error``):
+the attempt never ran, so the coordinator requeues it without counting it against the task's
+retries (a coordinator whose view of the worker's slots was stale, e.g. just after a
+takeover, must not fail the task)."""
+
+
+def failed_result(
+    app: str, task: str, attempt: int, error: str, seconds: float = 0.0
+) -> TaskResult:
+    """An attempt that produced no outputs, with ``error`` saying why (its outputs' hash is
+    the empty archive's, so the coordinator reads the error and not "corrupted in transit")."""
+    return TaskResult(app, task, attempt, None, seconds, error, b"", hashlib.sha256().hexdigest())
+
+
+def is_refusal(r: TaskResult) -> bool:
+    """``r`` is a worker's refusal to run the attempt at all (no free slot)."""
+    return r.exit_code is None and r.error.startswith(NO_FREE_SLOT)
 
 
 @CONTROL.register(Kind.APP_ENDED)

@@ -22,6 +22,7 @@ from bonjourgrid.control.messages import (
     JournalAck,
     ResultAck,
     TaskResult,
+    is_refusal,
 )
 from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
 from bonjourgrid.coordinator.worker_link import WorkerLink
@@ -99,6 +100,8 @@ class WorkerEvents(AppCoordinatorBase):
                 return
             if not self._acting():
                 return  # not ours to commit any more; the worker keeps it for the next one
+            if is_refusal(r):  # its slots hold work we do not know of: place nothing there now
+                link.full_until = time.monotonic() + self.config.recruit_retry
             # Shielded: releasing or losing the link must not cancel a commit half done.
             seq = await asyncio.shield(self._verified_commit(r, link.host))
             # Acknowledged only once a write quorum of the replica set holds it (a duplicate:
@@ -156,6 +159,8 @@ class WorkerEvents(AppCoordinatorBase):
         done = r.exit_code is not None and (r.exit_code != 0 or not r.error)
         if not self.table.accepts(r.task, r.attempt, r.exit_code if done else None):
             return 0
+        if is_refusal(r):  # never ran: requeued, not counted against the task's retries
+            return self._record(je.Abandoned(r.task, r.attempt, f"{host}: {r.error}", False))
         try:
             await asyncio.to_thread(self.store.stage, r.task, r.attempt, r.outputs)
         except Exception as e:

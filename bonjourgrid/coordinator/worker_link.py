@@ -44,6 +44,9 @@ class WorkerLink(WorkerHandle):
         self.term = term
         self.config = config
         self.used = 0
+        self.full_until = 0.0
+        """``time.monotonic()`` before which no task is placed here: the worker just refused one
+        for want of a free slot (its slots hold work this coordinator does not know of)."""
         """CPUs' worth of tasks this coordinator has running there."""
         self.offer: Offer | None = None
         """What the volunteer advertised when it was recruited (for matchmaking)."""
@@ -60,6 +63,8 @@ class WorkerLink(WorkerHandle):
 
     @property
     def free(self) -> int:
+        if self.full_until and time.monotonic() < self.full_until:
+            return 0
         return self.slots - self.used
 
     def start(self) -> None:

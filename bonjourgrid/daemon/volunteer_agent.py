@@ -50,6 +50,7 @@ from bonjourgrid.control.messages import (
     StageAck,
     StageApp,
     TaskResult,
+    failed_result,
 )
 from bonjourgrid.daemon.hostinfo import HostInfo
 from bonjourgrid.daemon.volunteer_trust import admit, task_problem
@@ -349,9 +350,7 @@ class VolunteerAgent:
                     )
                     self._log("refused-task", msg.app, a.coordinator, a.term, reason=why)
                     error = f"refused by the volunteer: {why}"
-                    await ch.send(
-                        TaskResult(msg.app, msg.task, msg.attempt, None, 0.0, error, b"", "")
-                    )
+                    await ch.send(failed_result(msg.app, msg.task, msg.attempt, error))
                     return True
                 self._log_execution(msg)
             worker.start(msg)

@@ -41,7 +41,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.control.messages import Fenced, GiveBack, HeartbeatAck, JournalAck, TaskResult
+from bonjourgrid.control.messages import (
+    Fenced,
+    GiveBack,
+    HeartbeatAck,
+    JournalAck,
+    TaskResult,
+    is_refusal,
+)
 from bonjourgrid.engine import fairshare, scheduling
 from bonjourgrid.engine.app_events import (
     Ack,
@@ -576,6 +583,9 @@ class AppEngine:
             c.seq = seq or self.seq
         elif not self.table.accepts(r.task, r.attempt, self._exit(r)):
             c.seq = self.seq  # a duplicate: acknowledged once the journal is durable
+        elif is_refusal(r):  # never ran (no free slot there): requeued, not a failure
+            why = f"{host}: {r.error}"
+            c.seq = self._record(je.Abandoned(r.task, r.attempt, why, False)) or self.seq
         else:
             self._out.append(StageOutputs(r))
 

@@ -6,7 +6,13 @@ import hashlib
 from collections.abc import Mapping, Sequence
 
 from bonjourgrid.app.spec import AppSpec, TaskSpec
-from bonjourgrid.control.messages import HeartbeatAck, JournalAck, TaskResult
+from bonjourgrid.control.messages import (
+    NO_FREE_SLOT,
+    HeartbeatAck,
+    JournalAck,
+    TaskResult,
+    failed_result,
+)
 from bonjourgrid.engine.app import AppEngine
 from bonjourgrid.engine.app_events import (
     Ack,
@@ -112,6 +118,33 @@ def test_a_duplicate_result_is_acknowledged_again_and_changes_nothing() -> None:
     assert of(commit(e, worker, "t1"), Ack)
     out = e.handle(FromWorker(3.0, worker, result("t1")))
     assert of(out, Ack) and not of(out, Append) and not of(out, StageOutputs)
+
+
+def test_a_workers_no_free_slot_refusal_requeues_the_task_without_counting_a_failure() -> None:
+    # A coordinator's view of a worker's slots can be stale (after a takeover the worker may
+    # run an attempt the journal lacks): three refusals must not fail a task of 3 retries.
+    e = AppEngine(app=APP, spec=spec(1), me="coord", now=0.0)
+    worker = next(a.worker for a in of(linked(e, {"a": 1}), Launch) if isinstance(a, Launch))
+    for attempt in (1, 2, 3, 4):
+        why = f"{NO_FREE_SLOT} (1 of 1 in use, the task needs 1)"
+        out = e.handle(FromWorker(1.0, worker, failed_result(APP, "t1", attempt, why)))
+        [app] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
+        assert isinstance(app, je.Abandoned) and not app.counts_as_failure, app
+        assert "corrupted" not in app.reason and NO_FREE_SLOT in app.reason
+        out = e.handle(Tick(1.0 + attempt))
+        assert [a.task for a in of(out, Launch) if isinstance(a, Launch)] == ["t1"]
+    assert not of(out, Ended)
+
+
+def test_a_failed_result_without_outputs_says_its_own_reason_not_corruption() -> None:
+    e = AppEngine(app=APP, spec=spec(1), me="coord", now=0.0)
+    worker = next(a.worker for a in of(linked(e, {"a": 1}), Launch) if isinstance(a, Launch))
+    r = failed_result(APP, "t1", 1, "result of 9 bytes is too large for one message")
+    out = e.handle(FromWorker(1.0, worker, r))
+    out += e.handle(OutputsStaged(1.0, "t1", 1))
+    [app] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
+    assert isinstance(app, je.Abandoned) and app.counts_as_failure
+    assert app.reason == r.error
 
 
 def test_a_lost_link_requeues_all_but_results_in_flight() -> None:

@@ -461,6 +461,8 @@ def refuse_what_does_not_fit_two_slots(
         assert by_task[refused].exit_code is None
         assert by_task[refused].error.startswith("no free slot here (")
         assert by_task[refused].outputs == b""
+        # A consistent empty archive: the coordinator reads the refusal, not a corruption.
+        assert by_task[refused].outputs_sha256 == sha256_hex(b"")
     assert by_task["one"].exit_code == 0 and by_task["two"].exit_code == 0
 
 

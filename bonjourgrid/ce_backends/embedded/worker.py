@@ -30,7 +30,7 @@ from bonjourgrid.ce_backends.embedded.sandbox import (
     run_task,
 )
 from bonjourgrid.control.codec import MAX_MESSAGE
-from bonjourgrid.control.messages import RunTask, TaskResult
+from bonjourgrid.control.messages import NO_FREE_SLOT, RunTask, TaskResult, failed_result
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,9 @@ class EmbeddedWorker(WorkerBackend):
         used = sum(self._cpus.values())
         cpus = max(1, msg.cpus)
         if used + cpus > self.slots:
-            why = f"no free slot here ({used} of {self.slots} in use, the task needs {cpus})"
+            why = f"{NO_FREE_SLOT} ({used} of {self.slots} in use, the task needs {cpus})"
             log.warning("refused task %s#%d: %s", msg.task, msg.attempt, why)
-            result = TaskResult(self.app, msg.task, msg.attempt, None, 0.0, why, b"", "")
+            result = failed_result(self.app, msg.task, msg.attempt, why)
             self._unacked[key] = result
             if self._sink is not None:
                 sink = self._sink
@@ -178,9 +178,7 @@ class EmbeddedWorker(WorkerBackend):
             )
         except Exception as e:  # never let a bug in the sandbox lose track of an attempt
             log.exception("task %s#%d crashed the sandbox", run.task, run.attempt)
-            result = TaskResult(
-                self.app, run.task, run.attempt, None, 0.0, f"worker error: {e}", b"", ""
-            )
+            result = failed_result(self.app, run.task, run.attempt, f"worker error: {e}")
         else:
             result = TaskResult(
                 app=self.app,
@@ -200,7 +198,7 @@ class EmbeddedWorker(WorkerBackend):
         if len(result.outputs) > MAX_RESULT_OUTPUTS:
             why = f"result of {len(result.outputs)} bytes is too large for one message"
             log.warning("task %s#%d: %s", run.task, run.attempt, why)
-            result = TaskResult(self.app, run.task, run.attempt, None, result.seconds, why, b"", "")
+            result = failed_result(self.app, run.task, run.attempt, why, result.seconds)
         self._unacked[key] = result
         if self._sink is not None:
             await self._deliver(self._sink, result)
