@@ -100,8 +100,7 @@ class WorkerEvents(AppCoordinatorBase):
                 return
             if not self._acting():
                 return  # not ours to commit any more; the worker keeps it for the next one
-            if is_refusal(r):  # its slots hold work we do not know of: place nothing there now
-                link.full_until = time.monotonic() + self.config.recruit_retry
+            link.full = is_refusal(r)  # a refusal: its slots hold work we do not know of
             # Shielded: releasing or losing the link must not cancel a commit half done.
             seq = await asyncio.shield(self._verified_commit(r, link.host))
             # Acknowledged only once a write quorum of the replica set holds it (a duplicate:

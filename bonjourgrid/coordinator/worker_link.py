@@ -44,9 +44,10 @@ class WorkerLink(WorkerHandle):
         self.term = term
         self.config = config
         self.used = 0
-        self.full_until = 0.0
-        """``time.monotonic()`` before which no task is placed here: the worker just refused one
-        for want of a free slot (its slots hold work this coordinator does not know of)."""
+        self.full = False
+        """The worker refused a task for want of a free slot (its slots hold work this
+        coordinator does not know of): nothing is placed here until it next sends a result
+        that is not a refusal (a worker refusing everything gets no more of the app's tasks)."""
         """CPUs' worth of tasks this coordinator has running there."""
         self.offer: Offer | None = None
         """What the volunteer advertised when it was recruited (for matchmaking)."""
@@ -63,9 +64,7 @@ class WorkerLink(WorkerHandle):
 
     @property
     def free(self) -> int:
-        if self.full_until and time.monotonic() < self.full_until:
-            return 0
-        return self.slots - self.used
+        return 0 if self.full else self.slots - self.used
 
     def start(self) -> None:
         self._tasks = [

@@ -566,6 +566,7 @@ class AppEngine:
         host = self.worker_hosts.get(worker, "")
         if worker in self.ledger.workers:
             host = host or self.ledger.workers[worker].host
+            self.ledger.workers[worker].full = is_refusal(r)
             self._adopt_unknown(worker, r.task, r.attempt)
         if r.attempt > self.table.record(r.task).attempts:
             # An attempt this journal never had (not a duplicate): no ack, the worker keeps

@@ -35,10 +35,13 @@ class Worker:
     offer: Offer | None = None
     ready: bool = False
     used: int = 0
+    full: bool = False
+    """It refused a task for want of a free slot (it runs work this engine does not know of):
+    nothing is placed on it until it next sends a result that is not a refusal."""
 
     @property
     def free(self) -> int:
-        return self.slots - self.used
+        return 0 if self.full else self.slots - self.used
 
 
 class Ledger:

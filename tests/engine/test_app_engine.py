@@ -122,18 +122,46 @@ def test_a_duplicate_result_is_acknowledged_again_and_changes_nothing() -> None:
 
 def test_a_workers_no_free_slot_refusal_requeues_the_task_without_counting_a_failure() -> None:
     # A coordinator's view of a worker's slots can be stale (after a takeover the worker may
-    # run an attempt the journal lacks): three refusals must not fail a task of 3 retries.
-    e = AppEngine(app=APP, spec=spec(1), me="coord", now=0.0)
-    worker = next(a.worker for a in of(linked(e, {"a": 1}), Launch) if isinstance(a, Launch))
-    for attempt in (1, 2, 3, 4):
-        why = f"{NO_FREE_SLOT} (1 of 1 in use, the task needs 1)"
-        out = e.handle(FromWorker(1.0, worker, failed_result(APP, "t1", attempt, why)))
-        [app] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
-        assert isinstance(app, je.Abandoned) and not app.counts_as_failure, app
-        assert "corrupted" not in app.reason and NO_FREE_SLOT in app.reason
-        out = e.handle(Tick(1.0 + attempt))
-        assert [a.task for a in of(out, Launch) if isinstance(a, Launch)] == ["t1"]
-    assert not of(out, Ended)
+    # run an attempt the journal lacks): a refusal is requeued, not a failure, and nothing more
+    # is placed on that worker until it sends a real result.
+    e = AppEngine(app=APP, spec=spec(2), me="coord", now=0.0)
+    out = linked(e, {"a": 2})
+    assert len(of(out, Launch)) == 2
+    why = f"{NO_FREE_SLOT} (2 of 2 in use, the task needs 1)"
+    out = e.handle(FromWorker(1.0, "a", failed_result(APP, "t1", 1, why)))
+    [app] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
+    assert isinstance(app, je.Abandoned) and not app.counts_as_failure, app
+    assert "corrupted" not in app.reason and NO_FREE_SLOT in app.reason
+    assert not of(e.handle(Tick(2.0)), Launch)
+    out = e.handle(FromWorker(3.0, "a", result("t2")))
+    out += e.handle(OutputsStaged(3.0, "t2", 1)) + e.handle(Tick(4.0))
+    assert [(a.task, a.attempt) for a in of(out, Launch) if isinstance(a, Launch)] == [("t1", 2)]
+
+
+def test_a_worker_refusing_every_task_does_not_keep_the_app_from_finishing_elsewhere() -> None:
+    # Hostile: a grid-key holder volunteers and answers every RunTask with a refusal, so its
+    # tasks never count as failures; the honest worker must still get them all.
+    e = AppEngine(app=APP, spec=spec(4), me="coord", now=0.0)
+    out, now, ran = linked(e, {"rogue": 1, "b": 1}), 1.0, set()
+    for _ in range(50):
+        launches = [a for a in of(out, Launch) if isinstance(a, Launch)]
+        out = []
+        for a in launches:
+            now += 0.01
+            if a.worker == "rogue":
+                why = f"{NO_FREE_SLOT} (1 of 1 in use)"
+                out += e.handle(
+                    FromWorker(now, a.worker, failed_result(APP, a.task, a.attempt, why))
+                )
+            else:
+                out += e.handle(FromWorker(now, a.worker, result(a.task, a.attempt)))
+                out += e.handle(OutputsStaged(now, a.task, a.attempt))
+                ran.add(a.task)
+        now += 0.1
+        out += e.handle(Tick(now))
+        if of(out, Ended):
+            break
+    assert of(out, Ended) and ran == {"t1", "t2", "t3", "t4"}
 
 
 def test_a_failed_result_without_outputs_says_its_own_reason_not_corruption() -> None:
