@@ -44,11 +44,11 @@ class WorkerLink(WorkerHandle):
         self.term = term
         self.config = config
         self.used = 0
+        """CPUs' worth of tasks this coordinator has running there."""
         self.full = False
         """The worker refused a task for want of a free slot (its slots hold work this
         coordinator does not know of): nothing is placed here until it next sends a result
         that is not a refusal (a worker refusing everything gets no more of the app's tasks)."""
-        """CPUs' worth of tasks this coordinator has running there."""
         self.offer: Offer | None = None
         """What the volunteer advertised when it was recruited (for matchmaking)."""
         self.ready = False
