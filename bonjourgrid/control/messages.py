@@ -206,8 +206,9 @@ takeover, must not fail the task)."""
 def failed_result(
     app: str, task: str, attempt: int, error: str, seconds: float = 0.0
 ) -> TaskResult:
-    """An attempt that produced no outputs, with ``error`` saying why (its outputs' hash is
-    the empty archive's, so the coordinator reads the error and not "corrupted in transit")."""
+    """An attempt that produced no outputs, with ``error`` saying why (the hash is that of no
+    bytes, so the coordinator reads the error, not "corrupted in transit", and stages
+    nothing)."""
     return TaskResult(app, task, attempt, None, seconds, error, b"", hashlib.sha256().hexdigest())
 
 

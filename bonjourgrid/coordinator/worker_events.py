@@ -158,8 +158,11 @@ class WorkerEvents(AppCoordinatorBase):
         done = r.exit_code is not None and (r.exit_code != 0 or not r.error)
         if not self.table.accepts(r.task, r.attempt, r.exit_code if done else None):
             return 0
-        if is_refusal(r):  # never ran: requeued, not counted against the task's retries
-            return self._record(je.Abandoned(r.task, r.attempt, f"{host}: {r.error}", False))
+        if not done and not r.outputs:  # nothing to stage: refused, or failed with no files
+            if is_refusal(r):  # never ran: requeued, not counted against the task's retries
+                return self._record(je.Abandoned(r.task, r.attempt, f"{host}: {r.error}", False))
+            why = r.error or "no exit status"
+            return self._record(je.Abandoned(r.task, r.attempt, why, True, r.seconds))
         try:
             await asyncio.to_thread(self.store.stage, r.task, r.attempt, r.outputs)
         except Exception as e:

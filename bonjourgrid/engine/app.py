@@ -584,9 +584,13 @@ class AppEngine:
             c.seq = seq or self.seq
         elif not self.table.accepts(r.task, r.attempt, self._exit(r)):
             c.seq = self.seq  # a duplicate: acknowledged once the journal is durable
-        elif is_refusal(r):  # never ran (no free slot there): requeued, not a failure
-            why = f"{host}: {r.error}"
-            c.seq = self._record(je.Abandoned(r.task, r.attempt, why, False)) or self.seq
+        elif self._exit(r) is None and not r.outputs:  # nothing to stage
+            if is_refusal(r):  # never ran (no free slot there): requeued, not a failure
+                entry = je.Abandoned(r.task, r.attempt, f"{host}: {r.error}", False)
+            else:
+                why = r.error or "no exit status"
+                entry = je.Abandoned(r.task, r.attempt, why, True, r.seconds)
+            c.seq = self._record(entry) or self.seq
         else:
             self._out.append(StageOutputs(r))
 
