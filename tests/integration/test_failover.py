@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,35 @@ def holders(s: Lan, app: str) -> dict[str, tuple[dict[str, Any], list[dict[str, 
     return out
 
 
+def following(s: Lan, app: str) -> list[str]:
+    """Volunteers whose journal holds ``app`` with at least one committed result."""
+    return [
+        h.name
+        for h in s.volunteers
+        for row, entries in [journal_rows(h, app)]
+        if row is not None and any(e["k"] == "finish" for e in entries)
+    ]
+
+
+def taken_over(s: Lan, app: str) -> bool:
+    """A volunteer holds ``app`` at a term above 1."""
+    return any(
+        (row := journal_rows(h, app)[0]) is not None and row["term"] > 1 for h in s.volunteers
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 0.1 s; fail naming ``what`` after ``timeout`` (no failure when
+    ``what`` is empty: the caller checks the outcome itself)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            if what:
+                pytest.fail(f"not seen within {timeout:g} s: {what}")
+            return
+        time.sleep(0.1)
+
+
 def check_complete_and_correct(results: dict[str, Any], app: str, n: int, out: Path) -> None:
     tasks = results["tasks"]
     ids = Counter(t["id"] for t in tasks)
@@ -218,10 +247,15 @@ def test_partitioned_coordinator_steps_down_and_one_term_commits_each_result(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     app = first_line(proc)
-    time.sleep(1.5)
+    # Cut the cable once both replicas follow the journal (a fixed sleep cut it, on a loaded
+    # CI machine, before any replica was appointed: nobody could take over), and plug it back
+    # once a replica has taken over (or after 30 s, which the term check below then reports).
+    wait_for(lambda: len(following(s, app)) >= 2, 60, "two replicas following the journal")
     s.h0.link_down()
-    time.sleep(5.0)
-    s.h0.link_up()
+    try:
+        wait_for(lambda: taken_over(s, app), 30, "")
+    finally:
+        s.h0.link_up()
     try:
         _, err = proc.communicate(timeout=RESULTS_TIMEOUT)
     except subprocess.TimeoutExpired:
