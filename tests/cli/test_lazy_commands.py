@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -39,3 +40,35 @@ def test_help_lists_every_command_and_each_resolves() -> None:
         assert command is not None and command.name == name
         assert command.hidden or f"  {name} " in r.output
     assert cli.get_command(None, "nope") is None  # type: ignore[arg-type]
+
+
+KEY_PROBE = """
+import json, sys
+from pathlib import Path
+import bonjourgrid.cli.join, bonjourgrid.daemon.node
+from bonjourgrid.daemon.hostinfo import detect, load_node_key
+host = detect(load_node_key(Path(sys.argv[1])))
+print(json.dumps([host.node_id, sorted(m for m in sys.modules if m.startswith("cryptography"))]))
+"""
+
+
+def test_a_daemon_with_its_key_made_loads_no_curve_code_until_it_signs(tmp_path: Path) -> None:
+    """The ~8 MB of `cryptography` are loaded at the first handshake, not by an idle
+    volunteer: the node id comes from the public key stored in node.key, and the first start
+    makes the key in a short-lived child."""
+
+    def probe() -> tuple[str, list[str]]:
+        r = subprocess.run(
+            [sys.executable, "-c", KEY_PROBE, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        node, loaded = json.loads(r.stdout.splitlines()[-1])
+        return node, loaded
+
+    first, loaded_first = probe()  # makes the key, in a child: this process stays lean
+    again, loaded = probe()
+    assert again == first
+    assert loaded_first == loaded == []
