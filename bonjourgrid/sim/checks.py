@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.faulttolerance.entries import Entry, replay
 from bonjourgrid.sim.clock import VirtualClock
-from bonjourgrid.sim.messages import Key
 from bonjourgrid.states.taskstate import TaskState
 from bonjourgrid.states.tasktable import TaskRecord, TaskTable
+
+Key = tuple[str, int]
+"""(task id, attempt): the idempotency key of a result."""
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
@@ -16,6 +16,9 @@ from bonjourgrid.sim.network import Faults, Network
 from bonjourgrid.sim.node import SimNode
 from bonjourgrid.sim.workload import Workload
 from bonjourgrid.states.coordinator import CoordinatorRole
+
+if TYPE_CHECKING:
+    from bonjourgrid.sim.coordinator import CoordinatorSide
 
 
 class World:
@@ -38,9 +41,6 @@ class World:
         self.nodes: dict[str, SimNode] = {}
         self.quorum = quorum
         """The commit rule every coordinator engine is given (None: the product's)."""
-        self.engine = False
-        """Coordinators are the product's ``AppEngine`` in a shell (engine_coordinator.py);
-        False: the older re-implementation (coordinator_node.py)."""
         self.elections = True
         """Replicas take over only when elected (False: the naive rule, no votes asked)."""
 
@@ -74,12 +74,8 @@ class World:
 
     def coordinator(
         self, node: SimNode, app: str, spec: AppSpec, role: CoordinatorRole, **kw: Any
-    ) -> Any:
-        """The coordinator of ``app`` on ``node``: the engine's shell or the older copy."""
-        if self.engine:
-            from bonjourgrid.sim.engine_coordinator import CoordinatorSide as EngineSide
-
-            return EngineSide(node, app, spec, role, **kw)
-        from bonjourgrid.sim.coordinator_node import CoordinatorSide
+    ) -> CoordinatorSide:
+        """The coordinator of ``app`` on ``node``: the product's ``AppEngine`` in its shell."""
+        from bonjourgrid.sim.coordinator import CoordinatorSide
 
         return CoordinatorSide(node, app, spec, role, **kw)

@@ -23,11 +23,11 @@ class AcksAtOnce:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_the_engine_driven_simulation_finds_no_violation(seed: int) -> None:
-    r = run(Scenario(seed=seed, nodes=300, apps=120, engine=True))
+    r = run(Scenario(seed=seed, nodes=300, apps=120))
     assert r.violations == () and r.finished + r.lost == 120
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_quorum_that_acks_after_zero_copies_is_found_on_the_same_seeds(seed: int) -> None:
-    r = run(Scenario(seed=seed, nodes=300, apps=120, engine=True, quorum=AcksAtOnce()))
+    r = run(Scenario(seed=seed, nodes=300, apps=120, quorum=AcksAtOnce()))
     assert any("committed by term" in v or "committed 2 times" in v for v in r.violations)
