@@ -217,7 +217,7 @@ class CoordinatorSide:
             assert a.seq == len(self.journal) + 1, (a.seq, len(self.journal))
             self.journal.append(a.entry)
             self._encoded.append(encode(a.entry))
-            for r in self.opened:
+            for r in sorted(self.opened):
                 send(r, self._append_msg(a.seq))
             self.wake()
         elif isinstance(a, ev.Ack):
@@ -238,7 +238,8 @@ class CoordinatorSide:
             self.acked[a.node] = 0
             self.versions.pop(a.node, None)
             self.opened.discard(a.node)
-            self._open(a.node)
+            if isinstance(a, ev.Feed):
+                self._open(a.node)  # a resync waits for the next heartbeat (no ack storm)
         elif isinstance(a, ev.Unfeed):
             self.acked.pop(a.node, None)
             self.versions.pop(a.node, None)
@@ -247,7 +248,7 @@ class CoordinatorSide:
             m = a.members
             joint = " joint" if m.joint else ""
             self.node.checks.log(f"{self.app} members v{m.version} {m.nodes}{joint}")
-            for r in self.opened:
+            for r in sorted(self.opened):
                 send(r, self._members_msg())
         elif isinstance(a, ev.Probe):
             send(a.node, AppQuery(self.app))
@@ -255,9 +256,11 @@ class CoordinatorSide:
             if a.role == Role.STEPPED_DOWN.value:
                 self.node.checks.stepped_down(self.app, self.node.id, a.term)
         elif isinstance(a, ev.Ended):
-            if a.outcome in ("finished", "cancelled", "failed"):
-                self.node.checks.app_ended(self.app, self.term, self.node.id, a.outcome, self.table)
-            self._close()
+            ended = a.outcome in ("finished", "cancelled", "failed")
+            if ended:
+                me, table = self.node.id, self.table
+                self.node.checks.app_ended(self.app, self.term, me, a.outcome, table, self.journal)
+            self._close(complete=ended)
         return []
 
     def _run(self, task: str, attempt: int, worker: str) -> None:
@@ -372,9 +375,10 @@ class CoordinatorSide:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _close(self) -> None:
+    def _close(self, complete: bool = False) -> None:
         self.closed = True
-        self.node.remember(self.app, Voter(self.term, self.node.id, self.term))
+        voter = Voter(self.term, self.node.id, self.term)
+        self.node.remember(self.app, voter, durable=True, complete=complete)
         self.node.world.directory.withdraw_coordinator(self.app, self.node.id)
         if self.node.coords.get(self.app) is self:
             del self.node.coords[self.app]

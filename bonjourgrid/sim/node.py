@@ -41,6 +41,7 @@ from bonjourgrid.states.coordinator import Role
 if TYPE_CHECKING:
     from bonjourgrid.sim.coordinator import CoordinatorSide
     from bonjourgrid.sim.replica import ReplicaSide
+    from bonjourgrid.sim.resume import Resume
     from bonjourgrid.sim.world import World
 
 _TO_VOLUNTEER = (Reserve, Heartbeat, StageApp, RunTask, CancelTask, ResultAck, Release)
@@ -65,6 +66,14 @@ class SimNode:
         """Apps this machine held (as coordinator or replica) and let go, with its election
         state: it is not "empty" for them (it may have voted), as a restarted machine is (the
         product keeps an ended app's copy for ``results_keep``)."""
+        self.complete: set[str] = set()
+        """Of ``known``, the apps that ended here (its coordinator ended them, or its replica
+        heard the end): the daemon keeps their results and answers ``complete``."""
+        self.durable: set[str] = set()
+        """Of ``known``, the apps whose election state is on disk (ended here as their
+        coordinator): a restart keeps these; a let-go replica copy's state is not kept."""
+        self.resuming: dict[str, Resume] = {}
+        """Apps this restarted machine coordinated, resumed once it asked who holds them."""
         world.net.attach(self.id, self.deliver)
         world.directory.advertise(offer, "idle")
 
@@ -88,10 +97,16 @@ class SimNode:
             del self.replicas[app]
             self.remember(app, r.voter)
 
-    def remember(self, app: str, voter: Voter) -> None:
+    def remember(
+        self, app: str, voter: Voter, *, durable: bool = False, complete: bool = False
+    ) -> None:
         old = self.known.get(app)
         if old is None or (voter.term, voter.voted) >= (old.term, old.voted):
             self.known[app] = voter
+        if durable:
+            self.durable.add(app)
+        if complete:
+            self.complete.add(app)
 
     def crash(self) -> None:
         self.up = False
@@ -129,6 +144,8 @@ class SimNode:
                 c.on_message(src, msg)
             elif (r := self.replicas.get(app)) is not None:
                 r.on_message(src, msg)
+            elif (resume := self.resuming.get(app)) is not None:
+                resume.on_answer(msg)
 
     def app_state(self, app: str) -> AppState:
         """The answer to an ``AppQuery`` (what the daemon's ``_answer_query`` says): the
@@ -141,8 +158,12 @@ class SimNode:
             return AppState(app, role.term, role.role.value, role.coordinating, False)
         if (r := self.replicas.get(app)) is not None:
             return r.state()
+        if (resume := self.resuming.get(app)) is not None:
+            return resume.state()
         if (v := self.known.get(app)) is not None:
-            return AppState(app, v.term, Role.STEPPED_DOWN.value, False, False)
+            done = app in self.complete
+            kept = Role.FINISHED if done else Role.STEPPED_DOWN
+            return AppState(app, v.term, kept.value, False, done)
         return AppState(app, 0, "", False, False)
 
     def _to_replica(self, src: str, app: str, msg: object) -> None:

@@ -14,6 +14,7 @@ from bonjourgrid.sim.clock import VirtualClock
 from bonjourgrid.sim.directory import Directory
 from bonjourgrid.sim.network import Faults, Network
 from bonjourgrid.sim.node import SimNode
+from bonjourgrid.sim.resume import Journaled, Resume
 from bonjourgrid.sim.workload import Workload
 from bonjourgrid.states.coordinator import CoordinatorRole
 
@@ -56,12 +57,25 @@ class World:
             self.checks.log(f"crash {node_id}")
 
     def restart(self, node_id: str) -> SimNode:
-        """A crashed machine comes back as a fresh idle volunteer (its memory is gone)."""
+        """A crashed machine comes back as an idle volunteer with what the daemon keeps on
+        disk: the apps it coordinated (resumed, sim/resume.py) and the election state of
+        apps that ended here; its memory (reservation, tasks, replica copies) is gone."""
         old = self.nodes[node_id]
         if old.up:
             return old
         self.checks.log(f"restart {node_id}")
-        return self.add_node(old.offer)
+        node = self.add_node(old.offer)
+        for app in sorted(old.durable):
+            node.remember(app, old.known[app], durable=True, complete=app in old.complete)
+        for app, r in old.replicas.items():
+            if r.ended:  # an ended copy is kept with its results (results_keep)
+                node.remember(app, r.voter, durable=True, complete=True)
+        for app, c in old.coords.items():
+            if c.closed or not c.role.coordinating:
+                continue
+            row = Journaled(app, c.spec, c.term, c.role.role.value, c.journal, c.members)
+            node.resuming[app] = Resume(node, row)
+        return node
 
     def holders(self) -> set[str]:
         """Apps that some live machine coordinates or keeps a replica of."""
