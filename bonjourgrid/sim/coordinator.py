@@ -233,7 +233,9 @@ class CoordinatorSide:
                 send(a.worker, AppEnded(self.app, self.term, a.outcome))
             send(a.worker, Release(self.app, self.term, a.reason))
         elif isinstance(a, ev.CloseLink):
-            self.links.pop(a.worker, None)
+            if self.links.pop(a.worker, None) is not None and self.role.coordinating:
+                # the product's link closes: its loss is what the shell reports next
+                return self.engine.handle(ev.LinkLost(now, a.worker, a.reason))
         elif isinstance(a, (ev.Feed, ev.Resync)):
             self.acked[a.node] = 0
             self.versions.pop(a.node, None)
