@@ -97,8 +97,9 @@ _GENERATE = "from bonjourgrid.control.nodekey import NodeKey; print(NodeKey.gene
 
 def _generate_elsewhere() -> NodeKey:
     """A fresh key, made in a short-lived child: deriving the public key loads the curve code
-    (``bonjourgrid.curves``, ~8 MB), which this long-lived daemon then never maps while it is
-    idle (issue 15). Made here if the child fails."""
+    (``bonjourgrid.curves``: libsodium, 1.3 MB of private memory), which this long-lived
+    daemon then does not load until its first handshake (issue 15). Made here if the child
+    fails."""
     try:
         done = subprocess.run(
             [sys.executable, "-c", _GENERATE], capture_output=True, text=True, timeout=60

@@ -48,12 +48,13 @@ from pathlib import Path
 import bonjourgrid.cli.join, bonjourgrid.daemon.node
 from bonjourgrid.daemon.hostinfo import detect, load_node_key
 host = detect(load_node_key(Path(sys.argv[1])))
-print(json.dumps([host.node_id, sorted(m for m in sys.modules if m.startswith("cryptography"))]))
+curves = sorted(m for m in sys.modules if m.startswith(("cryptography", "nacl")))
+print(json.dumps([host.node_id, curves]))
 """
 
 
 def test_a_daemon_with_its_key_made_loads_no_curve_code_until_it_signs(tmp_path: Path) -> None:
-    """The ~8 MB of `cryptography` are loaded at the first handshake, not by an idle
+    """The curve code (and `cryptography`) is loaded at the first handshake, not by an idle
     volunteer: the node id comes from the public key stored in node.key, and the first start
     makes the key in a short-lived child."""
 
