@@ -86,8 +86,8 @@ class NodeKey:
 
     @classmethod
     def loads(cls, text: str, *, source: str = "node key") -> NodeKey:
-        """The key in ``text``: the magic, the seed, and (since bjgrid 0.1 stores it) the
-        public key, each 64 hex digits."""
+        """The key in ``text``: the magic, the seed, and the public key (absent from files
+        written before it was stored), each 64 hex digits."""
         parts = text.split()
         if (
             len(parts) not in (2, 3)
