@@ -1,82 +1,57 @@
-"""One application's coordinator: recruit volunteers, run the tasks, collect, release —
-and, as a replica, keep the journal and take over when the coordinator is lost.
+"""One application in this daemon: its coordinator while this daemon coordinates it, and its
+copy while this daemon is one of its replicas.
 
 It lives in the host's daemon (not in ``bjgrid submit``), so closing the terminal does not
-kill the app. Loop: recruit idle volunteers that fit (reserve with a lease), let the backend
-prepare each, place ready tasks on free slots, commit each result exactly once (by task and
-attempt), requeue the tasks of lost workers, release workers as soon as nothing is left that
-they could run, and at the end say "app finished"/"app cancelled" before releasing everyone
-and withdrawing the coordinator record.
+kill the app. What it holds is the app's own (spec, bundle, CE key, the journal's rows for
+it, the result store) and the role (states/coordinator.py): RECRUITING/RUNNING while
+coordinating; STANDBY on a replica; TAKING_OVER after an election (or a restart).
 
-Every change of the task table is a journal entry (faulttolerance/entries.py): committed to
-the daemon's SQLite journal, fed to the replicas (coordinator/replication.py), then applied.
-A result is acknowledged to its worker only once a write quorum of the replica set holds it
-(faulttolerance/quorum.py), so it is never lost;
-a worker keeps an unacknowledged result and sends it again to whoever coordinates next.
-
-Roles (states/coordinator.py): RECRUITING/RUNNING while coordinating; STANDBY on a replica;
-TAKING_OVER after an election (or a restart): term + 1, re-home the old workers (reserve them
-again with the higher term; they send what they hold and say what they run), requeue what
-nobody holds after ``rehome_grace``, then RUNNING. Whoever sees a higher term for the app
-over the control channel steps down (STEPPED_DOWN) and stops acting.
-
-Where the parts live: this file holds the life cycle, the journal and the scheduling loop
-(with the fair-share limits, seen through fairshare_view.py); recruitment.py reserves and
-prepares volunteers; worker_events.py commits results and handles lost workers;
-takeover.py takes over, re-homes, and steps down; replica_side.py follows a coordinator's
-journal stream; peers.py says who we are and asks other daemons.
+* **Coordinating** (``run``): every decision is the ``AppEngine``'s (bonjourgrid/engine/app.py,
+  the engine the simulation runs); coordinator/shell.py feeds it and carries out its actions
+  with links, the journal, the result store and the backend. The engine owns the task table
+  while it runs; this object reads it (progress, results, the snapshot a new replica gets).
+* **Following** (``follow_append``/``follow_members``): a replica takes the coordinator's
+  journal stream under the quorum rules (faulttolerance/quorum.py): files first, then the
+  journal, then its own task table; the election state (``voter``) is saved before any
+  answer leaves. daemon/election.py runs the replica engine over it; ``take_over`` claims
+  the term an election won, and ``run`` coordinates from the copy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bonjourgrid.app.bundle import sha256_hex
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.ce_backends.registry import CoordinatorContext, make_coordinator
 from bonjourgrid.config import Config
-from bonjourgrid.control.messages import AppEnded, AppState, JournalAppend, Release
-from bonjourgrid.coordinator import fairshare, results_detail, scheduling
-from bonjourgrid.coordinator.app_coordinator_base import AppCoordinatorBase
-from bonjourgrid.coordinator.fairshare_view import FairShareView
+from bonjourgrid.control.messages import AppState, JournalAck, JournalAppend, ReplicaOpen, Replicas
+from bonjourgrid.coordinator import fairshare, results_detail
 from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Identity, Peer
 from bonjourgrid.coordinator.progress import AppProgress as Progress
-from bonjourgrid.coordinator.recruitment import Recruitment
-from bonjourgrid.coordinator.replica_side import ReplicaSide
-from bonjourgrid.coordinator.replication import Replication
 from bonjourgrid.coordinator.result_store import ResultStore, results_document
-from bonjourgrid.coordinator.takeover import Takeover
-from bonjourgrid.coordinator.worker_events import WorkerEvents
-from bonjourgrid.coordinator.worker_link import WorkerLink
+from bonjourgrid.coordinator.shell import CoordinatorShell
+from bonjourgrid.engine.app import AppEngine, AppTiming
+from bonjourgrid.engine.app_events import CancelRequested, Stop, TermSeen
+from bonjourgrid.engine.placement import for_backend
 from bonjourgrid.faulttolerance import entries as je
 from bonjourgrid.faulttolerance.journal import Journal
-from bonjourgrid.faulttolerance.quorum import Members, Voter
-from bonjourgrid.states.coordinator import (
-    AllTasksTerminal,
-    Cancel,
-    CoordinatorRole,
-    GridFailed,
-    Role,
-    TermSeen,
-)
-from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
-from bonjourgrid.states.tasktable import Attempt, TaskTable
+from bonjourgrid.faulttolerance.quorum import Members, Position, Voter
+from bonjourgrid.states import coordinator as cr
+from bonjourgrid.states.coordinator import CoordinatorRole, Role
+from bonjourgrid.states.tasktable import TaskTable
 
 log = logging.getLogger(__name__)
 
 
-class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordinatorBase):
-    """One app's coordinator (or a replica of it); the module docstring says how it works.
-    Its parts are mixins over one state: recruitment.py, worker_events.py, takeover.py,
-    replica_side.py (app_coordinator_base.py declares what they share)."""
+class AppCoordinator:
+    """One app in this daemon (coordinator or replica); the module docstring says how."""
 
     def __init__(
         self,
@@ -112,9 +87,6 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         """The submitting user's signature of the app (``AppSignature.encode()``), sent in
         every Reserve so volunteers with ``trusted_users`` can check it; "" unsigned."""
         self.signer = signer
-        self._last_refusal = ""
-        """The latest volunteer's refusal (host: reason), told when the app fails for want
-        of volunteers."""
         self.spec = spec
         self.bundle = bundle
         self.bundle_sha = sha256_hex(bundle)
@@ -122,26 +94,19 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         self.user = user
         self.me = me
         self.config = config
-        self._offers = offers
-        self._rivals = rivals
-        self.fair_share = FairShareView(app_id, config, offers, claims)
-        """Volunteers seen and rivals' claims (their ``_bjg-coord`` records), for fair share."""
-        self._waiting = ""
-        """Why ready tasks wait: the requirement no volunteer meets ("" when none)."""
+        self.offers = offers
+        self.rivals = rivals
+        self.claims = claims
         self.role = role or CoordinatorRole(app_id)
-        self.table = TaskTable(spec.tasks)
-        self.worker_hosts: dict[str, str] = dict(hosts or {})
+        self._table = TaskTable(spec.tasks)
+        self._worker_hosts: dict[str, str] = dict(hosts or {})
         """Node id -> host name of every worker that ran something."""
-        self.backend_name = spec.backend
         self._backend_saved: dict[str, str] = {}
-        self._address = address
         for text in entries:
             self._replay(je.decode(text))
-        self.seq = len(entries)
+        self._seq = len(entries)
         self.journal = journal
         self.store = ResultStore(store_root)
-        self.backend: CoordinatorBackend = self._make_backend()
-        self.links: dict[str, WorkerLink] = {}
         self.coordinator = coordinator or (me.node, me.host)
         """(node, host) of whoever coordinates the app (this daemon unless a replica)."""
         row = journal.app(app_id)
@@ -159,37 +124,37 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
         """This daemon's election state for the app (votes granted, the term it follows)."""
         self.journal_term = (row.journal_term if row else 0) or self.role.term
         """The term of the stream this journal came in (a vote compares it first)."""
-        self.replication = Replication(
-            app_id,
-            spec.replicas,
-            me.node,
-            self._snapshot,
-            settling=lambda: self.role.role is Role.TAKING_OVER,
-            on_members=self._save_members,
-            probe=self._probe_member,
-        )
-        self._refused: dict[str, float] = {}
-        self._recruiting: set[str] = set()
-        self._unfit_since: dict[str, float] = {}
-        self._running: dict[tuple[str, int], tuple[WorkerLink, int]] = {}
-        self._unconfirmed: dict[tuple[str, int], str] = {}
-        """After a takeover: attempts the journal says run, not yet confirmed by a worker."""
-        self._results_in_flight: set[tuple[str, int]] = set()
-        self._background: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._watchers: set[asyncio.Queue[Progress]] = set()
+        self._address = address
         self._on_change = on_change
+        self._watchers: set[asyncio.Queue[Progress]] = set()
+        self._shell: CoordinatorShell | None = None
+        self._cancel_asked: str | None = None
         self._abandoned = False
+        self._last_published: Progress | None = None
         self.ended_at: float | None = None
         self.done = asyncio.Event()
         self.times = results_detail.TaskTimes()
         """Wall-clock start/end of the tasks this coordinator saw run (results.json)."""
 
-    # --- public ---------------------------------------------------------------------------
+    # --- what the daemon reads ----------------------------------------------------------------
 
     @property
     def term(self) -> int:
         return self.role.term
+
+    @property
+    def table(self) -> TaskTable:
+        """The task table: the engine's while it coordinates here, else this copy's."""
+        return self._shell.engine.table if self._shell is not None else self._table
+
+    @property
+    def seq(self) -> int:
+        """Entries in this daemon's journal of the app."""
+        return self._shell.engine.seq if self._shell is not None else self._seq
+
+    @property
+    def worker_hosts(self) -> dict[str, str]:
+        return self._shell.engine.worker_hosts if self._shell is not None else self._worker_hosts
 
     @property
     def outcome(self) -> str:
@@ -204,17 +169,24 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
     def progress(self) -> Progress:
         stopped = self.role.ended and self.role.role.value != "finished"
         counts = results_detail.state_counts(self.table, self.role.reason if stopped else "")
+        shell = self._shell
         return Progress(
             app=self.app_id,
             name=self.spec.name,
             role=self.role.role.value,
             counts=dict(counts),
-            workers=len(self.links),
+            workers=len(shell.engine.ledger.workers) if shell is not None else 0,
             ended=self.role.ended,
             outcome=self.outcome,
             reason=self.role.reason,
-            waiting="" if self.role.ended else self._waiting,
+            waiting="" if self.role.ended or shell is None else shell.engine.waiting.text,
         )
+
+    def claim(self) -> fairshare.Claim:
+        """This app's fair-share claim, as published in its coordinator record."""
+        if self._shell is None:
+            return fairshare.Claim(self.app_id, 0, 0, self.spec.weight)
+        return self._shell.engine.claim()
 
     def state(self) -> AppState:
         return AppState(
@@ -229,6 +201,16 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
 
     def unsubscribe(self, q: asyncio.Queue[Progress]) -> None:
         self._watchers.discard(q)
+
+    def publish(self) -> None:
+        """Tell the watchers (``bjgrid submit``, ``watch``) when the progress changed."""
+        p = self.progress()
+        if p == self._last_published:
+            return
+        self._last_published = p
+        for q in self._watchers:
+            q.put_nowait(p)
+        self._on_change(self)
 
     def results(self) -> dict[str, object]:
         ended = self.role.ended and self.role.role.value != "finished"
@@ -245,296 +227,230 @@ class AppCoordinator(Recruitment, WorkerEvents, Takeover, ReplicaSide, AppCoordi
             app_outcome=results_detail.outcome(self.outcome, self.role.reason, started, end),
         )
 
+    # --- what the daemon asks -----------------------------------------------------------------
+
     async def cancel(self, reason: str = "cancelled by the user") -> None:
         if self.role.ended:
             return
-        self.role.handle(Cancel(reason))
-        self._record(je.Cancelled(reason))
-        self._save_role()
-        self._wake.set()
+        if self._shell is not None:
+            self._shell.feed(CancelRequested(time.monotonic(), reason))
+        else:
+            self._cancel_asked = reason  # run() starts with it
+
+    def wake(self) -> None:
+        """The mDNS view changed: the engine may recruit now rather than at its next tick."""
+        if self._shell is not None:
+            self._shell.wake()
 
     def ended_upstream(self, outcome: str) -> None:
         """A replica's copy: its coordinator sent AppEnded. The role ends with the outcome
         (ValueError for one that is not a role)."""
-        self.role.handle(RoleAppEnded(Role(outcome)))
+        self.role.handle(cr.AppEnded(Role(outcome)))
         self.ended_at = time.monotonic()
         self.done.set()
 
     def yield_to(self, term: int) -> None:
         """A coordinator of ``term`` opened a replica stream to this daemon, which coordinates
         the app under a term no higher: step down and stop acting."""
-        self.role.handle(TermSeen(term + 1 if self.term == term else term))
+        seen = term + 1 if self.term == term else term
+        if self._shell is not None:
+            self._shell.feed(TermSeen(time.monotonic(), seen))
+        else:
+            self.role.handle(cr.TermSeen(seen))
         self.abandon()
 
     def abandon(self) -> None:
         """The daemon stops without ending the app: stop acting, keep the journal as it is
         (a replica takes over, or this daemon resumes the app when it starts again)."""
         self._abandoned = True
-        self._wake.set()
+        if self._shell is not None:
+            self._shell.feed(Stop(time.monotonic()))
 
-    def _make_backend(self) -> CoordinatorBackend:
-        ctx = CoordinatorContext(
-            app=self,
-            address=self._address(),
-            root=self.store.root / "ce",
-            on_result=self._on_backend_result,
-            saved=dict(self._backend_saved),
+    def take_over(self, term: int = 0) -> None:
+        """An elected replica claims the ``term`` it won (a restarted coordinator: the next
+        term it has not voted in); ``run`` follows. The replica set is the one this node
+        knew: results are committed by its write quorums (faulttolerance/quorum.py)."""
+        term = term or max(self.term, self.voter.voted) + 1
+        if term - 1 > self.term:
+            self.role.handle(cr.TermSeen(term - 1))
+        self.role.handle(cr.CoordinatorLost())
+        self.voter = Voter(self.term, self.me.node, max(self.term, self.voter.voted))
+        self.journal_term = self.term
+        self.coordinator = (self.me.node, self.me.host)
+        self.journal.update_app(
+            self.app_id,
+            term=self.term,
+            role=self.role.role.value,
+            coordinator=self.me.node,
+            coordinator_host=self.me.host,
+            voted=self.voter.voted,
+            leader=self.voter.leader,
+            journal_term=self.journal_term,
         )
-        return make_coordinator(self.backend_name, ctx)
+        log.warning("app %s: taking over as coordinator with term %d", self.app_id, self.term)
+
+    # --- coordinating -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Coordinate the app to its end. Never raises for the app's own failures."""
-        recruiter: asyncio.Task[None] | None = None
-        try:
-            self.backend = self._make_backend()  # this machine's address and saved state now
-            await self.backend.start()
-            saved = self.backend.saved_state()
-            if saved and saved != self._backend_saved:
-                self._backend_saved = dict(saved)
-                self._record(je.BackendState(self.backend_name, dict(saved)))
-            recruiter = asyncio.create_task(self._recruit_loop(), name=f"recruit {self.app_id}")
-            if self.role.role is Role.TAKING_OVER:
-                running = self.table.running()
-                if self.backend.places_tasks:
-                    # The old head (HTCondor's schedd, BOINC's project) left with the old
-                    # coordinator: its queue is gone, so every unfinished attempt runs again here.
-                    for a in running:
-                        why = "its CE head moved to the new coordinator"
-                        self._record(je.Abandoned(a.task, a.attempt, why, False))
-                else:
-                    self._unconfirmed = {(a.task, a.attempt): a.worker for a in running}
-                self._spawn(self._rehome())
-            await self._schedule_loop()
-        except Exception as e:
-            log.exception("app %s: coordinator failed", self.app_id)
-            if not self.role.ended:
-                self.role.handle(GridFailed(f"coordinator error: {e}"))
-                self._record(je.Cancelled(self.role.reason))
-        finally:
-            if recruiter is not None:
-                recruiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await recruiter
-            await self._end()
-
-    # --- the journal ------------------------------------------------------------------------
-
-    def _record(self, entry: je.Entry, *, outputs: bytes = b"", host: str = "") -> int:
-        """Apply ``entry``; if it changed the table, journal it and feed it to the replicas.
-        The entry's number, or 0 when it changed nothing."""
-        if not je.apply(self.table, entry):
-            return 0
-        self.times.note(entry, self.table, time.time())
-        self.seq += 1
-        text = je.encode(entry)
-        self.journal.append(self.app_id, self.seq, text)
-        self.replication.append(
-            JournalAppend(self.app_id, self.term, self.seq, text, host, outputs)
+        """Coordinate the app to its end (or until the daemon stops). Never raises for the
+        app's own failures."""
+        cfg = self.config
+        engine = AppEngine(
+            app=self.app_id,
+            spec=self.spec,
+            me=self.me.node,
+            now=time.monotonic(),
+            timing=AppTiming(
+                recruit_retry=cfg.recruit_retry,
+                heartbeat_interval=cfg.heartbeat_interval,
+                rehome_grace=cfg.rehome_grace,
+                connect_timeout=cfg.connect_timeout,
+                recruit_timeout=cfg.recruit_timeout,
+            ),
+            role=self.role,
+            entries=[je.decode(t) for t in self.journal.entries(self.app_id)],
+            members=self.members,
+            hosts=self._worker_hosts,
         )
-        return self.seq
+        shell = CoordinatorShell(self, engine)
+        backend = make_coordinator(
+            self.spec.backend,
+            CoordinatorContext(
+                app=self,
+                address=self._address(),
+                root=self.store.root / "ce",
+                on_result=shell.on_backend_result,
+                saved=dict(self._backend_saved),
+            ),
+        )
+        engine.placement = for_backend(self.spec.backend, backend.places_tasks)
+        self._shell = shell
+        if self._cancel_asked is not None:
+            shell.feed(CancelRequested(time.monotonic(), self._cancel_asked))
+        if self._abandoned:
+            shell.feed(Stop(time.monotonic()))
+        try:
+            await shell.run(backend)
+        finally:
+            self._shell = None
+            self._table, self._seq = engine.table, engine.seq
+            self._worker_hosts = engine.worker_hosts
+            if self.role.ended:
+                self.ended_at = time.monotonic()
+                log.info("app %s: %s", self.app_id, self.role.role.value)
+            self.publish()
+            self.done.set()
+
+    def save_role(self) -> None:
+        ended = time.time() if self.role.ended else None
+        fields: dict[str, object] = {"role": self.role.role.value, "reason": self.role.reason}
+        if self.role.role is Role.STEPPED_DOWN:
+            fields["term"] = self.term
+        self.journal.update_app(self.app_id, ended=ended, **fields)
+
+    def save_members(self, members: Members) -> None:
+        self.members = members
+        self.replica_ranks = members.everyone()
+        self.journal.update_app(
+            self.app_id,
+            replicas=members.nodes,
+            members_version=members.version,
+            members_old=members.old,
+        )
+
+    def snapshot(self, ranks: tuple[str, ...]) -> ReplicaOpen:
+        """Everything journaled so far, for a new replica (with the CE key, so that an elected
+        replica can prove to the workers that it coordinates the app)."""
+        return ReplicaOpen(
+            app=self.app_id,
+            term=self.term,
+            coordinator=self.me.node,
+            coordinator_host=self.me.host,
+            spec=self.spec.to_json(),
+            bundle=self.bundle,
+            digest=self.digest,
+            user=self.user,
+            replicas=ranks,
+            hosts=dict(self.worker_hosts),
+            seq=self.seq,
+            entries="\n".join(self.journal.entries(self.app_id)),
+            outputs=self.store.export(),
+            signature=self.signature,
+            signer=self.signer,
+            ce_secret=self.ce_key.hex(),
+        )
+
+    # --- following a coordinator's journal (a replica) ----------------------------------------
+
+    def position(self) -> Position:
+        """How far this copy of the journal goes (compared by votes)."""
+        return Position(self.journal_term, self.seq, self.members.version)
+
+    def save_election(self) -> None:
+        """Persist this daemon's election state for the app (a vote must survive a crash)."""
+        self.journal.update_app(
+            self.app_id,
+            term=self.term,
+            voted=self.voter.voted,
+            leader=self.voter.leader,
+            journal_term=self.journal_term,
+        )
+
+    def persist_vote(self, voter: Voter, term: int = 0) -> None:
+        """Take this daemon's election state for the app (the replica engine's PersistVote,
+        or the voter that follows a new coordinator's snapshot) and save it before any answer
+        leaves; a higher ``term`` seen in it moves the role's term up."""
+        self.voter = voter
+        if term > self.term:
+            self.role.handle(cr.TermSeen(term))
+        self.save_election()
+
+    def _fence(self) -> int:
+        return max(self.term, self.voter.term)
+
+    def follow_append(self, msg: JournalAppend) -> JournalAck:
+        """Take entry ``msg.seq`` unless the stream is refused — a lower term, or the same
+        term from another node than the one followed (the refusal carries the higher term,
+        which fences the sender), or a new term's stream that did not open with a snapshot
+        (ok False: the coordinator sends one)."""
+        if not self.voter.accepts(msg.term, self.coordinator[0]):
+            return JournalAck(self.app_id, self._fence(), self.seq, False)
+        if msg.term != self.journal_term:
+            return JournalAck(self.app_id, msg.term, self.seq, False)
+        ok = self.replicate(msg)
+        return JournalAck(self.app_id, msg.term, self.seq, ok, self.members.version)
+
+    def follow_members(self, msg: Replicas) -> JournalAck:
+        """The coordinator's replica set (journaled like an entry)."""
+        if not self.voter.accepts(msg.term, self.coordinator[0]):
+            return JournalAck(self.app_id, self._fence(), self.seq, False)
+        if msg.term != self.journal_term:
+            return JournalAck(self.app_id, msg.term, self.seq, False)
+        if msg.version >= self.members.version:
+            old = msg.old if msg.joint else None
+            self.save_members(Members(msg.version, msg.replicas, old))
+        return JournalAck(self.app_id, msg.term, self.seq, True, self.members.version)
+
+    def replicate(self, msg: JournalAppend) -> bool:
+        """Take entry ``msg.seq`` from the coordinator: files first, then the journal, then
+        the table. False on a gap (the coordinator then sends a snapshot)."""
+        if msg.seq <= self._seq:
+            return True  # a duplicate
+        if msg.seq != self._seq + 1:
+            log.warning("app %s: journal gap (have %d, got %d)", self.app_id, self._seq, msg.seq)
+            return False
+        entry = je.decode(msg.entry)
+        if msg.outputs and isinstance(entry, (je.Finished, je.Abandoned)):
+            self.store.stage(entry.task, entry.attempt, msg.outputs)
+            self.store.promote(entry.task, entry.attempt)
+        self.journal.append(self.app_id, msg.seq, msg.entry)
+        self._replay(entry)
+        self._seq = msg.seq
+        return True
 
     def _replay(self, entry: je.Entry) -> None:
-        je.apply(self.table, entry)
+        je.apply(self._table, entry)
         if isinstance(entry, (je.Started, je.Finished)) and entry.worker:
-            self.worker_hosts[entry.worker] = entry.host
+            self._worker_hosts[entry.worker] = entry.host
         elif isinstance(entry, je.BackendState):
             self._backend_saved = dict(entry.data)
-
-    def _save_role(self) -> None:
-        ended = time.time() if self.role.ended else None
-        self.journal.update_app(
-            self.app_id, role=self.role.role.value, reason=self.role.reason, ended=ended
-        )
-
-    # --- scheduling -----------------------------------------------------------------------
-
-    def _acting(self) -> bool:
-        return self.role.coordinating and not self._abandoned
-
-    async def _schedule_loop(self) -> None:
-        no_worker_since = last_fit_check = last_rival_check = time.monotonic()
-        last: Progress | None = None
-        while self._acting():
-            if self.table.finished() and not self._unconfirmed:
-                self.role.handle(AllTasksTerminal())
-                self._save_role()
-                break
-            self._release_useless()  # first: a worker between tasks may be owed to a rival
-            self._place_ready_tasks()
-            now = time.monotonic()
-            if now - last_fit_check >= self.config.recruit_retry:
-                self._explain_waiting(now)
-                last_fit_check = now
-            if now - last_rival_check >= self.config.heartbeat_interval:
-                await self._check_rivals()
-                last_rival_check = now
-            self._release_useless()
-            self.replication.update([k for k in self.links.values() if k.ready], self.term)
-            if self.links:
-                no_worker_since = now
-            elif (reason := self._waited_too_long(now - no_worker_since)) is not None:
-                self.role.handle(GridFailed(reason))
-                self._record(je.Cancelled(reason))
-                self._save_role()
-                break
-            p = self.progress()
-            if p != last:
-                self._publish(p)
-                last = p
-            self._wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.recruit_retry)
-
-    def _place_ready_tasks(self) -> None:
-        if self.backend.places_tasks:
-            self._hand_ready_tasks_to_backend()
-            return
-        if not any(k.ready and k.free > 0 for k in self.links.values()):
-            return
-        ready = [self.spec.task(t) for t in self.table.ready()]
-        slots = [
-            scheduling.WorkerSlots(k.node, k.free, k.offer, k.ready) for k in self.links.values()
-        ]
-        for task_id, node in scheduling.place(ready, slots, self.backend_name):
-            link = self.links[node]
-            task = self.spec.task(task_id)
-            attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, node)
-            self.worker_hosts[node] = link.host
-            self._record(
-                je.Started(task_id, attempt.attempt, node, link.host, je.NO_CLOCK),
-                host=link.host,
-            )
-            link.used += task.requirements.cpus
-            self._running[(task_id, attempt.attempt)] = (link, task.requirements.cpus)
-            self._spawn(self._launch(task_id, attempt, link))
-
-    def _hand_ready_tasks_to_backend(self) -> None:
-        """A backend whose middleware places tasks (HTCondor, BOINC) gets every ready task at
-        once, with no worker: its own scheduler matches them to the recruited machines."""
-        for task_id in self.table.ready():
-            attempt = Attempt(task_id, self.table.record(task_id).attempts + 1, "")
-            self._record(je.Started(task_id, attempt.attempt, "", "", je.NO_CLOCK))
-            self._spawn(self._launch(task_id, attempt, None))
-
-    async def _launch(self, task_id: str, attempt: Attempt, link: WorkerLink | None) -> None:
-        task = self.spec.task(task_id)
-        inputs = await asyncio.to_thread(self.store.inputs_for, task, self.spec)
-        try:
-            await self.backend.launch(task, attempt, link, inputs)
-        except Exception as e:
-            where = link.host if link is not None else f"the {self.backend_name} CE"
-            log.warning("app %s: launch of %s on %s failed: %s", self.app_id, task_id, where, e)
-            if link is None and self.table.accepts(task_id, attempt.attempt, None):
-                # No link loss will requeue it: do it here (bounded by the task's max losses).
-                self._record(je.Abandoned(task_id, attempt.attempt, f"launch failed: {e}", False))
-                self._wake.set()
-            # With a link, the link is gone: its loss handler requeues the attempt.
-
-    def _wanted_workers(self, *, fair: bool = True) -> int:
-        """More volunteers to ask for now; with ``fair``, no further than this app's fair
-        share while rivals want machines too (fairshare.recruit_cap)."""
-        limit = self.spec.workers if self.spec.workers is not None else len(self.spec.tasks)
-        if fair and (rivals := self.fair_share.rival_claims()):
-            machines = self.fair_share.machines()[0]
-            limit = min(limit, fairshare.recruit_cap(self.claim(), rivals, machines))
-        unplaced = len(self.table.ready())
-        if self.backend.places_tasks:  # queued in the middleware: not covered by a slot yet
-            slots = sum(k.slots for k in self.links.values())
-            unplaced = max(0, unplaced + len(self.table.running()) - slots)
-        return scheduling.wanted_workers(
-            unplaced=unplaced,
-            recruiting=len(self._recruiting),
-            linked=len(self.links),
-            limit=limit,
-        )
-
-    def _release_useless(self) -> None:
-        if self.backend.places_tasks:
-            return  # the middleware knows which machine is idle, we do not: keep all to the end
-        idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
-        ready = self._ready_fitting(idle)  # a task none of them fits must not hold them
-        for node in scheduling.releasable(
-            ready_tasks=ready, idle_workers=idle, replicas=self.replication.ranks
-        ):
-            if node in self._unconfirmed.values():
-                continue
-            link = self.links.pop(node)
-            self._spawn(self._release(link, "no task left for this worker"))
-        self._release_above_share()
-
-    # --- fair share between rival coordinators (coordinator/fairshare.py) -----------------
-
-    def claim(self) -> fairshare.Claim:
-        """This app's claim, as published in its coordinator record (TXT ``w``/``d``/``wt``):
-        workers held, more it could use now (at most the machines seen), its weight."""
-        more = self._wanted_workers(fair=False) + len(self._recruiting)
-        return fairshare.Claim(
-            self.app_id, len(self.links), min(more, self.fair_share.machines()[0]), self.spec.weight
-        )
-
-    def _release_above_share(self) -> None:
-        """Let idle workers go (between tasks, never a running one) while this app holds more
-        than its fair share and a rival below its own share wants more."""
-        rivals = self.fair_share.rival_claims()
-        if not rivals:
-            return
-        idle = [k.node for k in self.links.values() if k.ready and k.used == 0]
-        keep = set(self.replication.ranks) | set(self._unconfirmed.values())
-        for node in self.fair_share.to_release(self.claim(), rivals, idle, keep):
-            link = self.links.pop(node)
-            self._refused[node] = time.monotonic()  # do not ask it back at once
-            self._spawn(self._release(link, "fair share: a rival coordinator needs machines"))
-
-    async def _release(self, link: WorkerLink, reason: str, outcome: str | None = None) -> None:
-        if self.links.get(link.node) is link:
-            del self.links[link.node]
-        self.replication.drop(link.node)
-        with contextlib.suppress(Exception):
-            if outcome:
-                await link.send(AppEnded(self.app_id, self.term, outcome))
-            await link.send(Release(self.app_id, self.term, reason))
-            # Let the worker close first: closing with its acks unread would reset the
-            # connection, and a reset can drop our last messages before the worker reads them.
-            await asyncio.wait_for(link.peer_closed.wait(), self.config.connect_timeout)
-        await link.close()
-        log.info("app %s: released %s (%s)", self.app_id, link.host, reason)
-
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
-        t = asyncio.ensure_future(coro)
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
-
-    # --- the end ----------------------------------------------------------------------------
-
-    async def _end(self) -> None:
-        for t in list(self._background):
-            if not t.done():
-                with contextlib.suppress(asyncio.TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(t), 5.0)
-        if self.role.ended and self.role.role is not Role.STEPPED_DOWN:
-            await self.replication.settle(self.seq, self.config.connect_timeout)
-            self.replication.close()
-            outcome = self.role.role.value
-            await asyncio.gather(
-                *(
-                    self._release(link, f"app {outcome}", outcome=outcome)
-                    for link in list(self.links.values())
-                )
-            )
-            self.ended_at = time.monotonic()
-            log.info("app %s: %s", self.app_id, outcome)
-        else:  # stepped down or abandoned: the app goes on elsewhere (or after a restart)
-            self.replication.close()
-            for link in list(self.links.values()):
-                self.links.pop(link.node, None)
-                await link.close()
-            if self.role.role is Role.STEPPED_DOWN:
-                self.ended_at = time.monotonic()
-        await self.backend.stop()
-        self._publish(self.progress())
-        self.done.set()
-
-    def _publish(self, p: Progress) -> None:
-        for q in self._watchers:
-            q.put_nowait(p)
-        self._on_change(self)

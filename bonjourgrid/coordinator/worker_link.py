@@ -1,8 +1,13 @@
-"""The coordinator's link to one recruited worker: heartbeats, loss detection, replies.
+"""The coordinator's link to one recruited worker: heartbeats, loss detection, replies,
+and an outbox.
 
 Threading contract: everything runs in the daemon's event loop. ``on_message`` is called for
 every message that is not a reply someone awaits with ``expect``; ``on_lost`` is called once,
-when the channel closes or the worker has been silent for ``suspect_after``.
+when the channel closes or the worker has been silent for ``suspect_after``. ``post`` queues a
+message for the link's one sender task, so what the coordinator's shell posts (results'
+acknowledgements, the journal stream) leaves in the order posted, without a task per message.
+What the engine knows of the worker (slots in use, ready, its offer) is the engine's ledger's,
+not the link's.
 """
 
 from __future__ import annotations
@@ -11,13 +16,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from bonjourgrid.ce_backends.base import WorkerHandle
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel, ChannelClosed
 from bonjourgrid.control.messages import Heartbeat
-from bonjourgrid.coordinator.matchmaking import Offer
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,8 @@ class WorkerLink(WorkerHandle):
         app: str,
         term: int,
         config: Config,
-        on_message: Callable[[WorkerLink, object], Awaitable[None]],
-        on_lost: Callable[[WorkerLink, str], Awaitable[None]],
+        on_message: Callable[[WorkerLink, object], None],
+        on_lost: Callable[[WorkerLink, str], None],
     ) -> None:
         self.channel = channel
         self.node = node
@@ -43,37 +47,47 @@ class WorkerLink(WorkerHandle):
         self.app = app
         self.term = term
         self.config = config
-        self.used = 0
-        """CPUs' worth of tasks this coordinator has running there."""
-        self.full = False
-        """The worker refused a task for want of a free slot (its slots hold work this
-        coordinator does not know of): nothing is placed here until it next sends a result
-        that is not a refusal (a worker refusing everything gets no more of the app's tasks)."""
-        self.offer: Offer | None = None
-        """What the volunteer advertised when it was recruited (for matchmaking)."""
-        self.ready = False
-        """True once the backend has prepared the worker (app staged)."""
         self.last_seen = time.monotonic()
         self._on_message = on_message
         self._on_lost = on_lost
         self._waiters: dict[type, asyncio.Future[object]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._outbox: asyncio.Queue[object] = asyncio.Queue()
         self._closed = False
         self.peer_closed = asyncio.Event()
         """Set when the worker's side of the channel is gone (read EOF or failure)."""
-
-    @property
-    def free(self) -> int:
-        return 0 if self.full else self.slots - self.used
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._read(), name=f"link {self.host} read"),
             asyncio.create_task(self._beat(), name=f"link {self.host} heartbeat"),
+            asyncio.create_task(self._send_posted(), name=f"link {self.host} send"),
         ]
 
     async def send(self, msg: object) -> None:
         await self.channel.send(msg)
+
+    def post(self, msg: object) -> None:
+        """Queue ``msg`` for the link's sender (in order; dropped once the link is closed)."""
+        if not self._closed:
+            self._outbox.put_nowait(msg)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until everything posted so far has been sent."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), timeout)
+
+    async def _send_posted(self) -> None:
+        while True:
+            msg = await self._outbox.get()
+            try:
+                await self.channel.send(msg)
+            except Exception as e:  # the reader sees the close: the link is lost
+                log.info("link to %s: send failed: %s", self.host, e)
+                await self.channel.close()
+                return
+            finally:
+                self._outbox.task_done()
 
     async def expect(self, kind: type, timeout: float) -> object:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
@@ -93,7 +107,7 @@ class WorkerLink(WorkerHandle):
                 if waiter is not None and not waiter.done():
                     waiter.set_result(msg)
                     continue
-                await self._on_message(self, msg)
+                self._on_message(self, msg)
         except ChannelClosed as e:
             reason = f"channel closed ({e})" if str(e) else reason
         except Exception as e:
@@ -123,7 +137,7 @@ class WorkerLink(WorkerHandle):
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(ChannelClosed(reason))
-        await self._on_lost(self, reason)
+        self._on_lost(self, reason)
 
     async def close(self) -> None:
         if self._closed:

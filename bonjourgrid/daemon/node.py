@@ -248,6 +248,8 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             if self.policy is not None:
                 self.policy.wake()  # reserved or released: sampling fast or slow from now
             try:
+                for app in self.apps.values():
+                    app.wake()  # the mDNS view may have changed: recruit now, not next tick
                 await self.agent.tick()
                 self.election.check([a for a in self.apps.values() if a.role.role is Role.STANDBY])
                 await self._forget_old_apps()

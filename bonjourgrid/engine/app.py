@@ -55,11 +55,13 @@ from bonjourgrid.engine.app_events import (
     Action,
     Append,
     BackendResult,
+    BackendSaved,
     CancelRequested,
     CloseLink,
     Discard,
     Ended,
     Event,
+    Failed,
     FromWorker,
     Launch,
     LaunchFailed,
@@ -256,6 +258,14 @@ class AppEngine:
         elif isinstance(event, CancelRequested):
             if not self.role.ended:
                 self.role.handle(cr.Cancel(event.reason))
+                self._record(je.Cancelled(event.reason))
+                self._save_role()
+        elif isinstance(event, BackendSaved):
+            if self.acting():
+                self._record(je.BackendState(event.backend, dict(event.data)))
+        elif isinstance(event, Failed):
+            if not self.role.ended:
+                self.role.handle(cr.GridFailed(event.reason))
                 self._record(je.Cancelled(event.reason))
                 self._save_role()
         elif isinstance(event, Stop):

@@ -148,6 +148,25 @@ class CancelRequested:
 
 
 @dataclass(frozen=True)
+class BackendSaved:
+    """The backend started and has ``data`` it must find again after a takeover
+    (``CoordinatorBackend.saved_state``): journaled as a ``BackendState`` entry."""
+
+    now: float
+    backend: str
+    data: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The shell cannot go on coordinating (``reason``: e.g. its backend failed): the app
+    ends as failed, with the reason journaled."""
+
+    now: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class Stop:
     """The daemon stops without ending the app: act no more, keep the journal as it is."""
 
@@ -168,6 +187,8 @@ Event = (
     | MemberState
     | TermSeen
     | CancelRequested
+    | BackendSaved
+    | Failed
     | Stop
 )
 
