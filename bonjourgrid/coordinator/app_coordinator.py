@@ -28,6 +28,7 @@ from pathlib import Path
 from bonjourgrid.app.bundle import sha256_hex
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
+from bonjourgrid.ce_backends.base import CoordinatorBackend
 from bonjourgrid.ce_backends.registry import CoordinatorContext, make_coordinator
 from bonjourgrid.config import Config
 from bonjourgrid.control.messages import AppState, JournalAck, JournalAppend, ReplicaOpen, Replicas
@@ -294,6 +295,23 @@ class AppCoordinator:
     async def run(self) -> None:
         """Coordinate the app to its end (or until the daemon stops). Never raises for the
         app's own failures."""
+        shell, backend = self.coordinate()
+        engine = shell.engine
+        try:
+            await shell.run(backend)
+        finally:
+            self._shell = None
+            self._table, self._seq = engine.table, engine.seq
+            self._worker_hosts = engine.worker_hosts
+            if self.role.ended:
+                self.ended_at = time.monotonic()
+                log.info("app %s: %s", self.app_id, self.role.role.value)
+            self.publish()
+            self.done.set()
+
+    def coordinate(self) -> tuple[CoordinatorShell, CoordinatorBackend]:
+        """The engine, built from this daemon's journal of the app, in its shell, and the
+        backend the shell is to run (``run`` does; a test may drive the shell itself)."""
         cfg = self.config
         engine = AppEngine(
             app=self.app_id,
@@ -329,17 +347,7 @@ class AppCoordinator:
             shell.feed(CancelRequested(time.monotonic(), self._cancel_asked))
         if self._abandoned:
             shell.feed(Stop(time.monotonic()))
-        try:
-            await shell.run(backend)
-        finally:
-            self._shell = None
-            self._table, self._seq = engine.table, engine.seq
-            self._worker_hosts = engine.worker_hosts
-            if self.role.ended:
-                self.ended_at = time.monotonic()
-                log.info("app %s: %s", self.app_id, self.role.role.value)
-            self.publish()
-            self.done.set()
+        return shell, backend
 
     def save_role(self) -> None:
         ended = time.time() if self.role.ended else None

@@ -186,7 +186,12 @@ class CoordinatorShell:
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         t = asyncio.ensure_future(coro)
         self._background.add(t)
-        t.add_done_callback(self._background.discard)
+        t.add_done_callback(self._finished)
+
+    def _finished(self, t: asyncio.Task[None]) -> None:
+        self._background.discard(t)
+        if not t.cancelled() and (e := t.exception()) is not None:
+            log.error("app %s: %s failed: %r", self.app.app_id, t.get_coro(), e, exc_info=e)
 
     # --- carrying out the engine's actions ---------------------------------------------------
 
