@@ -181,7 +181,7 @@ def test_a_backend_result_that_is_not_committed_raises_rather_than_waiting(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        app, shell, _ = await running_on_one_worker(tmp_path)
+        _, shell, _ = await running_on_one_worker(tmp_path)
         with pytest.raises(RuntimeError, match="not committed"):
             await asyncio.wait_for(shell.on_backend_result(result("t1", 7), None), 5.0)
         shell.feed(ev.Stop(3.0))
