@@ -11,7 +11,7 @@ What the shell feeds (on every housekeeping tick and mDNS change, and before eve
   up, and when it last heard from it (``ServingChanged``, ``LinkClosed``/``LinkOpened``,
   ``CoordinatorHeard``);
 * the copy: the journal's position and the replica set after the stream changed them
-  (``Followed``; the stream itself is still followed by coordinator/replica_side.py);
+  (``Followed``; the stream itself is followed by ``AppCoordinator.follow_append``);
 * the answers of ``query_app`` and ``ask`` (``AppStateAnswer``, ``VoteAnswer``, ``PeerSilent``).
 
 What it carries out: ``AskCoordinates`` and ``RequestVotes`` (one background task each,

@@ -1,5 +1,5 @@
 """Why ready tasks wait for a volunteer, and when to stop waiting (``WaitPolicy``): the
-recruitment rules of coordinator/recruitment.py, pure. ``text`` is the app's waiting reason
+recruitment rules, pure. ``text`` is the app's waiting reason
 (progress, ``bjgrid apps``)."""
 
 from __future__ import annotations

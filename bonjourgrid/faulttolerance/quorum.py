@@ -1,6 +1,6 @@
 """Quorums over an app's replica set: when a result is committed, who may take over, and how
-the set itself changes. Pure: no I/O, time passed in. The product (coordinator/replication.py,
-daemon/election.py, daemon/node.py) and the simulation tier (bonjourgrid/sim) both
+the set itself changes. Pure: no I/O, time passed in. The product (engine/replica_set.py and
+engine/replica.py, in the daemon's shells) and the simulation tier (bonjourgrid/sim) both
 decide with these functions, so the simulator checks the product's own rules.
 
 Theory of operation (Raft's quorums, with a pre-vote flavour):

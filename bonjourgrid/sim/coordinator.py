@@ -8,7 +8,7 @@ feeds it what happened — the real ``control.messages`` objects as they arrive
 with the same messages on the seeded router and the virtual clock: ``Reserve``,
 ``StageApp``, ``RunTask``, ``ResultAck``, ``AppEnded``, ``Release``, and the journal stream
 (``ReplicaOpen`` snapshot, ``JournalAppend`` per entry, ``Replicas``), as the daemon's
-``coordinator/replication.py`` sends it. A member it ``Probe``s, and a rival whose
+the daemon's ``coordinator/shell.py`` sends it. A member it ``Probe``s, and a rival whose
 ``_bjg-coord`` record shows a higher term, get an ``AppQuery``; the ``AppState`` answer is
 fed as ``MemberState`` / ``TermSeen``.
 
@@ -271,7 +271,7 @@ class CoordinatorSide:
         msg = RunTask(self.app, self.term, task, attempt, ("sim",), {}, None, cpus, (), b"", "")
         self.node.send(worker, msg)
 
-    # --- the journal stream (coordinator/replication.py's messages) ---------------------------
+    # --- the journal stream (coordinator/shell.py's messages) ---------------------------
 
     def _open(self, r: str) -> None:
         """The snapshot: every entry so far, then the replica set."""
