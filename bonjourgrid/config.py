@@ -70,8 +70,8 @@ class Config:
     """How often a coordinator short of workers looks again for idle machines."""
     recruit_timeout: float = 20.0
     """A rival's fair-share claim that no volunteer has served for twice this long is taken
-    for a record left by a dead coordinator (engine/app.py ``rival_claims``). Apps no longer fail after
-    it: they wait for volunteers unless they set a ``wait_timeout`` (app.json)."""
+    for a record left by a dead coordinator (engine/app.py ``rival_claims``). Apps no longer
+    fail after it: they wait for volunteers unless they set a ``wait_timeout`` (app.json)."""
     results_keep: float = 24 * 3600.0
     """How long coordinators keep an ended app's results (DESIGN.md contract: 24 h)."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from bonjourgrid.app.request_proof import NonceCache, ProofRefused, verify_proof
 from bonjourgrid.app.signing import AppSignature, SigningError
@@ -35,7 +36,9 @@ from bonjourgrid.control.messages import (
 )
 from bonjourgrid.coordinator import manifest
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
-from bonjourgrid.daemon.node_base import NodeDaemonBase
+
+if TYPE_CHECKING:
+    from bonjourgrid.daemon.node import NodeDaemon
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +62,16 @@ def submitter_refusal(
     return None
 
 
-class AppRequests(NodeDaemonBase):
-    """The part of ``NodeDaemon`` (a mixin) that answers other daemons about its apps."""
+class AppRequests:
+    """The daemon's answers to other daemons about the apps it holds."""
 
-    @property
-    def _proof_nonces(self) -> NonceCache:
+    def __init__(self, node: NodeDaemon) -> None:
+        self.node = node
+        self.proof_nonces = NonceCache()
         """Nonces of request proofs this daemon accepted (one cache for all its apps)."""
-        cache = self.__dict__.get("_request_nonces")
-        if cache is None:
-            cache = self.__dict__["_request_nonces"] = NonceCache()
-        return cache
 
     def _refusal(self, ch: Channel, app: AppCoordinator, action: str, proof: str) -> str | None:
-        why = submitter_refusal(app, action, proof, ch.peer_node, self._proof_nonces, time.time())
+        why = submitter_refusal(app, action, proof, ch.peer_node, self.proof_nonces, time.time())
         if why is not None:
             log.warning(
                 "refused %s of app %s to node %s at %s: %s",
@@ -83,20 +83,20 @@ class AppRequests(NodeDaemonBase):
             )
         return why
 
-    async def _answer_query(self, ch: Channel, msg: AppQuery) -> None:
-        app = self.apps.get(msg.app)
+    async def answer_query(self, ch: Channel, msg: AppQuery) -> None:
+        app = self.node.apps.get(msg.app)
         await ch.send(app.state() if app else AppState(msg.app, 0, "", False, False))
 
-    async def _answer_fetch(self, ch: Channel, msg: FetchApp) -> None:
-        app = self.apps.get(msg.app)
+    async def answer_fetch(self, ch: Channel, msg: FetchApp) -> None:
+        app = self.node.apps.get(msg.app)
         if app is None:
             await ch.send(Error(f"no app {msg.app} here"))
             return
         why = self._refusal(ch, app, "results", msg.proof)
-        await ch.send(Error(why) if why else await self._app_results(msg.app))
+        await ch.send(Error(why) if why else await self.app_results(msg.app))
 
-    async def _answer_cancel(self, ch: Channel, msg: CancelApp) -> None:
-        app = self.apps.get(msg.app)
+    async def answer_cancel(self, ch: Channel, msg: CancelApp) -> None:
+        app = self.node.apps.get(msg.app)
         if app is None or not app.role.coordinating:
             await ch.send(Error(f"app {msg.app} is not coordinated here"))
             return
@@ -108,9 +108,9 @@ class AppRequests(NodeDaemonBase):
         await app.cancel(msg.reason)
         await ch.send(app.state())
 
-    async def _app_results(self, app_id: str) -> AppResults | Error:
+    async def app_results(self, app_id: str) -> AppResults | Error:
         """This daemon's copy of ``app_id``'s results, with its manifest."""
-        app = self.apps.get(app_id)
+        app = self.node.apps.get(app_id)
         if app is None:
             return Error(f"no app {app_id} here")
         # The table first, then the files: files are in place before the table says a task

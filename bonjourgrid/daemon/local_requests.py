@@ -8,7 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bonjourgrid.app.ce_key import CEKey, CEKeyError
 from bonjourgrid.app.load import AppError
@@ -21,19 +21,24 @@ from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.matchmaking import Offer, fit_rows
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
-from bonjourgrid.daemon.app_requests import AppRequests
 from bonjourgrid.daemon.status import machine_rows
 from bonjourgrid.policy import PolicyDriver, pause
+
+if TYPE_CHECKING:
+    from bonjourgrid.daemon.node import NodeDaemon
 
 log = logging.getLogger(__name__)
 
 
-class LocalRequests(AppRequests):
-    """The local-socket part of ``NodeDaemon`` (a mixin): one handler per CLI request. A
+class LocalRequests:
+    """The daemon's answers to the CLI over its local socket: one handler per request. A
     request about an app held elsewhere carries the user's request proof on to the holder
     (app/request_proof.py)."""
 
-    async def _on_local(self, ch: LocalChannel) -> None:
+    def __init__(self, node: NodeDaemon) -> None:
+        self.node = node
+
+    async def on_local(self, ch: LocalChannel) -> None:
         if ch.peer_uid not in (0, os.getuid()):
             log.warning("refused local client uid %d", ch.peer_uid)
             await ch.send(lm.Failure(2, "this daemon belongs to another user"))
@@ -59,17 +64,18 @@ class LocalRequests(AppRequests):
         await handler(ch, req)
 
     async def _local_submit(self, ch: LocalChannel, req: lm.Submit) -> None:
-        await self._loaded.wait()
+        await self.node.loaded.wait()
         if not req.fresh:
             # Re-attach to the same app.json while it runs; once ended, a submit runs it anew.
-            for app in self.apps.values():
+            for app in self.node.apps.values():
                 if app.digest == req.digest and app.role.coordinating:
                     await ch.send(lm.Submitted(app.app_id, resumed=True))
                     return
-            for row in list(self._dormant.values()):
+            dormant = self.node.resumer.dormant
+            for row in list(dormant.values()):
                 if row.digest == req.digest:
-                    del self._dormant[row.app]
-                    resumed = await self._resume(row)
+                    del dormant[row.app]
+                    resumed = await self.node.resumer.resume(row)
                     if resumed is not None:
                         await ch.send(lm.Submitted(resumed.app_id, resumed=True))
                         return
@@ -79,7 +85,7 @@ class LocalRequests(AppRequests):
             await ch.send(lm.Failure(2, why))
             return
         try:
-            app = self.submit(
+            app = self.node.submit(
                 spec,
                 req.bundle,
                 digest=req.digest,
@@ -95,7 +101,7 @@ class LocalRequests(AppRequests):
         await ch.send(lm.Submitted(app.app_id, resumed=False))
 
     def _app(self, app_id: str) -> AppCoordinator | None:
-        return self.apps.get(app_id)
+        return self.node.apps.get(app_id)
 
     async def _local_watch(self, ch: LocalChannel, req: lm.Watch) -> None:
         app = self._app(req.app)
@@ -119,7 +125,7 @@ class LocalRequests(AppRequests):
         claimed term (app_directory.collect)."""
         app = self._app(req.app)
         reply: AppResults | Error | None = None
-        holder = self.host.node_id
+        holder = self.node.host.node_id
         refusals: list[str] = []
         if app is None or not (app.role.coordinating or app.complete):
             problem = self._proof_problem(req.proof)
@@ -129,7 +135,8 @@ class LocalRequests(AppRequests):
             got = await self._remote_results(req.app, req.proof)
             reply, holder, refusals = got.best, got.holder, got.refusals
         if reply is None and app is not None:
-            reply, holder = await self._app_results(req.app), self.host.node_id
+            reply = await self.node.app_requests.app_results(req.app)
+            holder = self.node.host.node_id
         if not isinstance(reply, AppResults):
             if refusals:
                 log.warning("results of app %s: %s", req.app, "; ".join(refusals))
@@ -161,24 +168,26 @@ class LocalRequests(AppRequests):
             node = RequestProof.decode(proof).node
         except ProofError as e:
             return str(e)
-        if node != self.host.node_id:
-            return f"the request proof names node {node}, but this daemon is {self.host.node_id}"
+        me = self.node.host.node_id
+        if node != me:
+            return f"the request proof names node {node}, but this daemon is {me}"
         return None
 
     async def _remote_results(self, app_id: str, proof: str) -> app_directory.Collected:
-        if self.discovery is None:
+        if self.node.discovery is None:
             return app_directory.Collected()
-        await self._settle()
-        timeout = max(self.config.ping_timeout, self.config.connect_timeout)
-        found = await app_directory.holders(app_id, self.discovery, self.me, timeout)
+        await self.node.settle()
+        timeout = max(self.node.config.ping_timeout, self.node.config.connect_timeout)
+        found = await app_directory.holders(app_id, self.node.discovery, self.node.me, timeout)
         ce = self._known_ce_key(app_id)
-        return await app_directory.collect(app_id, found, self.me, 60.0, proof, ce)
+        return await app_directory.collect(app_id, found, self.node.me, 60.0, proof, ce)
 
     def _known_ce_key(self, app_id: str) -> bytes | None:
         """The app's CE public key, from its signature, when this daemon holds or held the
         app (its journal keeps the signature); None otherwise."""
         app = self._app(app_id)
-        row = self.journal.app(app_id) if app is None and self.journal is not None else None
+        journal = self.node.journal
+        row = journal.app(app_id) if app is None and journal is not None else None
         text = app.signature if app is not None else row.signature if row is not None else ""
         if not text:
             return None
@@ -189,25 +198,25 @@ class LocalRequests(AppRequests):
 
     async def _local_status(self, ch: LocalChannel, req: lm.StatusRequest) -> None:
         deadline = time.monotonic() + max(0.1, req.timeout)
-        if self.discovery is not None:
-            settle = self.started_at + self.config.browse_settle - time.monotonic()
+        if self.node.discovery is not None:
+            settle = self.node.started_at + self.node.config.browse_settle - time.monotonic()
             if settle > 0:
                 await asyncio.sleep(min(settle, max(0.0, deadline - time.monotonic() - 0.3)))
-            machines = self.discovery.machines()
-            coords = self.discovery.coordinators()
+            machines = self.node.discovery.machines()
+            coords = self.node.discovery.coordinators()
         else:
             machines, coords = [], []
-        budget = min(self.config.ping_timeout, max(0.05, deadline - time.monotonic() - 0.05))
+        budget = min(self.node.config.ping_timeout, max(0.05, deadline - time.monotonic() - 0.05))
         rows = await machine_rows(
-            machines, coords, key=self.key, node=self.me.node_key, timeout=budget
+            machines, coords, key=self.node.key, node=self.node.me.node_key, timeout=budget
         )
         await ch.send(lm.StatusReply(list(rows)))
 
     async def _local_apps(self, ch: LocalChannel, req: lm.AppsRequest) -> None:
         seen: dict[str, dict[str, object]] = {}
-        if self.discovery is not None:
-            await self._settle()
-            for c in self.discovery.coordinators():
+        if self.node.discovery is not None:
+            await self.node.settle()
+            for c in self.node.discovery.coordinators():
                 if c.app in seen and int(seen[c.app]["term"]) >= c.txt.term:  # type: ignore[call-overload]
                     continue
                 seen[c.app] = {
@@ -219,9 +228,9 @@ class LocalRequests(AppRequests):
                     "term": c.txt.term,
                     "state": "running",
                 }
-        created = {r.app: r.created for r in self.journal.apps()} if self.journal else {}
+        created = {r.app: r.created for r in self.node.journal.apps()} if self.node.journal else {}
         now = time.time()
-        for app in self.apps.values():
+        for app in self.node.apps.values():
             if not (app.role.coordinating or app.complete) and app.app_id in seen:
                 continue  # a replica's copy; the coordinator's record says more
             p = app.progress()
@@ -243,26 +252,26 @@ class LocalRequests(AppRequests):
 
     async def _local_dry_run(self, ch: LocalChannel, req: lm.DryRun) -> None:
         """Match an app against the volunteers seen, recruiting nothing (submit --dry-run)."""
-        if self.discovery is not None:
-            await self._settle()
-        reply, why = _dry_run_rows(self.offers(), req.spec)  # type: ignore[attr-defined]
+        if self.node.discovery is not None:
+            await self.node.settle()
+        reply, why = _dry_run_rows(self.node.advertising.offers(), req.spec)
         await ch.send(reply if reply is not None else lm.Failure(2, why))
 
     async def _local_pause(self, ch: LocalChannel, req: lm.Pause) -> None:
         """``bjgrid pause`` / ``resume``: the owner's manual hold, an input of the owner
         policy (policy/pause.py keeps it across restarts). Only this socket's local user
         gets here (``_on_local``); no control message pauses a machine."""
-        driver: PolicyDriver | None = getattr(self, "policy", None)  # NodeDaemon's
+        driver: PolicyDriver | None = self.node.policy
         if driver is None:
             await ch.send(lm.Failure(2, "this daemon does not volunteer (see bjgrid join)"))
             return
         try:
-            pause.record(self.paths.state_dir, req.paused)
+            pause.record(self.node.paths.state_dir, req.paused)
         except OSError as e:
             await ch.send(lm.Failure(3, f"cannot record the pause: {e}"))
             return
         state = await driver.set_paused(req.paused)
-        tasks = len(self.agent.worker.running()) if self.agent.worker is not None else 0
+        tasks = len(self.node.agent.worker.running()) if self.node.agent.worker is not None else 0
         reply = lm.PauseReply(req.paused, state.value, tasks, driver.config.resume_after)
         await ch.send(reply)
 
@@ -272,9 +281,9 @@ class LocalRequests(AppRequests):
             await app.cancel()
             await ch.send(lm.Ok(f"app {req.app} cancelled"))
             return
-        if self.discovery is not None:
-            await self._settle()
-            peers = self._rivals(req.app)
+        if self.node.discovery is not None:
+            await self.node.settle()
+            peers = self.node.advertising.rivals(req.app)
             why = "no coordinator record"
             problem = self._proof_problem(req.proof)
             if problem:
@@ -284,8 +293,8 @@ class LocalRequests(AppRequests):
                 why = await app_directory.cancel(
                     peer,
                     req.app,
-                    self.me,
-                    self.config.connect_timeout,
+                    self.node.me,
+                    self.node.config.connect_timeout,
                     "cancelled by the user",
                     req.proof,
                 )

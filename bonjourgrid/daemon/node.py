@@ -6,10 +6,14 @@ in the state dir, coordinates the apps submitted on this host, and — when volu
 answers coordinators on its authenticated control port.
 
 This file holds the life cycle, housekeeping, the owner policy, the control channel and the
-apps coordinated here; advertising.py publishes and reads the mDNS records; local_requests.py
-answers the CLI; app_requests.py answers other daemons about the apps held here;
-journal_resume.py resumes apps after a restart; replica_handlers.py keeps the journal copies
-this machine holds as a replica.
+apps held here (``apps``: coordinated or kept as a replica). Its parts are objects of their
+own, each given the daemon (they read its state; they change the set of apps only through
+``keep``, ``start_app`` and ``forget_app``): ``advertising`` (advertising.py: the mDNS
+records out, offers and claims in), ``local`` (local_requests.py: the CLI), ``app_requests``
+(app_requests.py: other daemons asking about the apps held here), ``resumer``
+(journal_resume.py: resuming apps after a restart), ``replicas`` (replica_handlers.py: the
+journal copies this machine keeps as a replica), ``election`` (election.py) and ``agent``
+(volunteer_agent.py).
 """
 
 from __future__ import annotations
@@ -43,21 +47,20 @@ from bonjourgrid.control.messages import (
 )
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
-from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Identity
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.advertising import Advertising
+from bonjourgrid.daemon.app_requests import AppRequests
 from bonjourgrid.daemon.election import Election
 from bonjourgrid.daemon.hostinfo import HostInfo
 from bonjourgrid.daemon.journal_resume import JournalResume
 from bonjourgrid.daemon.local_requests import LocalRequests
 from bonjourgrid.daemon.lock import DaemonLock
-from bonjourgrid.daemon.node_base import NodeDaemonBase
 from bonjourgrid.daemon.replica_handlers import ReplicaHandlers
 from bonjourgrid.daemon.volunteer_agent import VolunteerAgent
 from bonjourgrid.discovery import Discovery
 from bonjourgrid.discovery.txt import clean_attributes
-from bonjourgrid.faulttolerance.journal import AppRow, Journal
+from bonjourgrid.faulttolerance.journal import Journal
 from bonjourgrid.gridkey import GridKey
 from bonjourgrid.paths import Paths
 from bonjourgrid.policy import Action, PolicyDriver, PolicyState, pause
@@ -75,10 +78,8 @@ laptops sleep. Nothing idle is due sooner (ended apps are kept for hours), and e
 mDNS change wakes the loop at once (``_kick``)."""
 
 
-class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, NodeDaemonBase):
-    """The host's daemon. Its parts are mixins over one state: advertising.py,
-    local_requests.py, journal_resume.py, replica_handlers.py (node_base.py declares what
-    they share)."""
+class NodeDaemon:
+    """The host's daemon; the module docstring lists its parts."""
 
     def __init__(
         self,
@@ -103,8 +104,6 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         """Custom attributes advertised for matchmaking (``[attributes]`` in volunteer.toml)."""
         for why in dropped:
             log.warning("attribute left out of the TXT record: %s", why)
-        self._published_claims: dict[str, tuple[int, int, int]] = {}
-        """App -> (term, workers, demand) last published in its ``_bjg-coord`` record."""
         self.config = config
         self.key = key
         node_key = host.node_key
@@ -122,7 +121,6 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         self.listen = listen
         self.port = port
         self.static_peers = list(static_peers)
-        self._static_offers: list[Offer] = []
         self.discovery: Discovery | None = None
         self.apps: dict[str, AppCoordinator] = {}
         self._app_tasks: dict[str, asyncio.Task[None]] = {}
@@ -131,22 +129,25 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = 0.0
         self._kick = asyncio.Event()
+        self.advertising = Advertising(self)
+        self.app_requests = AppRequests(self)
+        self.local = LocalRequests(self)
+        self.resumer = JournalResume(self)
+        self.replicas = ReplicaHandlers(self)
         self.me = Identity(host.node_id, host.hostname, key, node_key)
         self.journal: Journal | None = None
-        self._loaded = asyncio.Event()
+        self.loaded = asyncio.Event()
         """Set once the journal's apps are back (a submit waits for it, to re-attach)."""
-        self._dormant: dict[str, AppRow] = {}
-        """Journaled apps a private daemon resumes only when they are submitted again."""
         self.agent = VolunteerAgent(
             host=host,
             config=config,
             work_dir=paths.work_dir,
             reservation_log=paths.log_dir / "reservations.jsonl",
-            on_state_change=self._advertise,
+            on_state_change=self.advertising.advertise,
             offering=volunteer,
-            on_replica=self._on_replica,
+            on_replica=self.replicas.on_replica,
             execution_log=paths.log_dir / "executions.jsonl",
-            on_rehomed=self._on_rehomed,
+            on_rehomed=self.replicas.on_rehomed,
             trusted=self.settings.trusted,
             sandbox=self.settings.sandbox,
         )
@@ -155,8 +156,8 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             config=config,
             agent=self.agent,
             discovery=lambda: self.discovery,
-            promote=self._start_app,
-            forget=self._forget_app,
+            promote=self.start_app,
+            forget=self.forget_app,
         )
 
     # --- life cycle ------------------------------------------------------------------------
@@ -189,10 +190,10 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
                     interface_poll=self.config.interface_poll,
                 )
                 await self.discovery.start()
-                self.discovery.add_listener(self._kick.set)
-                await self._advertise()
+                self.discovery.add_listener(self.kick)
+                await self.advertising.advertise()
             local = await serve_local(
-                str(self.paths.daemon_socket), registry=lm.LOCAL, on_channel=self._on_local
+                str(self.paths.daemon_socket), registry=lm.LOCAL, on_channel=self.local.on_local
             )
             self._servers.append(local)
         except BaseException:
@@ -202,7 +203,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         if self.volunteer:
             self._start_policy()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
-        self._tasks.append(asyncio.create_task(self._load_journal(), name="resume apps"))
+        self._tasks.append(asyncio.create_task(self.resumer.load_journal(), name="resume apps"))
         log.info(
             "daemon %s (%s) up on port %d, grid %s%s",
             self.host.node_id,
@@ -253,9 +254,9 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
                 await self.agent.tick()
                 self.election.check([a for a in self.apps.values() if a.role.role is Role.STANDBY])
                 await self._forget_old_apps()
-                await self._publish_claims()
+                await self.advertising.publish_claims()
                 if self.static_peers:
-                    await self._refresh_static()
+                    await self.advertising.refresh_static()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -264,9 +265,9 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         now = time.monotonic()
         for app in list(self.apps.values()):
             if app.ended_at is not None and now - app.ended_at > self.config.results_keep:
-                self._forget_app(app)
+                self.forget_app(app)
 
-    def _forget_app(self, app: AppCoordinator) -> None:
+    def forget_app(self, app: AppCoordinator) -> None:
         """Drop an app from memory, the journal and the disk."""
         if self.apps.get(app.app_id) is app:
             del self.apps[app.app_id]
@@ -307,7 +308,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
 
     async def _on_policy_state(self, state: PolicyState) -> None:
         self.agent.owner_busy = state is not PolicyState.OK  # busy or paused
-        await self._advertise()
+        await self.advertising.advertise()
 
     # --- control channel (other daemons) ----------------------------------------------------
 
@@ -334,11 +335,11 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         elif isinstance(first, VoteRequest):
             await ch.send(self.election.vote(first, self.apps.get(first.app)))
         elif isinstance(first, AppQuery):
-            await self._answer_query(ch, first)
+            await self.app_requests.answer_query(ch, first)
         elif isinstance(first, FetchApp):
-            await self._answer_fetch(ch, first)
+            await self.app_requests.answer_fetch(ch, first)
         elif isinstance(first, CancelApp):
-            await self._answer_cancel(ch, first)
+            await self.app_requests.answer_cancel(ch, first)
         else:
             await ch.send(Error(f"unexpected {type(first).__name__} to start a conversation"))
 
@@ -378,7 +379,7 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             signer=signer,
             ce_key=ce_key.hex(),
         )
-        app = self._app_object(
+        app = self.app_object(
             app_id=app_id,
             spec=spec,
             bundle=bundle,
@@ -389,10 +390,10 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             signer=signer,
             ce_key=ce_key,
         )
-        self._start_app(app)
+        self.start_app(app)
         return app
 
-    def _app_object(
+    def app_object(
         self,
         *,
         app_id: str,
@@ -417,15 +418,15 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
             user=user,
             me=self.me,
             config=self.config,
-            offers=self.offers,
+            offers=self.advertising.offers,
             store_root=under(self.paths.apps_dir, app_id),
             journal=self.journal,
             role=role,
             entries=entries or (),
             coordinator=coordinator,
             replicas=replicas,
-            rivals=lambda: self._rivals(app_id),
-            claims=self._claims,
+            rivals=lambda: self.advertising.rivals(app_id),
+            claims=self.advertising.claims,
             address=self._lan_address,
             signature=signature,
             signer=signer,
@@ -437,7 +438,16 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
         bound = self.discovery.addresses if self.discovery is not None else []
         return bound[0] if bound else "127.0.0.1"
 
-    def _start_app(self, app: AppCoordinator) -> None:
+    def kick(self) -> None:
+        """Something changed (mDNS, a state, an app): housekeeping runs now."""
+        self._kick.set()
+
+    def keep(self, app: AppCoordinator) -> None:
+        """Hold ``app`` here without coordinating it (a replica's copy, an ended app)."""
+        self.apps[app.app_id] = app
+        self._kick.set()
+
+    def start_app(self, app: AppCoordinator) -> None:
         """Coordinate ``app`` from now on (a new app, a resumed one, or an elected replica)."""
         self.apps[app.app_id] = app
         self._app_tasks[app.app_id] = asyncio.create_task(
@@ -448,16 +458,16 @@ class NodeDaemon(LocalRequests, JournalResume, ReplicaHandlers, Advertising, Nod
     async def _run_app(self, app: AppCoordinator) -> None:
         d = self.discovery
         if d is not None:
-            await d.publish_coordinator(self._coord_txt(app))
+            await d.publish_coordinator(self.advertising.coord_txt(app))
         try:
             await app.run()
         finally:
-            self._published_claims.pop(app.app_id, None)
+            self.advertising.published_claims.pop(app.app_id, None)
             if d is not None:
                 with contextlib.suppress(Exception):
                     await d.withdraw_coordinator(app.app_id)
 
-    async def _settle(self) -> None:
+    async def settle(self) -> None:
         wait = self.started_at + self.config.browse_settle - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -11,27 +11,33 @@ import asyncio
 import logging
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 from bonjourgrid.app.bundle import unpack_files
 from bonjourgrid.app.ce_key import CEKey, CEKeyError
 from bonjourgrid.app.signing import AppSignature, signature_problem
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.messages import AppEnded, JournalAck, JournalAppend, ReplicaOpen, Replicas
-from bonjourgrid.daemon.node_base import NodeDaemonBase
 from bonjourgrid.faulttolerance.quorum import Voter
 from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
 
+if TYPE_CHECKING:
+    from bonjourgrid.daemon.node import NodeDaemon
+
 log = logging.getLogger(__name__)
 
 
-class ReplicaHandlers(NodeDaemonBase):
-    """The replica part of ``NodeDaemon`` (a mixin): what a coordinator sends its replicas."""
+class ReplicaHandlers:
+    """What a coordinator sends this machine as one of its app's replicas."""
 
-    async def _on_replica(self, msg: object) -> object | None:
+    def __init__(self, node: NodeDaemon) -> None:
+        self.node = node
+
+    async def on_replica(self, msg: object) -> object | None:
         if isinstance(msg, ReplicaOpen):
             return await self._open_replica(msg)
-        app = self.apps.get(getattr(msg, "app", ""))
+        app = self.node.apps.get(getattr(msg, "app", ""))
         if isinstance(msg, (JournalAppend, Replicas)):
             # faulttolerance/quorum.py: a lower term, or a term this replica voted for
             # someone else in, is refused with the higher term (which fences the sender).
@@ -43,30 +49,30 @@ class ReplicaHandlers(NodeDaemonBase):
         if isinstance(msg, AppEnded) and app is not None and app.role.role is Role.STANDBY:
             if msg.term != app.term:
                 log.info("app %s ended under term %d; stale copy dropped", msg.app, msg.term)
-                self._forget_app(app)
+                self.node.forget_app(app)
                 return None
             try:
                 app.ended_upstream(msg.outcome)
             except ValueError:
                 log.warning("app %s: bad outcome %r", msg.app, msg.outcome)
                 return None
-            assert self.journal is not None
-            self.journal.update_app(msg.app, role=app.role.role.value, ended=time.time())
+            assert self.node.journal is not None
+            self.node.journal.update_app(msg.app, role=app.role.role.value, ended=time.time())
             log.info("app %s ended (%s); its results are kept here", msg.app, msg.outcome)
         return None
 
-    def _on_rehomed(self, app_id: str, term: int) -> None:
+    def on_rehomed(self, app_id: str, term: int) -> None:
         """A coordinator with a higher term re-homed this worker: a replica copy of an older
         term is stale (the new coordinator sends a fresh snapshot if it wants this machine)."""
-        app = self.apps.get(app_id)
+        app = self.node.apps.get(app_id)
         if app is not None and app.role.role is Role.STANDBY and app.term < term:
             log.info(
                 "app %s: term %d took over; stale copy (term %d) dropped", app_id, term, app.term
             )
-            self._forget_app(app)
+            self.node.forget_app(app)
 
     async def _open_replica(self, msg: ReplicaOpen) -> JournalAck:
-        old = self.apps.get(msg.app)
+        old = self.node.apps.get(msg.app)
         if old is not None and old.role.coordinating:
             if old.term > msg.term:
                 return JournalAck(msg.app, old.term, 0, False)  # fences the sender
@@ -74,7 +80,7 @@ class ReplicaHandlers(NodeDaemonBase):
         voter = old.voter if old is not None and old.role.role is Role.STANDBY else Voter()
         if not voter.accepts(msg.term, msg.coordinator):
             return JournalAck(msg.app, max(voter.term, old.term if old else 0), 0, False)
-        assert self.journal is not None
+        assert self.node.journal is not None
         try:
             ce_key = CEKey.from_hex(msg.ce_secret)
         except CEKeyError as e:
@@ -88,7 +94,7 @@ class ReplicaHandlers(NodeDaemonBase):
             log.warning("app %s: refused a replica snapshot: %s", msg.app, why)
             return JournalAck(msg.app, msg.term, 0, False)
         entries = [e for e in msg.entries.split("\n") if e]
-        self.journal.add_app(
+        self.node.journal.add_app(
             app=msg.app,
             spec=msg.spec,
             bundle=msg.bundle,
@@ -104,12 +110,12 @@ class ReplicaHandlers(NodeDaemonBase):
             signer=msg.signer,
             ce_key=ce_key.hex(),
         )
-        store = under(self.paths.apps_dir, msg.app)
+        store = under(self.node.paths.apps_dir, msg.app)
         await asyncio.to_thread(shutil.rmtree, store, True)
         if msg.outputs:
             (store / "tasks").mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(unpack_files, msg.outputs, store / "tasks")
-        app = self._app_object(
+        app = self.node.app_object(
             app_id=msg.app,
             spec=AppSpec.from_json(msg.spec),
             bundle=msg.bundle,
@@ -124,8 +130,8 @@ class ReplicaHandlers(NodeDaemonBase):
             ce_key=ce_key,
         )
         app.persist_vote(voter.follow(msg.term, msg.coordinator))
-        self.apps[msg.app] = app
-        self._kick.set()
+        self.node.keep(app)
+        self.node.kick()
         log.info(
             "app %s: keeping its journal for %s (term %d)", msg.app, msg.coordinator_host, msg.term
         )

@@ -9,8 +9,8 @@ to the coordinator, other records and better-ranked replicas, answered by sim/no
 ``control.messages`` classes) and every vote.
 
 Following the coordinator's stream is this shell's, with the product's messages and the
-rules of the daemon's ``AppCoordinator.follow_append``/``follow_members``: a ``ReplicaOpen`` snapshot opens
-the copy (a new term's stream starts with one and replaces the journal: the new
+rules of the daemon's ``AppCoordinator.follow_append``/``follow_members``: a ``ReplicaOpen``
+snapshot opens the copy (a new term's stream starts with one and replaces the journal: the new
 coordinator's journal is the truth), each ``JournalAppend`` adds entry ``seq`` (a duplicate
 is acknowledged, a gap or a new term without a snapshot answered ``JournalAck(ok=False)``:
 send a snapshot), ``Replicas`` carries the replica set; a lower term, or the same term from
@@ -142,7 +142,8 @@ class ReplicaSide:
         return JournalAck(self.app, term, len(self.journal), ok, self.members.version)
 
     def _stream(self, src: str, m: ReplicaOpen | JournalAppend | Replicas) -> JournalAck:
-        """One message of the coordinator's stream; the answer (``AppCoordinator.follow_append``'s rules)."""
+        """One message of the coordinator's stream; the answer (the rules of
+        ``AppCoordinator.follow_append``)."""
         coordinator = m.coordinator if isinstance(m, ReplicaOpen) else src
         if self.ended or not self.engine.accepts(m.term, coordinator):
             return JournalAck(self.app, max(self.voter.latest(), self.role.term), 0, False)

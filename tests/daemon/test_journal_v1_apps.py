@@ -14,7 +14,7 @@ from bonjourgrid.states.coordinator import Role
 V1 = '{"fingerprint":"ab","public_key":"00","signature":"AA==","user":"alice","v":1}'
 
 
-class _Reader(JournalResume):
+class _Daemon:
     """Only what ``_fail_if_signed_by_older`` uses of the daemon: its journal."""
 
     def __init__(self, journal: Journal) -> None:
@@ -33,7 +33,7 @@ def test_an_unfinished_v1_signed_app_is_failed_with_the_reason(tmp_path: Path) -
     _add(journal, "old1", Role.RUNNING, V1)
     _add(journal, "unsigned", Role.RUNNING, "")
     _add(journal, "done1", Role.FINISHED, V1)
-    reader, now = _Reader(journal), time.time()
+    reader, now = JournalResume(_Daemon(journal)), time.time()  # type: ignore[arg-type]
     rows = {r.app: reader._fail_if_signed_by_older(r, now) for r in journal.apps()}
     assert rows["old1"].role == Role.FAILED.value and rows["old1"].reason == OLD_SIGNATURE
     assert "re-submit" in OLD_SIGNATURE
