@@ -15,10 +15,9 @@ from bonjourgrid.daemon.lock import DaemonRunning
 from bonjourgrid.daemon.node import NodeDaemon
 from bonjourgrid.discovery import DiscoveryError
 from bonjourgrid.policy.volunteer import OWNER_ACTIVITY_FILE, settings_from
-from bonjourgrid.web.hook import web_view
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
-from .web_option import announce, web_listen_option
+from .web_option import serving, web_listen_option
 
 
 @click.command()
@@ -196,8 +195,7 @@ async def _serve(daemon: NodeDaemon, port_file: Path | None, web_listen: str) ->
         tmp.write_text(f"{daemon.port}\n")
         tmp.rename(port_file)
     try:
-        async with web_view(daemon, web_listen) as url:
-            announce(url, web_listen)
+        async with serving(daemon, web_listen):
             await stop.wait()
     finally:
         await daemon.stop()

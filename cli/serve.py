@@ -22,11 +22,10 @@ from bonjourgrid.daemon.hostinfo import detect, load_node_key
 from bonjourgrid.daemon.lock import DaemonRunning
 from bonjourgrid.daemon.node import NodeDaemon
 from bonjourgrid.discovery import DiscoveryError
-from bonjourgrid.web.hook import web_view
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_answers
-from .web_option import announce, web_listen_option
+from .web_option import serving, web_listen_option
 
 LINGER = 600.0
 """Default seconds a background daemon stays once it coordinates nothing (a `watch` or
@@ -69,8 +68,7 @@ async def _serve(daemon: NodeDaemon, linger: float, web_listen: str) -> None:
     await daemon.start()
     idle_since = time.monotonic()
     try:
-        async with web_view(daemon, web_listen) as url:
-            announce(url, web_listen)
+        async with serving(daemon, web_listen):
             while not stop.is_set():
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)

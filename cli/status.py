@@ -11,7 +11,6 @@ import click
 from rich.table import Table
 
 from bonjourgrid.daemon.local_messages import StatusReply, StatusRequest
-from bonjourgrid.web.hook import url_file
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_answers, daemon_session
@@ -26,8 +25,15 @@ from .daemon_client import daemon_answers, daemon_session
     show_default=True,
     help="Seconds the whole command may take.",
 )
-@click.option("--web", is_flag=True, help="Print the URL of this daemon's live web view.")
-@click.option("--open", "open_browser", is_flag=True, help="With --web: open it in a browser.")
+@click.option(
+    "--web",
+    is_flag=True,
+    help="Print the URL (with its token) of the live web view this machine's daemon serves "
+    "(`bjgrid join`/`serve --web-listen`; docs/web.md) instead of the table.",
+)
+@click.option(
+    "--open", "open_browser", is_flag=True, help="With --web: also open the URL in a browser."
+)
 @pass_ctx
 def status(ctx: Ctx, as_json: bool, timeout: float, web: bool, open_browser: bool) -> None:
     """List this grid's machines: idle or worker, reachable or not, and what they run.
@@ -93,6 +99,8 @@ async def _status(ctx: Ctx, timeout: float) -> list[dict[str, object]]:
 
 def _web(ctx: Ctx, open_browser: bool) -> None:
     """The web view's URL (with its token) from the running daemon's state dir."""
+    from bonjourgrid.web.hook import url_file
+
     path = url_file(ctx.paths.state_dir)
     try:
         url = path.read_text().strip() if daemon_answers(ctx) else ""

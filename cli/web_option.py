@@ -1,15 +1,26 @@
-"""``--web-listen`` of `bjgrid join` and `bjgrid serve`: where the daemon serves its web view
-(docs/web.md)."""
+"""``--web-listen`` of `bjgrid join` and `bjgrid serve`: where the daemon serves its live web
+view (docs/web.md). Only ``bonjourgrid.web.hook`` (standard library only) is imported here; the
+server is loaded when the first browser connects."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from bonjourgrid.web.access import is_loopback_address, parse_listen
-from bonjourgrid.web.hook import DEFAULT_LISTEN, OFF, listen_problem
+from bonjourgrid.web.hook import (
+    DEFAULT_LISTEN,
+    OFF,
+    is_loopback_address,
+    listen_problem,
+    parse_listen,
+    web_view,
+)
+
+if TYPE_CHECKING:
+    from bonjourgrid.daemon.node import NodeDaemon
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -31,16 +42,18 @@ def web_listen_option(f: F) -> F:
         metavar="ADDR[:PORT]",
         callback=_check,
         help="Serve the live web view here (`bjgrid status --web` prints its URL). Loopback by "
-        "default; a LAN address (or 0.0.0.0) shares it, behind a token printed here; "
-        f"'{OFF}' turns it off.",
+        "default, reachable from this machine only; a LAN address (or 0.0.0.0) shares it on "
+        "the LAN, behind a token printed here; PORT 0 or none: any free port; "
+        f"'{OFF}': no view.",
     )(f)
 
 
-def announce(url: str | None, listen: str) -> None:
-    """On the terminal (never the log): the URL with its token when the view is shared."""
-    if url is None:
-        return
-    address, _ = parse_listen(listen)
-    if not is_loopback_address(address):
-        click.echo(f"bjgrid: web view shared on the LAN at {url}", err=True)
-        click.echo("bjgrid: anyone with this URL (its token) can watch the grid", err=True)
+@contextlib.asynccontextmanager
+async def serving(daemon: NodeDaemon, listen: str) -> AsyncIterator[None]:
+    """The web view while the block runs; its URL on the terminal (never in the log) when it
+    is shared on the LAN."""
+    async with web_view(daemon, listen) as url:
+        if url is not None and not is_loopback_address(parse_listen(listen)[0]):
+            click.echo(f"bjgrid: web view shared on the LAN at {url}", err=True)
+            click.echo("bjgrid: anyone with this URL (its token) can watch the grid", err=True)
+        yield

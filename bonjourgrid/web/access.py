@@ -2,38 +2,37 @@
 
 Every request must bring the view's token (``?token=`` in the URL the daemon prints, or an
 ``Authorization: Bearer`` header), compared in constant time — on loopback too, since other
-users of the same machine reach loopback ports. While the view listens on loopback only, the
-``Host`` header must also name a loopback address or ``localhost``: a page on the LAN that
-rebinds its own DNS name to 127.0.0.1 (DNS rebinding) is then refused before the token is
-even looked at.
+users of the same machine reach loopback ports. The ``Host`` header is checked first (DNS
+rebinding: a page on the LAN or the internet that rebinds its own name to our address is
+refused before the token is even looked at): while the view listens on loopback only, it must
+name a loopback address or ``localhost``; shared on the LAN, an IP address or one of this
+machine's own names (``names``: its host name and ``NAME.local``).
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import secrets
 from dataclasses import dataclass
 
 from bonjourgrid.web.http import HttpError, Request
-
-TOKEN_BYTES = 16
-"""128 random bits: not guessable over a LAN at any request rate."""
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
 
 
 @dataclass(frozen=True)
 class Access:
     token: str
     loopback_only: bool
+    names: frozenset[str] = frozenset()
+    """Host names (lower case, no port) a LAN-shared view answers to besides IP addresses."""
 
     def check(self, req: Request) -> None:
         """Return if ``req`` may be answered; HttpError 421 (bad Host) or 401 otherwise."""
-        if self.loopback_only and not loopback_host(req.headers.get("host", "")):
-            raise HttpError(421, "this view answers only to a loopback Host")
+        host = req.headers.get("host", "")
+        if self.loopback_only:
+            if not loopback_host(host):
+                raise HttpError(421, "this view answers only to a loopback Host")
+        elif not (loopback_host(host) or lan_host(host, self.names)):
+            raise HttpError(421, "this view answers only to its own address or name")
         given = req.query.get("token", "")
         auth = req.headers.get("authorization", "")
         if not given and auth[:7].lower() == "bearer ":
@@ -42,21 +41,45 @@ class Access:
             raise HttpError(401, "a valid token is needed: `bjgrid status --web` prints the URL")
 
 
-def loopback_host(host: str) -> bool:
-    """``host`` (a Host header: name or address, with an optional port) is loopback."""
+def split_host(host: str) -> str | None:
+    """The name or address of a Host header (port and IPv6 brackets off); None if malformed."""
     name = host.strip()
     if name.startswith("["):
         end = name.find("]")
         if end < 0:
-            return False
+            return None
         rest, name = name[end + 1 :], name[1:end]
         if rest and not (rest.startswith(":") and rest[1:].isdigit()):
-            return False
-    elif name.count(":") == 1:
+            return None
+        return name if ":" in name else None
+    if name.count(":") == 1:
         name, _, port = name.partition(":")
         if not port.isdigit():
-            return False
+            return None
     elif ":" in name:
+        return None
+    return name or None
+
+
+def lan_host(host: str, names: frozenset[str]) -> bool:
+    """``host`` names an IP address (any: the socket was reached on one of ours) or one of
+    ``names``."""
+    name = split_host(host)
+    if name is None:
+        return False
+    if name.lower().rstrip(".") in names:
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def loopback_host(host: str) -> bool:
+    """``host`` (a Host header: name or address, with an optional port) is loopback."""
+    name = split_host(host)
+    if name is None:
         return False
     if name.lower() in ("localhost", "localhost."):
         return True
@@ -64,44 +87,3 @@ def loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def is_loopback_address(address: str) -> bool:
-    """A bind address that only this machine can reach."""
-    if address.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or ``:PORT`` (loopback) as (address, port);
-    port 0 is any free port. ValueError names what is wrong."""
-    v = value.strip()
-    if not v:
-        raise ValueError("empty address")
-    port_text = ""
-    if v.startswith("["):
-        end = v.find("]")
-        if end < 0:
-            raise ValueError(f"{value!r}: unclosed [")
-        addr, rest = v[1:end], v[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"{value!r}: expected :PORT after ]")
-            port_text = rest[1:]
-    elif v.count(":") == 1:
-        addr, _, port_text = v.partition(":")
-        addr = addr or "127.0.0.1"
-    else:
-        addr = v
-    if port_text and (not port_text.isdigit() or not 0 <= int(port_text) <= 65535):
-        raise ValueError(f"{value!r}: port must be 0..65535")
-    if addr != "localhost":
-        try:
-            ipaddress.ip_address(addr)
-        except ValueError:
-            raise ValueError(f"{value!r}: {addr!r} is not an IP address") from None
-    return addr, int(port_text or 0)

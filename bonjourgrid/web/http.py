@@ -94,7 +94,7 @@ def parse_head(head: bytes) -> Request:
             raise HttpError(400, "control character in a header")
         headers.setdefault(name.lower(), value.strip(" \t"))
     if method not in _METHODS:
-        raise HttpError(405, "only GET is served")
+        raise HttpError(405, "only GET and HEAD are served: the view changes nothing")
     if "content-length" in headers and headers["content-length"] != "0":
         raise HttpError(413, "a request body is not accepted")
     if "transfer-encoding" in headers:
@@ -149,9 +149,10 @@ def response_head(
 def error_response(status: int, message: str, *, csp: str) -> bytes:
     """A whole plain-text answer that closes the connection."""
     body = (message + "\n").encode("utf-8", "replace")
-    extra = [("WWW-Authenticate", 'Bearer realm="bjgrid"')] if status == 401 else []
+    extra = {401: [("WWW-Authenticate", 'Bearer realm="bjgrid"')], 405: [("Allow", "GET, HEAD")]}
+    more = extra.get(status, [])
     head = response_head(
         status, "text/plain; charset=utf-8", length=len(body), csp=csp, keep_alive=False,
-        extra=extra,
+        extra=more,
     )  # fmt: skip
     return head + body

@@ -11,9 +11,11 @@ Paths (GET or HEAD, token needed on each):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 
 from bonjourgrid.ids import NAME_RE
 from bonjourgrid.web import http
@@ -23,34 +25,48 @@ from bonjourgrid.web.source import Source
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 64
-"""Open connections at once; more are answered 503 and closed."""
-MAX_STREAMS = 16
-"""Open event streams at once (each page holds one)."""
-UPDATE_EVERY = 1.0
-"""Seconds between two looks at the state for an event stream."""
-KEEPALIVE = 15.0
-"""Seconds of no change after which a stream sends a comment (proxies, dead peers)."""
-WRITE_TIMEOUT = 10.0
-"""Seconds a client may take to accept what we send before it is dropped."""
-MAX_REQUESTS = 100
-"""Requests on one kept-alive connection."""
+
+@dataclass(frozen=True)
+class Limits:
+    """What one visitor, or all of them, may hold (every client is attacker input)."""
+
+    max_connections: int = 64
+    """Open connections at once; more are answered 503 and closed."""
+    max_per_peer: int = 16
+    """Open connections from one address (a browser opens about six): one LAN host holding
+    slow connections cannot take every slot."""
+    max_streams: int = 16
+    """Open event streams at once (each page holds one); more are answered 503."""
+    head_timeout: float = http.HEAD_TIMEOUT
+    """Seconds a client has to send a whole request head (slowloris)."""
+    idle_timeout: float = http.IDLE_TIMEOUT
+    """Seconds a kept-alive connection may wait for its next request."""
+    write_timeout: float = 10.0
+    """Seconds a client may take to accept what we send before it is dropped."""
+    max_requests: int = 100
+    """Requests on one kept-alive connection."""
+    update_every: float = 1.0
+    """Seconds between two looks at the state for an event stream."""
+    keepalive: float = 15.0
+    """Seconds of no change after which a stream sends a comment (proxies, dead peers)."""
 
 
 class WebServer:
-    def __init__(self, source: Source, access: Access, *, update_every: float = UPDATE_EVERY):
+    def __init__(self, source: Source, access: Access, limits: Limits | None = None) -> None:
         self.source = source
         self.access = access
-        self.update_every = update_every
+        self.limits = limits or Limits()
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._per_peer: collections.Counter[str] = collections.Counter()
         self._streams = 0
 
     async def start(self, address: str, port: int) -> int:
-        """Listen; the port bound (``port`` 0: any free one)."""
+        """Listen; the port bound (``port`` 0: any free one). The daemon's lazy hook accepts
+        connections itself and hands them to :meth:`serve_connection`."""
         self._server = await asyncio.start_server(
-            self._on_connection, address, port, limit=http.MAX_HEAD
+            self.serve_connection, address, port, limit=http.MAX_HEAD
         )
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -65,17 +81,25 @@ class WebServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
-    async def _on_connection(
+    async def serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        """Serve one accepted connection to its end (its reader's limit: http.MAX_HEAD)."""
         task = asyncio.current_task()
         assert task is not None
-        if len(self._connections) >= MAX_CONNECTIONS:
-            await self._send(writer, http.error_response(503, "too many connections", csp=API_CSP))
-            writer.close()
+        peer = _peer(writer)
+        lim = self.limits
+        if (
+            len(self._connections) >= lim.max_connections
+            or self._per_peer[peer] >= lim.max_per_peer
+        ):
+            with contextlib.suppress(Exception):
+                await self._refuse(writer, 503, "too many connections")
+            writer.transport.abort()
             return
         self._connections.add(task)
         self._writers.add(writer)
+        self._per_peer[peer] += 1
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
@@ -85,14 +109,15 @@ class WebServer:
         finally:
             self._connections.discard(task)
             self._writers.discard(writer)
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
             writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for n in range(MAX_REQUESTS):
+        for n in range(self.limits.max_requests):
             try:
-                wait = http.HEAD_TIMEOUT if n == 0 else http.IDLE_TIMEOUT
+                wait = self.limits.head_timeout if n == 0 else self.limits.idle_timeout
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
             except asyncio.LimitOverrunError:
                 await self._refuse(writer, 431, "request head too large")
@@ -107,7 +132,7 @@ class WebServer:
                 self.access.check(req)
             except http.HttpError as e:
                 log.debug("web view: %d for a request", e.status)  # never the target: token
-                await self._send(writer, http.error_response(e.status, e.message, csp=API_CSP))
+                await self._refuse(writer, e.status, e.message)
                 return
             log.debug("web view: %s %s", req.method, req.path)
             if not await self._answer(req, writer):
@@ -141,7 +166,7 @@ class WebServer:
     async def _stream(
         self, req: http.Request, writer: asyncio.StreamWriter, app: str | None
     ) -> None:
-        if self._streams >= MAX_STREAMS:
+        if self._streams >= self.limits.max_streams:
             await self._send(writer, http.error_response(503, "too many open pages", csp=API_CSP))
             return
         self._streams += 1
@@ -160,11 +185,11 @@ class WebServer:
                 if data != last:
                     await self._send(writer, b"data: " + data + b"\n\n")
                     last, quiet = data, 0.0
-                elif quiet >= KEEPALIVE:
+                elif quiet >= self.limits.keepalive:
                     await self._send(writer, b": keepalive\n\n")
                     quiet = 0.0
-                await asyncio.sleep(self.update_every)
-                quiet += self.update_every
+                await asyncio.sleep(self.limits.update_every)
+                quiet += self.limits.update_every
         finally:
             self._streams -= 1
 
@@ -175,4 +200,10 @@ class WebServer:
         if writer.is_closing():  # the peer left or we are stopping: drain() would not say
             raise ConnectionResetError("connection closed")
         writer.write(data)
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """The client's address (without port), "" when unknown."""
+    info = writer.get_extra_info("peername")
+    return str(info[0]) if isinstance(info, tuple) and info else ""

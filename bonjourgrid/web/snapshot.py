@@ -21,10 +21,11 @@ MAX_TAILS = 50
 MAX_TEXT = 300
 """Characters of any one name, reason or address put on the page."""
 
-MACHINE_STATES = ("idle", "worker", "paused", "owner-busy", "unreachable")
-"""How the page groups machines: free for work; running an app's tasks; an app's worker
-whose owner came back (its tasks are stopped); an idle machine its owner is using (takes no
-grid work); not answering over the control channel (it may have crashed)."""
+MACHINE_STATES = ("idle", "worker", "owner-busy", "paused", "unreachable")
+"""How the page groups machines: free for work; running an app's tasks (the page says which
+app); its owner is using it (it takes no grid work, a worker's tasks are stopped); its owner
+said "not now" (``bjgrid pause``); not answering over the control channel (it may have
+crashed)."""
 
 
 def text(v: object, limit: int = MAX_TEXT) -> str:
@@ -38,13 +39,15 @@ def _int(v: object) -> int | None:
 
 
 def machine_state(row: Mapping[str, object]) -> str:
-    """One of MACHINE_STATES for a ``status --json`` row."""
+    """One of MACHINE_STATES for a ``status --json`` row (its ``owner`` and ``paused``
+    fields: daemon/status.py)."""
     if not row.get("reachable"):
         return "unreachable"
-    busy = row.get("owner") == "busy"
-    if row.get("state") == "worker":
-        return "paused" if busy else "worker"
-    return "owner-busy" if busy else "idle"
+    if row.get("paused") is True:
+        return "paused"
+    if row.get("owner") == "busy":
+        return "owner-busy"
+    return "worker" if row.get("state") == "worker" else "idle"
 
 
 def machines(

@@ -114,9 +114,7 @@ class Chromium:
         self.wait_for("document.readyState === 'complete'", timeout=30)
 
     def evaluate(self, expression: str) -> Any:
-        got = self.call(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True}
-        )
+        got = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         if "exceptionDetails" in got:
             raise RuntimeError(f"{expression}: {got['exceptionDetails']}")
         return got["result"].get("value")

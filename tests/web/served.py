@@ -10,8 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from bonjourgrid.web import snapshot as snap
-from bonjourgrid.web.access import Access, new_token
-from bonjourgrid.web.server import WebServer
+from bonjourgrid.web.access import Access
+from bonjourgrid.web.hook import new_token
+from bonjourgrid.web.server import Limits, WebServer
 
 
 @dataclass
@@ -44,12 +45,20 @@ class Served:
 
 @contextmanager
 def served(
-    source: FixedSource | None = None, *, loopback_only: bool = True, update_every: float = 0.2
+    source: FixedSource | None = None,
+    *,
+    loopback_only: bool = True,
+    names: frozenset[str] = frozenset({"lab-pc", "lab-pc.local"}),
+    update_every: float = 0.2,
+    limits: Limits | None = None,
 ) -> Iterator[Served]:
+    """Serve ``source`` on 127.0.0.1; ``loopback_only`` False checks Host and token as a view
+    shared with ``--web-listen`` on the LAN does (tests stay on loopback)."""
     source = source or FixedSource()
-    access = Access(new_token(), loopback_only=loopback_only)
+    access = Access(new_token(), loopback_only=loopback_only, names=names)
     loop = asyncio.new_event_loop()
-    server = WebServer(source, access, update_every=update_every)
+    limits = limits or Limits(update_every=update_every)
+    server = WebServer(source, access, limits)
     port = loop.run_until_complete(server.start("127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -63,5 +72,6 @@ def served(
 
 
 def machine(host: str, state: str = "idle", **kw: object) -> dict[str, object]:
-    return {"id": f"n-{host}", "host": host, "state": state, "reachable": True, "cpus": 4,
-            "slots": 4, "addresses": ["10.0.0.1"], "coordinates": [], "owner": "ok", **kw}  # fmt: skip
+    row = {"id": f"n-{host}", "host": host, "state": state, "reachable": True, "cpus": 4,
+           "slots": 4, "addresses": ["10.0.0.1"], "coordinates": [], "owner": "ok"}  # fmt: skip
+    return {**row, **kw}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bonjourgrid.web.access import Access, loopback_host, new_token, parse_listen
+from bonjourgrid.web import hook
+from bonjourgrid.web.access import Access, lan_host, loopback_host
+from bonjourgrid.web.hook import new_token, parse_listen
 from bonjourgrid.web.http import HttpError, Request
 
 
@@ -56,7 +58,26 @@ def test_loopback_only_refuses_another_host_before_the_token() -> None:
     with pytest.raises(HttpError) as e:
         a.check(req(host="attacker.example:8000", token=a.token))
     assert e.value.status == 421
-    Access(a.token, loopback_only=False).check(req(host="lab-pc.local:8000", token=a.token))
+    shared = Access(a.token, loopback_only=False, names=frozenset({"lab-pc", "lab-pc.local"}))
+    shared.check(req(host="lab-pc.local:8000", token=a.token))
+    shared.check(req(host="10.0.0.7:8000", token=a.token))
+    shared.check(req(host="[fe80::1]:8000", token=a.token))
+    with pytest.raises(HttpError) as e:  # DNS rebinding of a LAN-shared view
+        shared.check(req(host="attacker.example:8000", token=a.token))
+    assert e.value.status == 421
+
+
+def test_lan_hosts() -> None:
+    names = frozenset({"pc1", "pc1.local"})
+    assert lan_host("PC1.local.:80", names) and lan_host("192.168.1.4", names)
+    assert not lan_host("pc1.local.evil", names) and not lan_host("", names)
+    assert not lan_host("10.0.0.1:x", names)
+
+
+def test_the_reader_limit_is_the_head_limit() -> None:
+    from bonjourgrid.web import http
+
+    assert hook.HEAD_LIMIT == http.MAX_HEAD
 
 
 @pytest.mark.parametrize(

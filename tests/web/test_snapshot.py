@@ -12,8 +12,10 @@ def row(**kw: object) -> dict[str, object]:
 def test_machine_states() -> None:
     assert snap.machine_state(row()) == "idle"
     assert snap.machine_state(row(state="worker", app="a1")) == "worker"
-    assert snap.machine_state(row(state="worker", owner="busy")) == "paused"
+    assert snap.machine_state(row(state="worker", owner="busy")) == "owner-busy"
     assert snap.machine_state(row(owner="busy")) == "owner-busy"
+    assert snap.machine_state(row(state="worker", owner="busy", paused=True)) == "paused"
+    assert snap.machine_state(row(owner="busy", paused=True)) == "paused"
     assert snap.machine_state(row(reachable=False, state="worker")) == "unreachable"
 
 
