@@ -61,6 +61,7 @@ class WebServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._per_peer: collections.Counter[str] = collections.Counter()
         self._streams = 0
+        self._closing = False
 
     async def start(self, address: str, port: int) -> int:
         """Listen; the port bound (``port`` 0: any free one). The daemon's lazy hook accepts
@@ -71,6 +72,7 @@ class WebServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
@@ -89,6 +91,9 @@ class WebServer:
         assert task is not None
         peer = _peer(writer)
         lim = self.limits
+        if self._closing:
+            writer.transport.abort()
+            return
         if (
             len(self._connections) >= lim.max_connections
             or self._per_peer[peer] >= lim.max_per_peer
@@ -135,10 +140,12 @@ class WebServer:
                 await self._refuse(writer, e.status, e.message)
                 return
             log.debug("web view: %s %s", req.method, req.path)
-            if not await self._answer(req, writer):
+            if not await self._answer(req, reader, writer):
                 return
 
-    async def _answer(self, req: http.Request, writer: asyncio.StreamWriter) -> bool:
+    async def _answer(
+        self, req: http.Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         """Answer ``req``; whether the connection may serve another request."""
         app = req.query.get("app") or None
         if app is not None and not NAME_RE.match(app):
@@ -151,7 +158,7 @@ class WebServer:
             body = json.dumps(doc, separators=(",", ":")).encode()
             return await self._whole(req, writer, "application/json", body, API_CSP)
         if req.path == "/events":
-            await self._stream(req, writer, app)
+            await self._stream(req, reader, writer, app)
             return False
         await self._send(writer, http.error_response(404, "not found", csp=API_CSP))
         return False
@@ -164,8 +171,15 @@ class WebServer:
         return req.keep_alive
 
     async def _stream(
-        self, req: http.Request, writer: asyncio.StreamWriter, app: str | None
+        self,
+        req: http.Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        app: str | None,
     ) -> None:
+        """Send the snapshot whenever it changes, until the client leaves: the wait between
+        two looks is a read, so a page closed (EOF) frees its stream slot at once; a client
+        sending anything more on a stream is cut off."""
         if self._streams >= self.limits.max_streams:
             await self._send(writer, http.error_response(503, "too many open pages", csp=API_CSP))
             return
@@ -188,8 +202,11 @@ class WebServer:
                 elif quiet >= self.limits.keepalive:
                     await self._send(writer, b": keepalive\n\n")
                     quiet = 0.0
-                await asyncio.sleep(self.limits.update_every)
-                quiet += self.limits.update_every
+                try:
+                    await asyncio.wait_for(reader.read(1), self.limits.update_every)
+                    return  # EOF (the page left) or bytes no stream expects
+                except asyncio.TimeoutError:
+                    quiet += self.limits.update_every
         finally:
             self._streams -= 1
 
