@@ -4,8 +4,9 @@ A 2-host virtual LAN (real mDNS between two idle volunteers). On host h1, `bjgri
 baseline ``python -c 'import time; time.sleep(S)'`` start together and are watched over the same
 window with psutil: RSS at the end, CPU seconds / wall seconds, both over the whole run (start-up
 included) and over the idle steady state (from the daemon being up to the end). A third process
-sleeps after importing what any daemon of ours must load (asyncio, zeroconf, psutil, sqlite3 and
-the cryptography primitives of the control channel): the RSS floor of this design. The issue's
+sleeps after importing what any daemon of ours must load (asyncio, zeroconf, psutil, sqlite3; the
+curve code of the control channel is loaded at the first handshake, which an idle volunteer
+never makes): the RSS floor of this design. The issue's
 goals for an idle daemon (35 MB, 0.05 % of a CPU) are printed beside the figures.
 
     python bench/footprint.py [--quick] [--seconds S] [--profile lan|fast]
@@ -34,9 +35,6 @@ DEPENDENCIES = (
     "zeroconf.asyncio",
     "psutil",
     "sqlite3",
-    "cryptography.hazmat.primitives.asymmetric.ed25519",
-    "cryptography.hazmat.primitives.asymmetric.x25519",
-    "cryptography.hazmat.primitives.serialization",
 )
 """What a daemon cannot run without: the floor of its RSS."""
 GOAL_RSS_MB = 35.0

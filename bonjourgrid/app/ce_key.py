@@ -20,12 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from bonjourgrid import curves
 
 _PROOF_DOMAIN = b"bjgrid coordination proof v1\0"
 _KEY_BYTES = 32
@@ -56,14 +51,13 @@ class CEKey:
     @property
     def public(self) -> bytes:
         """The raw 32-byte public key (what the app's signature covers)."""
-        key = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
-        return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+        return curves.ed25519_public(self.seed)
 
     def prove(self, app: str, term: int, coordinator: str, volunteer: str) -> str:
         """The proof (hex) that the holder of this key coordinates ``app`` in ``term`` as
         node ``coordinator``, addressed to volunteer node ``volunteer``."""
-        private = Ed25519PrivateKey.from_private_bytes(self.seed)
-        return private.sign(proof_payload(app, term, coordinator, volunteer)).hex()
+        payload = proof_payload(app, term, coordinator, volunteer)
+        return curves.ed25519_sign(self.seed, payload).hex()
 
 
 def proof_payload(app: str, term: int, coordinator: str, volunteer: str) -> bytes:
@@ -82,12 +76,11 @@ def proof_problem(
         return "no proof of coordination (the app's CE key signs every reservation)"
     try:
         sig = _unhex(proof, _SIG_BYTES, "proof")
-        key = Ed25519PublicKey.from_public_bytes(public)
-    except (CEKeyError, ValueError) as e:
+    except CEKeyError as e:
         return f"malformed proof of coordination: {e}"
-    try:
-        key.verify(sig, proof_payload(app, term, coordinator, volunteer))
-    except InvalidSignature:
+    if len(public) != curves.PUBLIC_BYTES:
+        return "malformed proof of coordination: the app's CE key is not 32 bytes"
+    if not curves.ed25519_valid(public, sig, proof_payload(app, term, coordinator, volunteer)):
         return (
             f"the proof of coordination for app {app} term {term} by {coordinator} was not "
             "made with the app's CE key"

@@ -31,9 +31,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from bonjourgrid import curves
 from bonjourgrid.app.signing import UserKey, fingerprint
 
 ACTIONS = ("results", "cancel")
@@ -185,11 +183,9 @@ def verify_proof(
     if p.node != node:
         raise ProofRefused(f"the proof names node {p.node}, but {node} carried it")
     want = fingerprint(submitter)
-    try:
-        Ed25519PublicKey.from_public_bytes(submitter).verify(
-            p.signature, proof_payload(p.action, p.app, p.node, p.nonce, p.issued)
-        )
-    except (InvalidSignature, ValueError):
+    if not curves.ed25519_valid(
+        submitter, p.signature, proof_payload(p.action, p.app, p.node, p.nonce, p.issued)
+    ):
         who = "a forged proof" if p.fingerprint == want else f"signed by key {p.fingerprint}"
         raise ProofRefused(f"{who}, and the app's key is {want}") from None
     if abs(now - p.issued) > seen.window:

@@ -36,12 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from bonjourgrid import curves
 
 if TYPE_CHECKING:
     from bonjourgrid.app.spec import AppSpec
@@ -110,13 +105,8 @@ class UserKey:
         return cls(_check_user(user, "user key"), os.urandom(32))
 
     @property
-    def _private(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self.seed)
-
-    @property
     def public(self) -> UserPublicKey:
-        raw = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        return UserPublicKey(self.user, raw)
+        return UserPublicKey(self.user, curves.ed25519_public(self.seed))
 
     def dumps(self) -> str:
         return f"{KEY_MAGIC} {self.user} {self.seed.hex()}\n"
@@ -129,7 +119,7 @@ class UserKey:
         return cls(_check_user(parts[1], source), _hex_bytes(parts[2], 32, source))
 
     def sign(self, message: bytes) -> bytes:
-        return self._private.sign(message)
+        return curves.ed25519_sign(self.seed, message)
 
 
 def _hex_bytes(text: str, size: int, source: str) -> bytes:
@@ -291,12 +281,11 @@ def verify_app(
     fp = fingerprint(signature.public_key)
     if fp != signature.fingerprint:
         raise SignatureRefused(f"signature fingerprint {signature.fingerprint} != its key's {fp}")
-    try:
-        Ed25519PublicKey.from_public_bytes(signature.public_key).verify(
-            signature.signature,
-            signed_payload(app, bundle_sha256, spec, signature.user, signature.ce_key),
-        )
-    except InvalidSignature:
+    if not curves.ed25519_valid(
+        signature.public_key,
+        signature.signature,
+        signed_payload(app, bundle_sha256, spec, signature.user, signature.ce_key),
+    ):
         raise SignatureRefused(
             f"bad signature by {signature.user!r} (key {fp}): the files or task list were "
             "changed after signing, or it names another coordinating key"

@@ -38,9 +38,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
+from bonjourgrid import curves
 from bonjourgrid.control.nodekey import (
     PUBLIC_BYTES,
     SIGNATURE_BYTES,
@@ -251,12 +249,12 @@ class _Ephemeral:
     def __init__(self, secret: bytes) -> None:
         if len(secret) != EPHEMERAL_BYTES:
             raise ValueError(f"the ephemeral secret must be {EPHEMERAL_BYTES} bytes")
-        self._private = X25519PrivateKey.from_private_bytes(secret)
-        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self._secret = secret
+        self.public = curves.x25519_public(secret)
 
     def shared(self, peer_public: bytes) -> bytes:
         try:
-            return self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+            return curves.x25519_shared(self._secret, peer_public)
         except ValueError:  # a low-order point: the shared secret would be all zeros
             raise HandshakeError("unusable ephemeral key from peer", reason="malformed") from None
 

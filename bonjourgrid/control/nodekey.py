@@ -12,28 +12,24 @@ transcript with the key. So the grid key says "member of this lab" and the node 
 id of at most 31 bytes) and TXT records, and 2**80 work for a second preimage is far beyond
 a lab member's means.
 
-File format: one line ``bjgrid-node-key-v1 <64 hex digits of the Ed25519 seed>``.
+File format: one line ``bjgrid-node-key-v1 <64 hex digits of the Ed25519 seed> <64 hex digits
+of its public key>`` (files of earlier versions lack the public key; ``daemon/hostinfo.py``
+rewrites them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from bonjourgrid import curves
 
 NODE_KEY_MAGIC = "bjgrid-node-key-v1"
 NODE_ID_HEX = 20
 """Hex digits of the fingerprint that make the node id (see the module docstring)."""
-PUBLIC_BYTES = 32
-SIGNATURE_BYTES = 64
-_SEED_BYTES = 32
+PUBLIC_BYTES = curves.PUBLIC_BYTES
+SIGNATURE_BYTES = curves.SIGNATURE_BYTES
 _HEX = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -48,49 +44,59 @@ def node_fingerprint(public_raw: bytes) -> str:
 
 def verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is the holder of ``public_raw``'s signature of ``message``."""
-    if len(public_raw) != PUBLIC_BYTES or len(signature) != SIGNATURE_BYTES:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return curves.ed25519_valid(public_raw, signature, message)
 
 
 @dataclass(frozen=True)
 class NodeKey:
-    """This node's private key. ``node_id`` is its fingerprint; ``public`` the raw key."""
+    """This node's private key. ``node_id`` is its fingerprint; ``public`` the raw key.
+
+    ``stored_public``: the public key as the key file keeps it, so that a daemon learns its
+    node id without loading the curve code (``curves``: an idle volunteer never needs it).
+    It is checked against the seed before the first signature: a file whose two halves
+    disagree makes every handshake fail with a NodeKeyError, never a signature by a key
+    other than the one advertised."""
 
     seed: bytes = field(repr=False)
+    stored_public: InitVar[bytes | None] = None
     public: bytes = field(init=False)
     node_id: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        if len(self.seed) != _SEED_BYTES:
-            raise NodeKeyError(f"a node key seed is {_SEED_BYTES} bytes")
-        raw = self._private().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    def __post_init__(self, stored_public: bytes | None) -> None:
+        if len(self.seed) != curves.SEED_BYTES:
+            raise NodeKeyError(f"a node key seed is {curves.SEED_BYTES} bytes")
+        raw = curves.ed25519_public(self.seed) if stored_public is None else stored_public
+        if len(raw) != PUBLIC_BYTES:
+            raise NodeKeyError(f"a node public key is {PUBLIC_BYTES} bytes")
         object.__setattr__(self, "public", raw)
         object.__setattr__(self, "node_id", node_fingerprint(raw))
-
-    def _private(self) -> Ed25519PrivateKey:
-        return Ed25519PrivateKey.from_private_bytes(self.seed)
 
     @classmethod
     def generate(cls) -> NodeKey:
         """A fresh key (the only call here that draws randomness)."""
-        return cls(Ed25519PrivateKey.generate().private_bytes_raw())
+        return cls(curves.ed25519_seed())
 
     def sign(self, message: bytes) -> bytes:
-        return self._private().sign(message)
+        if curves.ed25519_public(self.seed) != self.public:
+            raise NodeKeyError("the node key's stored public key is not its seed's")
+        return curves.ed25519_sign(self.seed, message)
 
     def dumps(self) -> str:
-        return f"{NODE_KEY_MAGIC} {self.seed.hex()}\n"
+        return f"{NODE_KEY_MAGIC} {self.seed.hex()} {self.public.hex()}\n"
 
     @classmethod
     def loads(cls, text: str, *, source: str = "node key") -> NodeKey:
+        """The key in ``text``: the magic, the seed, and the public key (absent from files
+        written before it was stored), each 64 hex digits."""
         parts = text.split()
-        if len(parts) != 2 or parts[0] != NODE_KEY_MAGIC or not _HEX.match(parts[1]):
+        if (
+            len(parts) not in (2, 3)
+            or parts[0] != NODE_KEY_MAGIC
+            or not all(_HEX.match(p) for p in parts[1:])
+        ):
             raise NodeKeyError(
-                f"{source}: not a bjgrid node key (expected '{NODE_KEY_MAGIC} <64 hex digits>')"
+                f"{source}: not a bjgrid node key "
+                f"(expected '{NODE_KEY_MAGIC} <64 hex digits> [<64 hex digits>]')"
             )
-        return cls(bytes.fromhex(parts[1]))
+        public = bytes.fromhex(parts[2]) if len(parts) == 3 else None
+        return cls(bytes.fromhex(parts[1]), public)

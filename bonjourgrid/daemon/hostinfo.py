@@ -14,6 +14,8 @@ import os
 import platform
 import socket
 import stat
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,25 +65,60 @@ def _read_key(path: Path) -> NodeKey | None:
             os.fchmod(f.fileno(), 0o600)
         text = f.read(4096)
     try:
-        return NodeKey.loads(text, source=str(path))
+        key = NodeKey.loads(text, source=str(path))
     except NodeKeyError as e:
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         log.warning("%s: moved to %s, making a new node key (a new node id)", e, aside)
         os.replace(path, aside)
         return None
+    if key.dumps() != text:  # an earlier version's file: store the public key beside the seed
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            _write_private(tmp, key)
+            os.replace(tmp, path)
+        except OSError as e:  # the key is still good: only the next start is slower
+            log.warning("could not rewrite node key %s with its public key: %s", path, e)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return key
+
+
+def _write_private(path: Path, key: NodeKey) -> None:
+    """``key`` into a new file ``path`` (mode 0600), synced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.dumps())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+_GENERATE = "from bonjourgrid.control.nodekey import NodeKey; print(NodeKey.generate().dumps())"
+
+
+def _generate_elsewhere() -> NodeKey:
+    """A fresh key, made in a short-lived child: deriving the public key loads the curve code
+    (``bonjourgrid.curves``: libsodium, 1.3 MB of private memory), which this long-lived
+    daemon then does not load until its first handshake (issue 15). Made here if the child
+    fails."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _GENERATE], capture_output=True, text=True, timeout=60
+        )
+        if done.returncode == 0:
+            return NodeKey.loads(done.stdout, source="a new node key")
+        log.debug("node key child failed (%s): making it here", done.stderr.strip()[-200:])
+    except (OSError, subprocess.SubprocessError, NodeKeyError) as e:
+        log.debug("node key child failed (%s): making it here", e)
+    return NodeKey.generate()
 
 
 def _create_key(path: Path) -> NodeKey:
     """Make a key and publish it atomically (written aside, then hard-linked in place): two
     commands starting at once end up with the same key, never half a file."""
-    key = NodeKey.generate()
+    key = _generate_elsewhere()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(key.dumps())
-            f.flush()
-            os.fsync(f.fileno())
+        _write_private(tmp, key)
         try:
             os.link(tmp, path)
         except FileExistsError:

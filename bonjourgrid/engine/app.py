@@ -364,12 +364,13 @@ class AppEngine:
         )
 
     def _recruit(self, now: float) -> None:
-        wanted = self.wanted_workers()
-        if wanted <= 0:
-            return
         back = self.timing.refusal_backoff
         busy = set(self.ledger.workers) | self.ledger.recruiting
         busy |= {n for n, t in self.ledger.refused.items() if now - t < back}
+        self._recall_members(busy)
+        wanted = self.wanted_workers()
+        if wanted <= 0:
+            return
         needs = [
             self.spec.task(r.id).requirements
             for r in self.table.records()
@@ -380,6 +381,23 @@ class AppEngine:
         ):
             self.ledger.asking(o.node)
             self._out.append(Recruit(o, self.term))
+
+    def _recall_members(self, busy: set[str]) -> None:
+        """Reserve again a replica-set member whose link was lost (its lease ran out behind a
+        partition) once it is seen idle: it kept its copy's votes, and the set may need its
+        acknowledgement to commit or to change. A member that said it holds nothing is not
+        asked back (the set drops it): it may have restarted and forgotten a vote."""
+        lost = [
+            n
+            for n in self.replicas.ranks
+            if n != self.me and n not in busy and n not in self.replicas.empty
+        ]
+        if not lost:
+            return
+        for o in self.offers:
+            if o.node in lost and o.state == "idle" and not o.owner_busy:
+                self.ledger.asking(o.node)
+                self._out.append(Recruit(o, self.term))
 
     def _release(self, node: str, reason: str, outcome: str = "") -> None:
         self.ledger.unlink(node)

@@ -67,6 +67,8 @@ class Ledger:
         old = self.workers.get(w.node)
         if old is not None:
             w.used = old.used
+        else:  # linked again after a loss: its results still in flight hold slots till settled
+            w.used = sum(cpus for node, cpus in self.running.values() if node == w.node)
         self.workers[w.node] = w
 
     def refuse(self, node: str, now: float) -> None:

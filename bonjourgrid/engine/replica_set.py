@@ -51,6 +51,12 @@ class ReplicaSet:
             versions = {**self.versions, me: self.members.version}
             if self.members.agreed(versions, self.empty):
                 self.members = self.members.confirm()
+            elif all(n in self.empty for n in self.members.everyone() if n != me):
+                # Every member of every set in force answered that it holds nothing (each
+                # restarted, and a machine that coordinated the app resumes it instead): the
+                # change can never be agreed, none of them can campaign, and this journal is
+                # the only copy. Start the set again from none (then () -> (a,), as at first).
+                self.members = Members(self.members.version + 1, ())
         if not self.members.joint and not settling:
             current = [n for n in self.members.nodes if n != me]
             live = [n for n in linked if n not in self.empty]

@@ -19,7 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--apps", type=int, default=400)
     p.add_argument("--partitions", type=int, default=5, help="random partitions per run")
     p.add_argument("--profile", choices=("lan", "fast"), default="lan")
-    p.add_argument("--engine", action="store_true", help="coordinators run the AppEngine")
     p.add_argument("--naive", action="store_true", help="replicas claim without an election")
     p.add_argument("--violations", action="store_true", help="print every violation")
     p.add_argument("--log", action="store_true", help="print the event log")
@@ -28,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = 0
     for seed in args.seed:
         s = Scenario(seed=seed, nodes=args.nodes, apps=args.apps, config=config)
-        s = dataclasses.replace(
-            s, random_partitions=args.partitions, elections=not args.naive, engine=args.engine
-        )
+        s = dataclasses.replace(s, random_partitions=args.partitions, elections=not args.naive)
         r = run(s)
         print(r.summary())
         if args.violations:

@@ -7,7 +7,10 @@
    final coordinator's table, each DONE task was committed exactly once (one attempt, the one
    the table records; a later term may commit that same entry again after a takeover, as its
    journal carries it), and every replica that heard the end holds the same table, also when
-   its journal is replayed into a fresh table.
+   its journal is replayed into a fresh table. A result is committed when it is acknowledged
+   to its worker, or, if its worker is gone (or its resend comes too late), when its
+   ``Finished`` entry is in the journal the app ended with: an app ends only once every
+   entry is on ``W`` copies, so that entry is durable though nobody was acknowledged.
 3. Every app finishes (unless every machine holding it crashed: reported as lost).
 
 Violations are collected as sentences; the log (one line per notable event) is what a
@@ -22,11 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.faulttolerance.entries import Entry, replay
+from bonjourgrid.faulttolerance.entries import Entry, Finished, replay
 from bonjourgrid.sim.clock import VirtualClock
-from bonjourgrid.sim.messages import Key
 from bonjourgrid.states.taskstate import TaskState
 from bonjourgrid.states.tasktable import TaskRecord, TaskTable
+
+Key = tuple[str, int]
+"""(task id, attempt): the idempotency key of a result."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class Checks:
         self.max_term: dict[str, int] = {}
         self.final: dict[str, tuple[int, str, list[TaskRecord]]] = {}
         """app -> (term, outcome, records) of the coordinator that ended it."""
+        self.final_journal: dict[str, tuple[Entry, ...]] = {}
+        """app -> the journal its coordinator ended it with."""
         self.replica_tables: dict[str, list[tuple[str, list[TaskRecord]]]] = defaultdict(list)
         self.takeovers = 0
         self.step_downs = 0
@@ -97,8 +104,17 @@ class Checks:
         self.step_downs += 1
         self.log(f"{app} coordinator {node} stepped down (saw term {term})")
 
-    def app_ended(self, app: str, term: int, node: str, outcome: str, table: TaskTable) -> None:
+    def app_ended(
+        self,
+        app: str,
+        term: int,
+        node: str,
+        outcome: str,
+        table: TaskTable,
+        journal: Sequence[Entry] = (),
+    ) -> None:
         self.final[app] = (term, outcome, table.records())  # the coordinator's own word wins
+        self.final_journal[app] = tuple(journal)
         self.log(f"{app} ended {outcome} term {term} at {node}")
 
     def replica_ended(
@@ -141,6 +157,8 @@ class Checks:
 
     def _check_task(self, app: str, r: TaskRecord) -> None:
         commits = self.commits.get((app, r.id), [])
+        if r.state is TaskState.DONE and not commits:
+            commits = self._journaled(app, r)
         if r.state is TaskState.DONE:
             attempts = {c.attempt for c in commits}
             if len(attempts) != 1:
@@ -154,6 +172,13 @@ class Checks:
                 self.violation(f"{app}: failed task {r.id} has a committed result")
         else:
             self.violation(f"{app}: task {r.id} ended the run {r.state.value}")
+
+    def _journaled(self, app: str, r: TaskRecord) -> list[Commit]:
+        """The commit of ``r``'s result that the final journal holds, acknowledged or not."""
+        for e in self.final_journal.get(app, ()):
+            if isinstance(e, Finished) and e.task == r.id and e.attempt == r.attempts:
+                return [Commit(e.attempt, e.term, "(journal)", e.worker, self.clock.now)]
+        return []
 
     def digest(self) -> str:
         return hashlib.sha256("\n".join(self.lines).encode()).hexdigest()

@@ -21,16 +21,27 @@ class Directory:
     def __init__(self) -> None:
         self._offers: dict[str, Offer] = {}
         self._idle: dict[str, Offer] = {}
+        self._serving: dict[str, dict[str, Offer]] = {}
         self._coords: dict[str, dict[str, int]] = {}
 
-    def advertise(self, offer: Offer, state: str) -> None:
-        """Publish ``offer`` with ``state`` (``idle`` or ``worker``), replacing the old record."""
-        o = dataclasses.replace(offer, state=state)
+    def advertise(self, offer: Offer, state: str, app: str | None = None) -> None:
+        """Publish ``offer`` with ``state`` (``idle`` or ``worker``) and, for a worker, the
+        ``app`` it serves (its ``_bjg-worker`` TXT), replacing the old record."""
+        old = self._offers.get(offer.node)
+        if old is not None and old.app is not None:
+            self._serving.get(old.app, {}).pop(offer.node, None)
+        o = dataclasses.replace(offer, state=state, app=app if state != "idle" else None)
         self._offers[o.node] = o
         if state == "idle":
             self._idle[o.node] = o
         else:
             self._idle.pop(o.node, None)
+        if o.app is not None:
+            self._serving.setdefault(o.app, {})[o.node] = o
+
+    def serving(self, app: str) -> list[Offer]:
+        """The machines listed as workers of ``app`` (what a new coordinator re-homes)."""
+        return list(self._serving.get(app, {}).values())
 
     def idle(self) -> list[Offer]:
         """The machines listed as idle (some may be dead), in the order they appeared."""

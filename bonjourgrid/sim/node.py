@@ -9,47 +9,44 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from bonjourgrid.control.messages import AppQuery, AppState, Vote, VoteRequest
-from bonjourgrid.coordinator.matchmaking import Offer
-from bonjourgrid.faulttolerance.quorum import Voter
-from bonjourgrid.sim.clock import Timer
-from bonjourgrid.sim.messages import (
+from bonjourgrid.control.messages import (
     AppEnded,
-    AppEndedAck,
+    AppQuery,
+    AppState,
     CancelTask,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     JournalAck,
     JournalAppend,
     Release,
+    ReplicaOpen,
+    Replicas,
     Reserve,
     ReserveReply,
     ResultAck,
     RunTask,
     StageAck,
     StageApp,
-    Stale,
     TaskResult,
-    TermQuery,
+    Vote,
+    VoteRequest,
 )
+from bonjourgrid.coordinator.matchmaking import Offer
+from bonjourgrid.faulttolerance.quorum import Voter
+from bonjourgrid.sim.clock import Timer
 from bonjourgrid.sim.volunteer_node import VolunteerSide
+from bonjourgrid.states.coordinator import Role
 
 if TYPE_CHECKING:
-    from bonjourgrid.sim.coordinator_node import CoordinatorSide
+    from bonjourgrid.sim.coordinator import CoordinatorSide
     from bonjourgrid.sim.replica import ReplicaSide
+    from bonjourgrid.sim.resume import Resume
     from bonjourgrid.sim.world import World
 
 _TO_VOLUNTEER = (Reserve, Heartbeat, StageApp, RunTask, CancelTask, ResultAck, Release)
-_TO_COORDINATOR = (
-    ReserveReply,
-    StageAck,
-    HeartbeatAck,
-    TaskResult,
-    Stale,
-    JournalAck,
-    AppEndedAck,
-)
-_TO_REPLICA = (JournalAppend, AppEnded, Vote, AppState)
+_TO_COORDINATOR = (ReserveReply, StageAck, HeartbeatAck, TaskResult, Fenced, JournalAck)
+_TO_REPLICA = (ReplicaOpen, JournalAppend, Replicas, AppEnded, Vote)
 
 
 class SimNode:
@@ -63,12 +60,20 @@ class SimNode:
         self.up = True
         self.volunteer = VolunteerSide(self)
         self.coords: dict[str, CoordinatorSide] = {}
-        """The app's coordinator here (coordinator_node.py's, or engine_coordinator.py's)."""
+        """The app's coordinator here (sim/coordinator.py: the product's ``AppEngine``)."""
         self.replicas: dict[str, ReplicaSide] = {}
         self.known: dict[str, Voter] = {}
         """Apps this machine held (as coordinator or replica) and let go, with its election
         state: it is not "empty" for them (it may have voted), as a restarted machine is (the
         product keeps an ended app's copy for ``results_keep``)."""
+        self.complete: set[str] = set()
+        """Of ``known``, the apps that ended here (its coordinator ended them, or its replica
+        heard the end): the daemon keeps their results and answers ``complete``."""
+        self.durable: set[str] = set()
+        """Of ``known``, the apps whose election state is on disk (ended here as their
+        coordinator): a restart keeps these; a let-go replica copy's state is not kept."""
+        self.resuming: dict[str, Resume] = {}
+        """Apps this restarted machine coordinated, resumed once it asked who holds them."""
         world.net.attach(self.id, self.deliver)
         world.directory.advertise(offer, "idle")
 
@@ -81,8 +86,8 @@ class SimNode:
     def send(self, dst: str, msg: object) -> None:
         self.world.net.send(self.id, dst, msg)
 
-    def advertise(self, state: str) -> None:
-        self.world.directory.advertise(self.offer, state)
+    def advertise(self, state: str, app: str | None = None) -> None:
+        self.world.directory.advertise(self.offer, state, app)
 
     def left_app(self, app: str) -> None:
         """The volunteer is no longer reserved by ``app``: it is no longer its replica either."""
@@ -92,17 +97,16 @@ class SimNode:
             del self.replicas[app]
             self.remember(app, r.voter)
 
-    def remember(self, app: str, voter: Voter) -> None:
+    def remember(
+        self, app: str, voter: Voter, *, durable: bool = False, complete: bool = False
+    ) -> None:
         old = self.known.get(app)
         if old is None or (voter.term, voter.voted) >= (old.term, old.voted):
             self.known[app] = voter
-
-    def stale(self, app: str) -> Stale:
-        """The answer of a machine that neither coordinates nor keeps ``app``: the term it
-        remembers, or "holds nothing" (term 0, not serving)."""
-        if (v := self.known.get(app)) is not None:
-            return Stale(app, v.term, True)
-        return Stale(app, 0, False)
+        if durable:
+            self.durable.add(app)
+        if complete:
+            self.complete.add(app)
 
     def crash(self) -> None:
         self.up = False
@@ -124,12 +128,6 @@ class SimNode:
                 c.on_message(src, msg)
         elif isinstance(msg, _TO_REPLICA):
             self._to_replica(src, app, msg)
-        elif isinstance(msg, TermQuery):
-            c = self.coords.get(app)
-            if c is not None and c.role.coordinating and c.term > msg.term:
-                self.send(src, Stale(app, c.term, True))
-            elif c is None and app not in self.replicas and self.volunteer.app != app:
-                self.send(src, self.stale(app))
         elif isinstance(msg, VoteRequest):
             c = self.coords.get(app)
             if c is not None and c.role.coordinating:
@@ -138,42 +136,63 @@ class SimNode:
                 r.on_message(src, msg)
             else:
                 why = "this machine holds nothing of the app"
-                self.send(src, Vote(app, self.stale(app).term, False, why))
+                self.send(src, Vote(app, self.app_state(app).term, False, why))
         elif isinstance(msg, AppQuery):
             self.send(src, self.app_state(app))
+        elif isinstance(msg, AppState):  # the answer to an AppQuery (or to a stray message)
+            if (c := self.coords.get(app)) is not None:
+                c.on_message(src, msg)
+            elif (r := self.replicas.get(app)) is not None:
+                r.on_message(src, msg)
+            elif (resume := self.resuming.get(app)) is not None:
+                resume.on_answer(msg)
 
     def app_state(self, app: str) -> AppState:
         """The answer to an ``AppQuery`` (what the daemon's ``_answer_query`` says): the
-        coordinator's term and role, a replica's, or "" (term 0) when it holds nothing."""
+        coordinator's term and role, a replica's, the term of an app it let go, or role ""
+        (term 0) when it holds nothing (a machine that restarted). Also the answer to a
+        message for an app this machine does not serve (the product closes that link)."""
         c = self.coords.get(app)
         if c is not None:
             role = c.role
             return AppState(app, role.term, role.role.value, role.coordinating, False)
         if (r := self.replicas.get(app)) is not None:
             return r.state()
+        if (resume := self.resuming.get(app)) is not None:
+            return resume.state()
+        if (v := self.known.get(app)) is not None:
+            done = app in self.complete
+            kept = Role.FINISHED if done else Role.STEPPED_DOWN
+            return AppState(app, v.term, kept.value, False, done)
         return AppState(app, 0, "", False, False)
 
     def _to_replica(self, src: str, app: str, msg: object) -> None:
         from bonjourgrid.sim.replica import ReplicaSide
 
         r = self.replicas.get(app)
-        if r is None and isinstance(msg, JournalAppend):
+        if r is None and isinstance(msg, ReplicaOpen):
             if (c := self.coords.get(app)) is not None:
-                self.send(src, Stale(app, c.term, True))  # a rival coordinator of the app
+                self.send(src, JournalAck(app, c.term, 0, False))  # a rival coordinator
                 return
             if self.volunteer.app != app:
-                self.send(src, self.stale(app))  # not a replica of it
+                self.send(src, self.app_state(app))  # not a replica of it
                 return
             known = self.known.get(app)
             if known is not None and not known.accepts(msg.term, msg.coordinator):
-                self.send(src, Stale(app, known.term, True))
-                return
-            if msg.start != 0:
-                self.send(src, JournalAck(app, msg.term, 0, -1))  # lost it: send it all again
+                self.send(src, JournalAck(app, known.latest(), 0, False))
                 return
             r = ReplicaSide(self, msg, self.known.pop(app, None))
             self.replicas[app] = r
         if r is not None:
             r.on_message(src, msg)
-        elif isinstance(msg, AppEnded):
-            self.send(src, AppEndedAck(app, msg.term))
+        elif isinstance(msg, (JournalAppend, Replicas)):
+            if (c := self.coords.get(app)) is not None:
+                self.send(src, JournalAck(app, c.term, 0, False))
+            elif self.volunteer.app == app:
+                known = self.known.get(app)
+                if known is not None and not known.accepts(msg.term, src):
+                    self.send(src, JournalAck(app, known.latest(), 0, False))  # fences it
+                else:
+                    self.send(src, JournalAck(app, msg.term, 0, False))  # no copy: a snapshot
+            else:
+                self.send(src, self.app_state(app))

@@ -8,21 +8,33 @@ to the coordinator, other records and better-ranked replicas, answered by sim/no
 ``suspect_after`` after a goodbye), the ballot (``VoteRequest``/``Vote``, the real
 ``control.messages`` classes) and every vote.
 
-What is still the simulation's own (the next increment of issue 13): following the
-coordinator's stream. The replica applies the streamed entries to its own ``TaskTable``
-(``faulttolerance.entries.apply``), follows the coordinator's term with the product's
-``CoordinatorRole`` (``STANDBY``) and holds the replica set the coordinator streams with the
-entries; the stream is sim/messages.py's batched ``JournalAppend``, not the product's
-``ReplicaOpen``/``JournalAppend``/``Replicas``. A stream from a new term starts over from
-entry 0 and replaces the journal (the new coordinator's journal is the truth). When the
-engine says ``Claim``, a ``CoordinatorSide`` takes this replica's place with its journal.
+Following the coordinator's stream is this shell's, with the product's messages and the
+rules of the daemon's ``coordinator/replica_side.py``: a ``ReplicaOpen`` snapshot opens
+the copy (a new term's stream starts with one and replaces the journal: the new
+coordinator's journal is the truth), each ``JournalAppend`` adds entry ``seq`` (a duplicate
+is acknowledged, a gap or a new term without a snapshot answered ``JournalAck(ok=False)``:
+send a snapshot), ``Replicas`` carries the replica set; a lower term, or the same term from
+another node, is refused with the higher term (which fences the sender). Entries are applied
+to the replica's own ``TaskTable`` (``faulttolerance.entries``); the term is followed with
+the product's ``CoordinatorRole`` (``STANDBY``). When the engine says ``Claim``, a
+``CoordinatorSide`` takes this replica's place with its journal.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bonjourgrid.control.messages import AppState, Vote, VoteRequest
+from bonjourgrid.app.spec import AppSpec
+from bonjourgrid.control.messages import (
+    AppEnded,
+    AppState,
+    JournalAck,
+    JournalAppend,
+    ReplicaOpen,
+    Replicas,
+    Vote,
+    VoteRequest,
+)
 from bonjourgrid.engine import (
     Action,
     AppStateAnswer,
@@ -44,12 +56,12 @@ from bonjourgrid.engine import (
     VoteAnswer,
     VoteRequested,
 )
-from bonjourgrid.faulttolerance.entries import BadEntry, Entry, apply
+from bonjourgrid.faulttolerance.entries import BadEntry, Entry, apply, decode
 from bonjourgrid.faulttolerance.quorum import Members, Position, Voter
 from bonjourgrid.sim.clock import Timer
-from bonjourgrid.sim.messages import AppEnded, AppEndedAck, JournalAck, JournalAppend, Stale
 from bonjourgrid.states.coordinator import AppEnded as RoleAppEnded
 from bonjourgrid.states.coordinator import CoordinatorLost, CoordinatorRole, Role, TermSeen
+from bonjourgrid.states.taskstate import TERMINAL_STATES
 from bonjourgrid.states.tasktable import TaskTable
 
 if TYPE_CHECKING:
@@ -57,16 +69,15 @@ if TYPE_CHECKING:
 
 
 class ReplicaSide:
-    def __init__(self, node: SimNode, first: JournalAppend, voter: Voter | None = None) -> None:
+    def __init__(self, node: SimNode, first: ReplicaOpen, voter: Voter | None = None) -> None:
         self.node = node
         self.app = first.app
-        self.spec = first.spec
+        self.spec = AppSpec.from_json(first.spec)
         self.role = CoordinatorRole(first.app, role=Role.STANDBY, term=first.term)
         self.journal: list[Entry] = []
         self.journal_term = 0
         self.table = TaskTable(self.spec.tasks)
         self.members = Members()
-        self.workers: tuple[str, ...] = first.workers
         self.ended = False
         self._stopped = False
         self._records: set[str] = set()
@@ -115,10 +126,10 @@ class ReplicaSide:
                 why = "the app ended here" if self.ended else "this copy is dropped"
                 self.node.send(src, Vote(self.app, self.voter.latest(), False, why))
             return
-        if isinstance(msg, JournalAppend):
-            self._append(src, msg)
+        if isinstance(msg, (ReplicaOpen, JournalAppend, Replicas)):
+            self.node.send(src, self._stream(src, msg))
         elif isinstance(msg, AppEnded):
-            self._ended(src, msg)
+            self._ended(msg)
         elif isinstance(msg, VoteRequest):
             if msg.candidate == src:
                 self._feed(VoteRequested(self.node.clock.now, msg), src)
@@ -127,51 +138,69 @@ class ReplicaSide:
         elif isinstance(msg, AppState):
             self._feed(AppStateAnswer(src, msg.term, msg.coordinating, msg.complete))
 
-    def _append(self, src: str, m: JournalAppend) -> None:
-        if self.ended or not self.engine.accepts(m.term, m.coordinator):
-            self.node.send(src, Stale(self.app, max(self.voter.term, self.role.term), True))
-            return
+    def _ack(self, term: int, ok: bool = True) -> JournalAck:
+        return JournalAck(self.app, term, len(self.journal), ok, self.members.version)
+
+    def _stream(self, src: str, m: ReplicaOpen | JournalAppend | Replicas) -> JournalAck:
+        """One message of the coordinator's stream; the answer (replica_side.py's rules)."""
+        coordinator = m.coordinator if isinstance(m, ReplicaOpen) else src
+        if self.ended or not self.engine.accepts(m.term, coordinator):
+            return JournalAck(self.app, max(self.voter.latest(), self.role.term), 0, False)
         if m.term > self.role.term:
             self.role.handle(TermSeen(m.term))
-        self.workers = m.workers
-        if m.term > self.journal_term:
-            if m.start != 0:
-                self._follow(m)
-                self.node.send(src, JournalAck(self.app, m.term, 0, -1))
-                return
-            self.journal = []
-            self.table = TaskTable(self.spec.tasks)
-            self.journal_term = m.term
-            self.members = m.members
-        if m.start <= len(self.journal):
-            for e in m.entries[len(self.journal) - m.start :]:
-                try:
-                    apply(self.table, e)
-                except BadEntry as err:
-                    self.node.checks.violation(f"{self.app}: replica {self.node.id}: {err}")
-                self.journal.append(e)
-            if m.members.version > self.members.version:
-                self.members = m.members
-        self._follow(m)
-        ack = JournalAck(self.app, m.term, len(self.journal), self.members.version)
-        self.node.send(src, ack)
+        if isinstance(m, ReplicaOpen):
+            self._open(m)
+        elif m.term != self.journal_term:
+            return self._ack(m.term, False)  # a new term's stream opens with a snapshot
+        elif isinstance(m, Replicas):
+            if m.version >= self.members.version:
+                self.members = Members(m.version, m.replicas, m.old if m.joint else None)
+        elif m.seq == len(self.journal) + 1:
+            self._take(decode(m.entry))
+        elif m.seq > len(self.journal):
+            self._follow(m.term, src)
+            return self._ack(m.term, False)  # a gap: send a snapshot
+        self._follow(m.term, coordinator)
+        return self._ack(m.term)
 
-    def _follow(self, m: JournalAppend) -> None:
+    def _open(self, m: ReplicaOpen) -> None:
+        """A snapshot: the coordinator's journal up to ``seq`` replaces this copy's."""
+        if m.term > self.journal_term:
+            self.members = Members(0, m.replicas)
+        self.journal_term = m.term
+        self.journal = []
+        self.table = TaskTable(self.spec.tasks)
+        for line in m.entries.split("\n"):
+            if line:
+                self._take(decode(line))
+
+    def _take(self, e: Entry) -> None:
+        try:
+            apply(self.table, e)
+        except BadEntry as err:
+            self.node.checks.violation(f"{self.app}: replica {self.node.id}: {err}")
+        self.journal.append(e)
+
+    def _follow(self, term: int, coordinator: str) -> None:
         """Tell the engine what this copy now holds, and that the coordinator spoke."""
-        self._feed(Followed(m.term, m.coordinator, self.position(), self.members))
+        self._feed(Followed(term, coordinator, self.position(), self.members))
         self._feed(CoordinatorHeard(self.node.clock.now))
 
-    def _ended(self, src: str, m: AppEnded) -> None:
-        if m.term < self.role.term or m.journal_len > len(self.journal):
+    def _ended(self, m: AppEnded) -> None:
+        """The end, said after the whole journal (on the product's one TCP link it cannot
+        overtake the stream; here it may, so a copy still missing entries waits for them:
+        an app that finished has every task terminal)."""
+        if m.term < self.role.term or self.ended:
             return
-        if not self.ended:
-            self.role.handle(RoleAppEnded(Role(m.outcome)))
-            self.ended = True
-            self.stop()
-            self.node.checks.replica_ended(
-                self.app, self.node.id, self.table, self.journal, m.term, m.outcome
-            )
-        self.node.send(src, AppEndedAck(self.app, m.term))
+        complete = all(r.state in TERMINAL_STATES for r in self.table.records())
+        if m.outcome == Role.FINISHED.value and not complete:
+            return
+        self.role.handle(RoleAppEnded(Role(m.outcome)))
+        self.ended = True
+        self.stop()
+        self.node.checks.replica_ended(
+            self.app, self.node.id, self.table, self.journal, m.term, m.outcome
+        )
 
     # --- the engine ----------------------------------------------------------------------------
 
@@ -242,6 +271,5 @@ class ReplicaSide:
             self.spec,
             self.role,
             journal=self.journal,
-            known_workers=self.workers,
             members=self.members,
         )

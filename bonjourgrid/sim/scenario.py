@@ -69,9 +69,6 @@ class Scenario:
     elections: bool = True
     """Replicas take over only when elected (faulttolerance/quorum.py); False: the naive
     rule, a replica silent-for-suspect_after claims at once (shows the checks can fail)."""
-    engine: bool = False
-    """Coordinators run the product's ``AppEngine`` (engine_coordinator.py) instead of the
-    older re-implementation (coordinator_node.py)."""
     quorum: Quorum | None = None
     """The commit rule given to every coordinator's ``AppEngine`` (None: the product's
     ``WriteQuorum``); a test passes a broken one to show the seeds find it."""
@@ -115,7 +112,6 @@ def build(s: Scenario) -> tuple[World, list[str]]:
     workload = s.workload or Workload(seed=s.seed)
     world = World(s.seed, s.config, s.faults, workload, s.quorum)
     world.elections = s.elections
-    world.engine = s.engine
     rng = world.rng
     for i in range(s.nodes):
         slots = rng.choice((1, 2, 2, 4))

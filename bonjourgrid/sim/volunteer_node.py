@@ -4,9 +4,14 @@ Mirrors ``bonjourgrid.daemon.volunteer_agent``: a ``Reserve`` is answered by the
 machine (accepted only from Idle, or for the same app with the same or a higher term: a
 re-home); heartbeats renew the lease; an unrenewed lease expires back to Idle (one timer per
 lease, checked with ``Expire(now)``); a task's result is held until the coordinator
-acknowledges it and is sent again to whoever coordinates after a re-home. Anything from a
-stale term, or for an app this machine does not serve, is answered with ``Stale`` so the
-sender learns the higher term (or that it lost the worker).
+acknowledges it and is sent again to whoever coordinates after a re-home. Every message is
+the real ``bonjourgrid.control.messages`` class. Anything from a stale term is answered with
+``Fenced(higher term)``, as the agent does; a message for an app this machine does not serve
+gets the ``AppState`` the daemon would give an ``AppQuery`` (``role`` "": it holds nothing),
+which is how the sim's coordinator learns what the product's learns from a closed link.
+
+Nothing is executed: how long an attempt runs and how it exits is the workload table's
+(sim/workload.py), looked up by (app, task, attempt) when ``RunTask`` arrives.
 
 Glue that TCP gives the real agent for free: held results are re-sent on every heartbeat
 (the router may drop them), and an attempt already started is never started twice.
@@ -14,14 +19,14 @@ Glue that TCP gives the real agent for free: held results are re-sent on every h
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING
 
-from bonjourgrid.sim.clock import Timer
-from bonjourgrid.sim.messages import (
+from bonjourgrid.control.messages import (
     CancelTask,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
-    Key,
     Release,
     Reserve,
     ReserveReply,
@@ -29,20 +34,24 @@ from bonjourgrid.sim.messages import (
     RunTask,
     StageAck,
     StageApp,
-    Stale,
     TaskResult,
 )
+from bonjourgrid.sim.checks import Key
+from bonjourgrid.sim.clock import Timer
 from bonjourgrid.states import volunteer as v
 
 if TYPE_CHECKING:
     from bonjourgrid.sim.node import SimNode
+
+_NO_OUTPUTS = hashlib.sha256(b"").hexdigest()
+"""A simulated attempt writes no files: its outputs archive is empty."""
 
 
 class VolunteerSide:
     def __init__(self, node: SimNode) -> None:
         self.node = node
         self.machine = v.Volunteer()
-        self.running: dict[Key, tuple[Timer, int]] = {}
+        self.running: dict[Key, Timer] = {}
         self.held: dict[Key, TaskResult] = {}
         self.seen: set[Key] = set()
         self._lease_timer: Timer | None = None
@@ -66,8 +75,8 @@ class VolunteerSide:
         elif isinstance(msg, RunTask):
             self._run(src, msg)
         elif isinstance(msg, CancelTask):
-            if self._current(msg.app, msg.term) and (t := self.running.pop(self._key(msg), None)):
-                t[0].cancel()
+            if self.app == msg.app and (t := self.running.pop(self._key(msg), None)):
+                t.cancel()
         elif isinstance(msg, ResultAck):
             if self._current(msg.app, msg.term):
                 self.held.pop((msg.task, msg.attempt), None)
@@ -81,49 +90,50 @@ class VolunteerSide:
         out = self.machine.handle(v.Reserve(m.app, m.coordinator, m.term, now, m.lease, True))
         a = self.machine.assignment
         if isinstance(out, v.Refused):
-            term = a.term if a is not None and a.app == m.app else 0
-            self.node.send(src, ReserveReply(m.app, term, False, out.reason, 0))
+            if out.fenced_by:
+                self.node.send(src, Fenced(m.app, out.fenced_by))
+            else:
+                self.node.send(src, ReserveReply(m.app, False, out.reason, 0))
             return
         if self._lease_timer is None and a is not None:
             self._lease_timer = self.node.later(m.lease, self._check_lease)
-        reply = ReserveReply(
-            m.app, m.term, True, "", self.node.slots, tuple(self.running), tuple(self.held)
-        )
-        self.node.send(src, reply)
+        self.node.send(src, ReserveReply(m.app, True, "", self.node.slots))
         for r in self.held.values():  # re-homed: the new coordinator gets what we hold
             self.node.send(m.coordinator, r)
 
     def _heartbeat(self, src: str, m: Heartbeat) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, self.node.stale(m.app))
+            self.node.send(src, self.node.app_state(m.app))
             return
         out = self.machine.handle(v.Renew(m.app, m.term, self.node.clock.now, m.lease))
         if isinstance(out, v.Refused):
-            self.node.send(src, Stale(m.app, a.term, True))
+            self.node.send(src, Fenced(m.app, out.fenced_by or a.term))
             return
-        self.node.send(src, HeartbeatAck(m.app, m.term, tuple(self.running)))
+        running = tuple(f"{task}#{attempt}" for task, attempt in self.running)
+        self.node.send(src, HeartbeatAck(m.app, m.term, running))
         for r in self.held.values():
             self.node.send(a.coordinator, r)
 
     def _stage(self, src: str, m: StageApp) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, self.node.stale(m.app))
+            self.node.send(src, self.node.app_state(m.app))
+            return
+        if m.term < a.term:
+            self.node.send(src, Fenced(m.app, a.term))
             return
         out = self.machine.handle(v.Activate(m.app, m.term))
-        if isinstance(out, v.Refused):
-            self.node.send(src, Stale(m.app, a.term, True))
-            return
-        self.node.send(src, StageAck(m.app, m.term, True))
+        error = out.reason if isinstance(out, v.Refused) else ""
+        self.node.send(src, StageAck(m.app, m.sha256, not error, error))
 
     def _run(self, src: str, m: RunTask) -> None:
         a = self.machine.assignment
         if a is None or a.app != m.app:
-            self.node.send(src, self.node.stale(m.app))
+            self.node.send(src, self.node.app_state(m.app))
             return
         if m.term < a.term:
-            self.node.send(src, Stale(m.app, a.term, True))
+            self.node.send(src, Fenced(m.app, a.term))
             return
         key = self._key(m)
         if self.machine.state is not v.VolunteerState.WORKER or key in self.seen:
@@ -131,17 +141,17 @@ class VolunteerSide:
         self.seen.add(key)
         self.tasks_run += 1
         self.node.checks.task_started(self.node.id, m.app, a.app, self.node.clock.now)
-        timer = self.node.later(m.duration, lambda: self._finished(m))
-        self.running[key] = (timer, m.cpus)
+        duration, code = self.node.world.workload.behaviour(m.app, m.task, m.attempt)
+        self.running[key] = self.node.later(duration, lambda: self._finished(m, duration, code))
 
-    def _finished(self, m: RunTask) -> None:
+    def _finished(self, m: RunTask, seconds: float, code: int) -> None:
         key = self._key(m)
         if self.running.pop(key, None) is None:
             return
         a = self.machine.assignment
         if a is None or a.app != m.app:
             return
-        r = TaskResult(m.app, m.task, m.attempt, m.exit_code, m.duration)
+        r = TaskResult(m.app, m.task, m.attempt, code, seconds, "", b"", _NO_OUTPUTS)
         self.held[key] = r
         self.node.send(a.coordinator, r)
 
@@ -165,7 +175,7 @@ class VolunteerSide:
             return
         self.node.checks.assignment_changed(self.node.id, before, now_app, self.node.clock.now)
         if now_app is None:
-            for timer, _ in self.running.values():
+            for timer in self.running.values():
                 timer.cancel()
             self.running.clear()
             self.held.clear()
@@ -174,7 +184,7 @@ class VolunteerSide:
                 self._lease_timer.cancel()
                 self._lease_timer = None
             self.node.left_app(before or "")
-        self.node.advertise(self.machine.advertised)
+        self.node.advertise(self.machine.advertised, now_app)
 
     def _current(self, app: str, term: int) -> bool:
         a = self.machine.assignment

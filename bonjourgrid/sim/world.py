@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.config import Config
@@ -14,8 +14,12 @@ from bonjourgrid.sim.clock import VirtualClock
 from bonjourgrid.sim.directory import Directory
 from bonjourgrid.sim.network import Faults, Network
 from bonjourgrid.sim.node import SimNode
+from bonjourgrid.sim.resume import Journaled, Resume
 from bonjourgrid.sim.workload import Workload
 from bonjourgrid.states.coordinator import CoordinatorRole
+
+if TYPE_CHECKING:
+    from bonjourgrid.sim.coordinator import CoordinatorSide
 
 
 class World:
@@ -38,9 +42,6 @@ class World:
         self.nodes: dict[str, SimNode] = {}
         self.quorum = quorum
         """The commit rule every coordinator engine is given (None: the product's)."""
-        self.engine = False
-        """Coordinators are the product's ``AppEngine`` in a shell (engine_coordinator.py);
-        False: the older re-implementation (coordinator_node.py)."""
         self.elections = True
         """Replicas take over only when elected (False: the naive rule, no votes asked)."""
 
@@ -56,12 +57,25 @@ class World:
             self.checks.log(f"crash {node_id}")
 
     def restart(self, node_id: str) -> SimNode:
-        """A crashed machine comes back as a fresh idle volunteer (its memory is gone)."""
+        """A crashed machine comes back as an idle volunteer with what the daemon keeps on
+        disk: the apps it coordinated (resumed, sim/resume.py) and the election state of
+        apps that ended here; its memory (reservation, tasks, replica copies) is gone."""
         old = self.nodes[node_id]
         if old.up:
             return old
         self.checks.log(f"restart {node_id}")
-        return self.add_node(old.offer)
+        node = self.add_node(old.offer)
+        for app in sorted(old.durable):
+            node.remember(app, old.known[app], durable=True, complete=app in old.complete)
+        for app, r in old.replicas.items():
+            if r.ended:  # an ended copy is kept with its results (results_keep)
+                node.remember(app, r.voter, durable=True, complete=True)
+        for app, c in old.coords.items():
+            if c.closed or not c.role.coordinating:
+                continue
+            row = Journaled(app, c.spec, c.term, c.role.role.value, c.journal, c.members)
+            node.resuming[app] = Resume(node, row)
+        return node
 
     def holders(self) -> set[str]:
         """Apps that some live machine coordinates or keeps a replica of."""
@@ -74,12 +88,8 @@ class World:
 
     def coordinator(
         self, node: SimNode, app: str, spec: AppSpec, role: CoordinatorRole, **kw: Any
-    ) -> Any:
-        """The coordinator of ``app`` on ``node``: the engine's shell or the older copy."""
-        if self.engine:
-            from bonjourgrid.sim.engine_coordinator import CoordinatorSide as EngineSide
-
-            return EngineSide(node, app, spec, role, **kw)
-        from bonjourgrid.sim.coordinator_node import CoordinatorSide
+    ) -> CoordinatorSide:
+        """The coordinator of ``app`` on ``node``: the product's ``AppEngine`` in its shell."""
+        from bonjourgrid.sim.coordinator import CoordinatorSide
 
         return CoordinatorSide(node, app, spec, role, **kw)

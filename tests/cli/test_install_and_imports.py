@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-IMPORT_TO_DIST = {"htcondor2": "htcondor", "htcondor": "htcondor"}
+IMPORT_TO_DIST = {"htcondor2": "htcondor", "htcondor": "htcondor", "nacl": "pynacl"}
 """Import names whose distribution is named otherwise."""
 
 

@@ -92,3 +92,36 @@ def test_an_idle_join_loads_no_web_module_until_a_browser_connects(tmp_path: Pat
     for loaded in ("server", "page", "http", "access", "source", "snapshot"):
         assert f"bonjourgrid.web.{loaded}" in seen["used"]
     assert not (tmp_path / "home" / "state" / "web.url").exists()  # removed at the stop
+
+
+KEY_PROBE = """
+import json, sys
+from pathlib import Path
+import bonjourgrid.cli.join, bonjourgrid.daemon.node
+from bonjourgrid.daemon.hostinfo import detect, load_node_key
+host = detect(load_node_key(Path(sys.argv[1])))
+curves = sorted(m for m in sys.modules if m.startswith(("cryptography", "nacl")))
+print(json.dumps([host.node_id, curves]))
+"""
+
+
+def test_a_daemon_with_its_key_made_loads_no_curve_code_until_it_signs(tmp_path: Path) -> None:
+    """The curve code (and `cryptography`) is loaded at the first handshake, not by an idle
+    volunteer: the node id comes from the public key stored in node.key, and the first start
+    makes the key in a short-lived child."""
+
+    def probe() -> tuple[str, list[str]]:
+        r = subprocess.run(
+            [sys.executable, "-c", KEY_PROBE, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        node, loaded = json.loads(r.stdout.splitlines()[-1])
+        return node, loaded
+
+    first, loaded_first = probe()  # makes the key, in a child: this process stays lean
+    again, loaded = probe()
+    assert again == first
+    assert loaded_first == loaded == []

@@ -71,3 +71,28 @@ def test_a_damaged_key_file_is_moved_aside_and_a_new_key_made(
     assert load_node_key(tmp_path) == key
     assert secret.read_text() == "not yours"
     assert len(list(tmp_path.glob("node.key.*"))) == 1
+
+
+def test_the_key_file_keeps_the_public_key_and_an_older_file_is_rewritten(tmp_path: Path) -> None:
+    from bonjourgrid.control.nodekey import NODE_KEY_MAGIC
+
+    key = load_node_key(tmp_path)
+    path = tmp_path / "node.key"
+    assert path.read_text() == f"{NODE_KEY_MAGIC} {key.seed.hex()} {key.public.hex()}\n"
+    path.write_text(f"{NODE_KEY_MAGIC} {key.seed.hex()}\n")  # as bjgrid before it wrote
+    assert load_node_key(tmp_path) == key
+    assert path.read_text().split() == [NODE_KEY_MAGIC, key.seed.hex(), key.public.hex()]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_key_file_whose_public_half_is_not_its_seeds_never_signs(tmp_path: Path) -> None:
+    """Hostile: a file edited to claim another node's public key (its node id) gets a
+    NodeKeyError at the first signature, never a handshake under an id it cannot prove."""
+    from bonjourgrid.control.nodekey import NODE_KEY_MAGIC, NodeKey, NodeKeyError
+
+    victim = NodeKey(b"v" * 32)
+    forged = NodeKey.loads(f"{NODE_KEY_MAGIC} {'11' * 32} {victim.public.hex()}\n")
+    assert forged.node_id == victim.node_id  # what it would advertise...
+    with pytest.raises(NodeKeyError, match="not its seed's"):
+        forged.sign(b"transcript")  # ...but it cannot speak as it
+    assert victim.sign(b"transcript")

@@ -1,50 +1,59 @@
-"""The coordinator of one app on a simulated machine (``Scenario(engine=True)``, ``--engine``):
-a thin shell around the product's
+"""The coordinator of one app on a simulated machine: a thin shell around the product's
 ``AppEngine`` (bonjourgrid/engine/app.py), the very engine the daemon runs.
 
 The engine decides (placement, recruiting, releasing, the replica set, commit on ``W``
 copies, acknowledgements, step-down, takeover reconciliation, the end); this shell only
-feeds it what happened — with the real ``control.messages`` objects it takes (``TaskResult``,
-``HeartbeatAck``, ``JournalAck``) — and carries out its actions with the seeded router and
-the virtual clock. What the shell adds is what TCP gives the real code: heartbeats and loss
-detection, resends over a lossy network (``RunTask`` not listed in a heartbeat ack,
-``StageApp`` until acknowledged, the journal from the last acknowledged entry), and a
-``Reserve`` that nobody answers counting as refused after ``connect_timeout``.
+feeds it what happened — the real ``control.messages`` objects as they arrive
+(``TaskResult``, ``HeartbeatAck``, ``JournalAck``, ``Fenced``) — and carries out its actions
+with the same messages on the seeded router and the virtual clock: ``Reserve``,
+``StageApp``, ``RunTask``, ``ResultAck``, ``AppEnded``, ``Release``, and the journal stream
+(``ReplicaOpen`` snapshot, ``JournalAppend`` per entry, ``Replicas``), as the daemon's
+``coordinator/replication.py`` sends it. A member it ``Probe``s, and a rival whose
+``_bjg-coord`` record shows a higher term, get an ``AppQuery``; the ``AppState`` answer is
+fed as ``MemberState`` / ``TermSeen``.
+
+What the shell adds is what TCP gives the real code: heartbeats and loss detection
+(``LinkLost`` after ``suspect_after`` of silence, or when a machine answers that it serves
+nothing of the app: the product sees its link close), resends over a lossy network
+(``RunTask`` not listed in a heartbeat ack, ``StageApp`` until acknowledged, the snapshot
+until acknowledged, entries from the last acknowledged one, ``Replicas`` until its version
+is acknowledged), and a ``Reserve`` that nobody answers counting as refused after
+``connect_timeout``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.control import messages as cm
-from bonjourgrid.engine import app_events as ev
-from bonjourgrid.engine.app import AppEngine, AppTiming
-from bonjourgrid.engine.placement import CorePlacement
-from bonjourgrid.faulttolerance.entries import Entry
-from bonjourgrid.faulttolerance.quorum import Members, Voter
-from bonjourgrid.sim.clock import Timer
-from bonjourgrid.sim.messages import (
+from bonjourgrid.control.messages import (
     AppEnded,
-    AppEndedAck,
+    AppQuery,
+    AppState,
+    Fenced,
     Heartbeat,
     HeartbeatAck,
     JournalAck,
     JournalAppend,
     Release,
+    ReplicaOpen,
+    Replicas,
     Reserve,
     ReserveReply,
     ResultAck,
     RunTask,
     StageAck,
     StageApp,
-    Stale,
     TaskResult,
-    TermQuery,
 )
+from bonjourgrid.engine import app_events as ev
+from bonjourgrid.engine.app import AppEngine, AppTiming
+from bonjourgrid.engine.placement import CorePlacement
+from bonjourgrid.faulttolerance.entries import Entry, encode
+from bonjourgrid.faulttolerance.quorum import Members, Voter
+from bonjourgrid.sim.clock import Timer
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
 from bonjourgrid.states.taskstate import TaskState
 from bonjourgrid.states.tasktable import TaskTable
@@ -53,7 +62,8 @@ if TYPE_CHECKING:
     from bonjourgrid.sim.node import SimNode
 
 BACKEND = "embedded"
-_NO_OUTPUTS = hashlib.sha256(b"").hexdigest()
+_NO_BUNDLE = hashlib.sha256(b"").hexdigest()
+"""A simulated app has no files: its bundle is empty."""
 
 
 @dataclass
@@ -74,7 +84,6 @@ class CoordinatorSide:
         spec: AppSpec,
         role: CoordinatorRole,
         journal: list[Entry] | None = None,
-        known_workers: tuple[str, ...] = (),
         members: Members | None = None,
     ) -> None:
         self.node = node
@@ -101,11 +110,15 @@ class CoordinatorSide:
             entries=self.journal,
             members=members,
         )
-        self.known_workers = known_workers
         self.links: dict[str, WorkerView] = {}
         self.recruiting: dict[str, float] = {}
         self.acked: dict[str, int] = {}
         """Entries each fed replica acknowledged (the stream resends from there)."""
+        self.versions: dict[str, int] = {}
+        """The replica-set version each fed replica acknowledged."""
+        self.opened: set[str] = set()
+        """Fed replicas that acknowledged the snapshot (until then it is sent again)."""
+        self._encoded: list[str] = [encode(e) for e in self.journal]
         self.closed = False
         self._tick_timer: Timer | None = None
         self._wake_timer: Timer | None = None
@@ -143,14 +156,7 @@ class CoordinatorSide:
 
     def _seen(self) -> ev.Seen:
         d = self.node.world.directory
-        offers = list(d.idle())
-        running = {a.worker for a in self.table.running()}
-        for n in sorted({*self.known_workers, *running}):
-            o = d.offer(n)
-            if o is not None and o.state != "idle":
-                # mDNS says which app a worker serves (TXT): the stream told us these.
-                offers.append(dataclasses.replace(o, app=self.app))
-        return ev.Seen(tuple(offers))
+        return ev.Seen((*d.idle(), *d.serving(self.app)))
 
     def _tick(self) -> None:
         """Every heartbeat interval: heartbeats, loss detection, resends, the stream, then
@@ -167,15 +173,15 @@ class CoordinatorSide:
             self.node.send(w.node, Heartbeat(self.app, self.term, cfg.reserve_lease))
             if not w.staged and now - w.stage_sent > 2 * cfg.heartbeat_interval:
                 w.stage_sent = now
-                self.node.send(w.node, StageApp(self.app, self.term))
+                self.node.send(w.node, StageApp(self.app, self.term, _NO_BUNDLE, b""))
         for n, asked in list(self.recruiting.items()):
             if now - asked > cfg.connect_timeout:
                 del self.recruiting[n]
                 self._feed(ev.ReserveFailed(now, n, "no answer"))
         for n, t in self.node.world.directory.coordinators(self.app).items():
             if t > self.term and n != self.node.id:
-                self.node.send(n, TermQuery(self.app, self.term))
-        self._stream()
+                self.node.send(n, AppQuery(self.app))
+        self._resend()
         self._feed(self._seen())
         self._feed(ev.Tick(now))
         if not self.closed:
@@ -198,10 +204,11 @@ class CoordinatorSide:
         send = self.node.send
         if isinstance(a, ev.Recruit):
             self.recruiting[a.offer.node] = now
-            send(a.offer.node, Reserve(self.app, self.node.id, a.term, self.cfg.reserve_lease))
+            me = self.node.id
+            send(a.offer.node, Reserve(self.app, me, me, a.term, self.cfg.reserve_lease, BACKEND))
         elif isinstance(a, ev.Prepare):
             self.links[a.worker] = WorkerView(a.worker, now, now)
-            send(a.worker, StageApp(self.app, self.term))
+            send(a.worker, StageApp(self.app, self.term, _NO_BUNDLE, b""))
         elif isinstance(a, ev.Launch):
             self._run(a.task, a.attempt, a.worker)
         elif isinstance(a, ev.StageOutputs):
@@ -209,6 +216,9 @@ class CoordinatorSide:
         elif isinstance(a, ev.Append):
             assert a.seq == len(self.journal) + 1, (a.seq, len(self.journal))
             self.journal.append(a.entry)
+            self._encoded.append(encode(a.entry))
+            for r in sorted(self.opened):
+                send(r, self._append_msg(a.seq))
             self.wake()
         elif isinstance(a, ev.Ack):
             rec = self.table.record(a.task)
@@ -220,58 +230,87 @@ class CoordinatorSide:
         elif isinstance(a, ev.Release):
             self.links.pop(a.worker, None)
             if a.outcome and a.worker in self.acked:
-                send(a.worker, AppEnded(self.app, self.term, a.outcome, len(self.journal)))
-            send(a.worker, Release(self.app, self.term))
+                send(a.worker, AppEnded(self.app, self.term, a.outcome))
+            send(a.worker, Release(self.app, self.term, a.reason))
         elif isinstance(a, ev.CloseLink):
-            self.links.pop(a.worker, None)
-        elif isinstance(a, ev.Feed):
+            if self.links.pop(a.worker, None) is not None and self.role.coordinating:
+                # the product's link closes: its loss is what the shell reports next
+                return self.engine.handle(ev.LinkLost(now, a.worker, a.reason))
+        elif isinstance(a, (ev.Feed, ev.Resync)):
             self.acked[a.node] = 0
-            self._stream_to(a.node)
+            self.versions.pop(a.node, None)
+            self.opened.discard(a.node)
+            if isinstance(a, ev.Feed):
+                self._open(a.node)  # a resync waits for the next heartbeat (no ack storm)
         elif isinstance(a, ev.Unfeed):
             self.acked.pop(a.node, None)
-        elif isinstance(a, ev.Resync):
-            self.acked[a.node] = 0
+            self.versions.pop(a.node, None)
+            self.opened.discard(a.node)
         elif isinstance(a, ev.MembersChanged):
             m = a.members
             joint = " joint" if m.joint else ""
             self.node.checks.log(f"{self.app} members v{m.version} {m.nodes}{joint}")
-            self._stream()
+            for r in sorted(self.opened):
+                send(r, self._members_msg())
         elif isinstance(a, ev.Probe):
-            send(a.node, TermQuery(self.app, self.term))
+            send(a.node, AppQuery(self.app))
         elif isinstance(a, ev.SaveRole):
             if a.role == Role.STEPPED_DOWN.value:
                 self.node.checks.stepped_down(self.app, self.node.id, a.term)
         elif isinstance(a, ev.Ended):
-            if a.outcome in ("finished", "cancelled", "failed"):
-                self.node.checks.app_ended(self.app, self.term, self.node.id, a.outcome, self.table)
-            self._close()
+            ended = a.outcome in ("finished", "cancelled", "failed")
+            if ended:
+                me, table = self.node.id, self.table
+                self.node.checks.app_ended(self.app, self.term, me, a.outcome, table, self.journal)
+            self._close(complete=ended)
         return []
 
     def _run(self, task: str, attempt: int, worker: str) -> None:
+        """``RunTask``: what the task runs is the workload table's (the volunteer looks it up)."""
         cpus = self.spec.task(task).requirements.cpus
-        duration, code = self.node.world.workload.behaviour(self.app, task, attempt)
-        self.node.send(worker, RunTask(self.app, self.term, task, attempt, cpus, duration, code))
+        msg = RunTask(self.app, self.term, task, attempt, ("sim",), {}, None, cpus, (), b"", "")
+        self.node.send(worker, msg)
 
-    def _stream(self) -> None:
-        for r in list(self.acked):
-            self._stream_to(r)
+    # --- the journal stream (coordinator/replication.py's messages) ---------------------------
 
-    def _stream_to(self, r: str) -> None:
-        """Send replica ``r`` the journal from what it acknowledged (its heartbeat too)."""
-        start = self.acked.get(r, 0)
-        self.node.send(
-            r,
-            JournalAppend(
-                self.app,
-                self.term,
-                self.node.id,
-                self.spec,
-                start,
-                tuple(self.journal[start:]),
-                self.members,
-                tuple(self.links),
-            ),
+    def _open(self, r: str) -> None:
+        """The snapshot: every entry so far, then the replica set."""
+        me = self.node.id
+        snapshot = ReplicaOpen(
+            app=self.app,
+            term=self.term,
+            coordinator=me,
+            coordinator_host=me,
+            spec=self.spec.to_json(),
+            bundle=b"",
+            digest=_NO_BUNDLE,
+            user="",
+            replicas=self.members.nodes,
+            hosts={},
+            seq=len(self.journal),
+            entries="\n".join(self._encoded),
+            outputs=b"",
         )
+        self.node.send(r, snapshot)
+        self.node.send(r, self._members_msg())
+
+    def _append_msg(self, seq: int) -> JournalAppend:
+        return JournalAppend(self.app, self.term, seq, self._encoded[seq - 1], self.node.id, b"")
+
+    def _members_msg(self) -> Replicas:
+        m = self.members
+        return Replicas(self.app, self.term, m.nodes, m.version, m.old or (), m.joint)
+
+    def _resend(self) -> None:
+        """Every heartbeat: what a fed replica has not acknowledged (TCP's retransmission)."""
+        for r, acked in list(self.acked.items()):
+            if r not in self.opened:
+                self._open(r)
+                continue
+            for seq in range(acked + 1, len(self.journal) + 1):
+                self.node.send(r, self._append_msg(seq))
+            if self.versions.get(r, -1) < self.members.version:
+                self.node.send(r, self._members_msg())
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -279,16 +318,19 @@ class CoordinatorSide:
         if self.closed:
             return
         now = self.node.clock.now
-        if src in self.links and not isinstance(msg, (ReserveReply, Stale)):
+        if src in self.links and not isinstance(msg, (ReserveReply, AppState)):
             self.links[src].last_heard = now
         if isinstance(msg, TaskResult):
-            code, secs = msg.exit_code, msg.seconds
-            r = cm.TaskResult(self.app, msg.task, msg.attempt, code, secs, "", b"", _NO_OUTPUTS)
-            self._feed(ev.FromWorker(now, src, r))
+            self._feed(ev.FromWorker(now, src, msg))
         elif isinstance(msg, HeartbeatAck):
             self._heartbeat_ack(src, msg)
         elif isinstance(msg, ReserveReply):
             self._reserve_reply(src, msg)
+        elif isinstance(msg, Fenced):
+            if self.recruiting.pop(src, None) is not None:
+                self._feed(ev.ReserveFailed(now, src, "fenced", msg.term))
+            else:
+                self._feed(ev.FromWorker(now, src, msg))
         elif isinstance(msg, StageAck):
             w = self.links.get(src)
             if w is not None and not w.staged and msg.ok:
@@ -296,49 +338,35 @@ class CoordinatorSide:
                 self._feed(ev.Prepared(now, src))
                 self.wake()
         elif isinstance(msg, JournalAck):
-            if src in self.acked and msg.term == self.term:
-                if msg.members < 0:  # it lost its copy: send it all again
-                    ack = cm.JournalAck(self.app, msg.term, 0, False)
-                else:
-                    self.acked[src] = max(self.acked[src], msg.length)
-                    ack = cm.JournalAck(self.app, msg.term, msg.length, True, msg.members)
-                self._feed(ev.FromWorker(now, src, ack))
-            elif msg.term > self.term:
-                self._feed(ev.TermSeen(now, msg.term))
-        elif isinstance(msg, AppEndedAck):
-            pass
-        elif isinstance(msg, Stale):
-            if msg.term > self.term:
-                self._feed(ev.TermSeen(now, msg.term))
-            elif not msg.serving:
-                self._feed(ev.MemberState(now, src, msg.term, ""))
-                if src in self.links:
-                    self.links.pop(src, None)
-                    self._feed(ev.LinkLost(now, src, "serves something else"))
+            if src in self.acked and msg.term == self.term and msg.ok:
+                self.opened.add(src)
+                self.acked[src] = max(self.acked[src], msg.seq)
+                self.versions[src] = max(self.versions.get(src, -1), msg.members)
+            if src in self.acked or msg.term > self.term:
+                self._feed(ev.FromWorker(now, src, msg))
+        elif isinstance(msg, AppState):
+            self._feed(ev.MemberState(now, src, msg.term, msg.role))
+            if not msg.role and src in self.links:
+                self.links.pop(src, None)
+                self._feed(ev.LinkLost(now, src, "serves nothing of the app"))
 
     def _heartbeat_ack(self, src: str, m: HeartbeatAck) -> None:
         if src not in self.links:
             return
-        now = self.node.clock.now
-        running = tuple(f"{t}#{a}" for t, a in m.running)
-        self._feed(ev.FromWorker(now, src, cm.HeartbeatAck(self.app, m.term, running)))
+        self._feed(ev.FromWorker(self.node.clock.now, src, m))
         if self.closed or m.term != self.term:
             return
         reported = set(m.running)
         ledger = self.engine.ledger
         for key, (n, _) in list(ledger.running.items()):
-            if n == src and key not in reported and key not in ledger.in_flight:
+            if n == src and f"{key[0]}#{key[1]}" not in reported and key not in ledger.in_flight:
                 self._run(key[0], key[1], src)  # lost on the way? the worker ignores repeats
 
     def _reserve_reply(self, src: str, m: ReserveReply) -> None:
         now = self.node.clock.now
-        if m.term > self.term:
-            self.recruiting.pop(src, None)
-            self._feed(ev.ReserveFailed(now, src, "fenced", m.term))
-            return
         if src not in self.recruiting:
             if m.accepted and src not in self.links:
-                self.node.send(src, Release(self.app, self.term))  # too late: let it go
+                self.node.send(src, Release(self.app, self.term, "too late"))  # let it go
             return
         del self.recruiting[src]
         if not m.accepted:
@@ -349,9 +377,10 @@ class CoordinatorSide:
 
     # --- the end -------------------------------------------------------------------------------
 
-    def _close(self) -> None:
+    def _close(self, complete: bool = False) -> None:
         self.closed = True
-        self.node.remember(self.app, Voter(self.term, self.node.id, self.term))
+        voter = Voter(self.term, self.node.id, self.term)
+        self.node.remember(self.app, voter, durable=True, complete=complete)
         self.node.world.directory.withdraw_coordinator(self.app, self.node.id)
-        if self.node.coords.get(self.app) is self:  # type: ignore[comparison-overlap]
+        if self.node.coords.get(self.app) is self:
             del self.node.coords[self.app]
