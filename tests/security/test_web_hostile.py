@@ -6,6 +6,7 @@ and that the server still serves an honest client afterwards (docs/security.md's
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import time
@@ -13,9 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from bonjourgrid.testbed.browser import Chromium, require_chromium, texts
+from bonjourgrid.testbed.web_served import FixedSource, Served, machine, served
+from bonjourgrid.web import http as http_head
 from bonjourgrid.web.server import Limits
-from tests.web.headless_chromium import Chromium, require_chromium, texts
-from tests.web.served import FixedSource, Served, machine, served
 
 MARGIN = 10.0
 """Generous slack over a timeout for a loaded box (no timed assertion is tight)."""
@@ -24,10 +26,8 @@ MARGIN = 10.0
 def raw(port: int, data: bytes, *, source: str = "127.0.0.1", timeout: float = 15.0) -> bytes:
     """Send ``data``, read the answer until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout, (source, 0)) as s:
-        try:
-            s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # refused mid-send: what was answered is still readable
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall(data)  # refused mid-send: what was answered is still readable
         out = b""
         try:
             while chunk := s.recv(65536):
@@ -43,7 +43,9 @@ def status(answer: bytes) -> int:
 
 def honest(s: Served, source: str = "127.0.0.1") -> int:
     """An ordinary page load still works (the server survived)."""
-    get = f"GET /state.json?token={s.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    get = (
+        f"GET /state.json?token={s.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
     return status(raw(s.port, get.encode(), source=source))
 
 
@@ -110,7 +112,7 @@ def test_path_traversal_serves_no_file(view: Served, target: str) -> None:
     assert honest(view) == 200
 
 
-@pytest.mark.parametrize("token", [None, "", "wrong", "TOKEN-1", "%00", "A" * 4000])
+@pytest.mark.parametrize("token", [None, "", "wrong", "TOKEN-1", "%00", "A" * 1900, "A" * 4000])
 def test_a_shared_view_needs_its_token(token: str | None) -> None:
     """As with --web-listen on a LAN address: no token, a wrong one or a near miss is 401,
     for every path; the right one in the query or a Bearer header opens it."""
@@ -121,7 +123,8 @@ def test_a_shared_view_needs_its_token(token: str | None) -> None:
             q = "" if given is None else f"?token={given}"
             req = f"GET {path}{q} HTTP/1.1\r\nHost: 10.0.0.5:8470\r\n\r\n"
             answer = raw(s.port, req.encode())
-            assert status(answer) == 401 and b"pc1" not in answer
+            too_long = len(req.split(" ")[1]) > http_head.MAX_TARGET  # refused before the token
+            assert status(answer) == (400 if too_long else 401) and b"pc1" not in answer
         c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
         c.request("GET", "/state.json", headers={"Authorization": f"Bearer {s.token}"})
         assert c.getresponse().status == 200
@@ -140,7 +143,9 @@ def test_dns_rebinding_a_host_that_is_not_ours_is_refused(
     """A page that rebinds its own name to our address sends its own name as Host: refused
     (421) even with the right token; our own names and addresses are answered."""
     with served(loopback_only=loopback_only) as s:
-        req = f"GET /state.json?token={s.token} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        req = (
+            f"GET /state.json?token={s.token} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
         answer = raw(s.port, req.encode())
         assert status(answer) == want
         if want != 200:
@@ -215,24 +220,49 @@ def test_strings_from_the_lan_are_shown_as_text_in_a_real_browser() -> None:
     and a stderr that tries to break the event stream (``\\n\\ndata:``) is one value."""
     require_chromium("the escaping test")
     p = PAYLOADS
-    stderr = ("boom\n\ndata: {\"machines\":[]}\n\n" + p[3]).encode()
+    stderr = ('boom\n\ndata: {"machines":[]}\n\n' + p[3]).encode()
     src = FixedSource(
         machines=[machine(p[0]), machine("pc2", "worker", app=p[1])],
         apps=[
-            {"app": p[2], "name": p[0], "user": p[1], "coordinator": p[3], "term": 1,
-             "state": "running", "waiting_reason": p[0]},
-            {"app": "a1", "name": p[1], "user": "ann", "coordinator": "pc0", "term": 2,
-             "state": "coordinating", "counts": {"done": 1, "failed": 1}},
-        ],  # fmt: skip
+            {
+                "app": p[2],
+                "name": p[0],
+                "user": p[1],
+                "coordinator": p[3],
+                "term": 1,
+                "state": "running",
+                "waiting_reason": p[0],
+            },
+            {
+                "app": "a1",
+                "name": p[1],
+                "user": "ann",
+                "coordinator": "pc0",
+                "term": 2,
+                "state": "coordinating",
+                "counts": {"done": 1, "failed": 1},
+            },
+        ],
         docs={
             "a1": (
-                {"app": "a1", "name": p[2], "tasks": [
-                    {"id": p[0], "state": "failed", "attempts": 2, "worker": p[1],
-                     "exit_code": 1, "reason": p[2]},
-                    {"id": "t2", "state": "done", "attempts": 1, "worker": p[3]}]},
+                {
+                    "app": "a1",
+                    "name": p[2],
+                    "tasks": [
+                        {
+                            "id": p[0],
+                            "state": "failed",
+                            "attempts": 2,
+                            "worker": p[1],
+                            "exit_code": 1,
+                            "reason": p[2],
+                        },
+                        {"id": "t2", "state": "done", "attempts": 1, "worker": p[3]},
+                    ],
+                },
                 {p[0]: stderr},
             )
-        },  # fmt: skip
+        },
     )
     with served(src) as s, Chromium() as b:
         b.navigate(s.url() + "#app=a1")
@@ -244,3 +274,42 @@ def test_strings_from_the_lan_are_shown_as_text_in_a_real_browser() -> None:
         assert {p[2], "a1"} == set(texts(b, "#apps td.app"))
         assert p[0] in texts(b, "#tasks td.task")
         assert texts(b, "#tasks pre.stderr") == [stderr.decode()]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"GET /\r\n\r\n", b"GET  / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+     b"GET / HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
+     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nNoColon\r\n\r\n",
+     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n Folded: x\r\n\r\n",
+     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x01b\r\n\r\n",
+     "GET /\u00e9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(),
+     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+     b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+)  # fmt: skip
+def test_a_malformed_request_is_refused_400_and_closed(view: Served, head: bytes) -> None:
+    """Broken request lines, a missing Host, folded or nameless headers, control bytes,
+    non-ASCII, a TLS hello, a smuggled body: a 4xx naming no data, then the connection is
+    closed (raw() returns only once the server closes it)."""
+    tok = f"token={view.token}".encode()
+    head = head.replace(b" / ", b" /?" + tok + b" ", 1)
+    answer = raw(view.port, head)
+    assert status(answer) in (400, 413) and b"pc1" not in answer
+    assert honest(view) == 200
+
+
+def test_an_idle_kept_alive_connection_is_closed() -> None:
+    """A client that got its answer and then holds the connection open saying nothing is
+    closed after idle_timeout (it does not keep a slot for ever)."""
+    limits = Limits(idle_timeout=1.0)
+    with served(FixedSource(machines=[machine("pc1")]), limits=limits) as s:
+        c = socket.create_connection(("127.0.0.1", s.port), 15)
+        c.sendall(f"GET /state.json?token={s.token} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        c.settimeout(limits.idle_timeout + MARGIN)
+        t0 = time.monotonic()
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+        c.close()
+        assert data.startswith(b"HTTP/1.1 200") and b"pc1" in data
+        assert time.monotonic() - t0 < limits.idle_timeout + MARGIN  # closed, not timed out

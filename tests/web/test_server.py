@@ -7,9 +7,8 @@ import json
 import socket
 import time
 
+from bonjourgrid.testbed.web_served import FixedSource, machine, served
 from bonjourgrid.web.page import CSP, HTML, SCRIPT, STYLE
-
-from .served import FixedSource, machine, served
 
 
 def get(port: int, target: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:

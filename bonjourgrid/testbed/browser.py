@@ -1,6 +1,9 @@
 """A real headless Chromium driven over the DevTools protocol on a pipe (no port opened, no
 websocket library): ``--remote-debugging-pipe`` reads commands on fd 3 and answers on fd 4,
-each message JSON ended by a NUL byte. Tests read the page's DOM and take screenshots."""
+each message JSON ended by a NUL byte. Tests read the page's DOM and take screenshots.
+
+``wrap`` runs it elsewhere (a virtual-LAN host: ``Host.command``); the pipes survive the
+``ip netns exec``/``unshare``/``sh`` chain, which only execs."""
 
 from __future__ import annotations
 

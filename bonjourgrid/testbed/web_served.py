@@ -1,5 +1,5 @@
 """A WebServer over a fixed source, run on loopback in a thread of its own (for tests that
-talk to it with plain sockets or a browser)."""
+talk to it with plain sockets or a browser: tests/web, tests/security/test_web_hostile.py)."""
 
 from __future__ import annotations
 
