@@ -107,9 +107,13 @@ def _web(ctx: Ctx, open_browser: bool) -> None:
     except FileNotFoundError:
         url = ""
     if not url.startswith("http://"):
+        from .demo_web import demo_url
+
+        url = demo_url(ctx.paths.state_dir) or ""  # a `bjgrid demo --web` running here
+    if not url.startswith("http://"):
         raise Abort(
             "no web view: start this machine's daemon with `bjgrid join` (or `bjgrid serve`), "
-            "without --web-listen off",
+            "without --web-listen off, or run `bjgrid demo --web`",
             EXIT_GRID_FAILED,
         )
     click.echo(url)
