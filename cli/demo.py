@@ -2,7 +2,8 @@
 
 A private virtual LAN of volunteer hosts (network namespaces on a bridge of their own, with
 link-local addresses and real mDNS) when the kernel allows it; local worker processes on
-loopback otherwise. Never the real network.
+loopback otherwise. Never the real network. ``--web``: the demo grid's live web view, relayed
+to this machine's loopback (cli/demo_web.py).
 """
 
 from __future__ import annotations
