@@ -158,7 +158,13 @@ def test_the_web_view_shows_the_lan_and_an_app_moving_to_done(
 
         shot = tmp_path / "web-view.png"
         b.screenshot(shot)
+        b.phone()  # readable on a phone: nothing wider than the screen
+        b.wait_for("getComputedStyle(document.querySelector('#machines thead')).display"
+                   " === 'none'", timeout=10)  # fmt: skip
+        assert b.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        phone = tmp_path / "web-view-phone.png"
+        b.screenshot(phone)
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 30_000, len(data)  # not blank
-    copy = artifact(shot)
-    print(f"\nweb view screenshot: {shot}\n  copied to {copy}")
+    for png in (shot, phone):
+        print(f"\nweb view screenshot: {png}\n  copied to {artifact(png)}")
