@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -162,16 +160,6 @@ class Chromium:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def require_chromium(what: str) -> None:
-    """Skip (locally) or fail (under CI=true) when chromium is missing."""
-    import pytest
-
-    if chromium_path() is None:
-        if IN_CI:
-            pytest.fail(f"{what}: chromium is not installed (scripts/setup --dev)", pytrace=False)
-        pytest.skip(f"{what}: chromium is not installed")
 
 
 def texts(browser: Chromium, selector: str) -> Sequence[str]:

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from bonjourgrid.testbed import Host, VirtualLan
-from bonjourgrid.testbed.browser import Chromium, require_chromium, texts
+from bonjourgrid.testbed.browser import Chromium, texts
 from bonjourgrid.testbed.grid import Grid, patience
 
-pytestmark = pytest.mark.vlan
+pytestmark = [pytest.mark.vlan, pytest.mark.chromium]
 
 TASKS = 6
 TASK_SECONDS = 3
@@ -79,7 +79,6 @@ def web_url(grid: Grid, host: Host) -> str:
 def test_the_web_view_shows_the_lan_and_an_app_moving_to_done(
     vlan: Callable[..., VirtualLan], tmp_path: Path
 ) -> None:
-    require_chromium("the web view's browser test")
     lan = vlan(4)
     grid = Grid(lan)
     h3, h4 = lan.hosts[2], lan.hosts[3]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bonjourgrid.testbed.browser import Chromium, require_chromium, texts
+from bonjourgrid.testbed.browser import Chromium, texts
 from bonjourgrid.testbed.web_served import FixedSource, Served, machine, served
 from bonjourgrid.web import http as http_head
 from bonjourgrid.web.server import Limits
@@ -214,11 +214,11 @@ PAYLOADS = [
 ]
 
 
+@pytest.mark.chromium
 def test_strings_from_the_lan_are_shown_as_text_in_a_real_browser() -> None:
     """Host names, app ids and names, owners, task ids, workers, reasons and a stderr tail
     crafted as markup reach the page as text: nothing runs, no element is made from them,
     and a stderr that tries to break the event stream (``\\n\\ndata:``) is one value."""
-    require_chromium("the escaping test")
     p = PAYLOADS
     stderr = ('boom\n\ndata: {"machines":[]}\n\n' + p[3]).encode()
     src = FixedSource(
