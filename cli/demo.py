@@ -2,15 +2,19 @@
 
 A private virtual LAN of volunteer hosts (network namespaces on a bridge of their own, with
 link-local addresses and real mDNS) when the kernel allows it; local worker processes on
-loopback otherwise. Never the real network.
+loopback otherwise. Never the real network. ``--web``: the demo grid's live web view, relayed
+to this machine's loopback (cli/demo_web.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -44,8 +48,14 @@ def example_dir() -> Path:
     is_flag=True,
     help="Use local worker processes even if a virtual LAN could be made.",
 )
+@click.option(
+    "--web",
+    is_flag=True,
+    help="Watch it in a browser: print the demo grid's web view URL (also given by "
+    "`bjgrid status --web`); the view stays open after the app, until Ctrl-C.",
+)
 @pass_ctx
-def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
+def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool, web: bool) -> None:
     """Run the bundled example (12 squares and their sum) on a demo grid on this machine."""
     from bonjourgrid.testbed import available
 
@@ -54,8 +64,14 @@ def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="bjgrid-demo-") as tmp:
         app = Path(tmp) / "squares"
         shutil.copytree(example_dir(), app)
+        if web and (force_local or not ok):
+            raise Abort(
+                f"--web needs the demo's virtual LAN ({'--local given' if ok else why})",
+                EXIT_GRID_FAILED,
+            )
         if ok and not force_local:
-            code = _lan_demo(hosts, app / "app.json", output, Path(tmp))
+            state = ctx.paths.state_dir if web else None
+            code = _lan_demo(hosts, app / "app.json", output, Path(tmp), state)
         else:
             if not force_local:
                 click.echo(
@@ -79,7 +95,9 @@ def demo(ctx: Ctx, hosts: int, output: Path, force_local: bool) -> None:
     sys.exit(code)
 
 
-def _lan_demo(n: int, app_json: Path, output: Path, tmp: Path) -> int:
+def _lan_demo(n: int, app_json: Path, output: Path, tmp: Path, web_state: Path | None) -> int:
+    """The demo on a virtual LAN; with ``web_state`` (the state dir for demo-web.url) the
+    submitting host serves the web view, relayed here (cli/demo_web.py)."""
     from bonjourgrid.testbed import VirtualLan
     from bonjourgrid.testbed.grid import Grid
 
@@ -93,8 +111,29 @@ def _lan_demo(n: int, app_json: Path, output: Path, tmp: Path) -> int:
             grid.wait_idle(user, volunteers)
         except (RuntimeError, TimeoutError) as e:
             raise Abort(f"the demo grid did not come up: {e}", EXIT_GRID_FAILED) from None
-        proc = grid.popen_cli(user, "submit", str(app_json), "--output", str(output))
-        code = proc.wait()
-        status = grid.cli(user, "status", timeout=30)
-        sys.stderr.write(status.stdout.decode(errors="replace"))
+        with contextlib.ExitStack() as stack:
+            if web_state is not None:
+                from .demo_web import demo_web_view
+
+                url = stack.enter_context(demo_web_view(grid, user, tmp, web_state))
+                click.echo(f"demo web view: {url}", err=True)
+            proc = grid.popen_cli(user, "submit", str(app_json), "--output", str(output))
+            code = proc.wait()
+            status = grid.cli(user, "status", timeout=30)
+            sys.stderr.write(status.stdout.decode(errors="replace"))
+            if web_state is not None:
+                click.echo("demo web view still open; Ctrl-C ends the demo", err=True)
+                _wait_for_interrupt()
         return code
+
+
+def _wait_for_interrupt() -> None:
+    """Until Ctrl-C (or SIGTERM: the LAN is still cleaned up)."""
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)

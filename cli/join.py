@@ -17,6 +17,7 @@ from bonjourgrid.discovery import DiscoveryError
 from bonjourgrid.policy.volunteer import OWNER_ACTIVITY_FILE, settings_from
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
+from .web_option import serving, web_listen_option
 
 
 @click.command()
@@ -97,6 +98,7 @@ from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
     metavar="CODE",
     help="Receive the grid key from a machine running `bjgrid invite` first (its code).",
 )
+@web_listen_option
 @pass_ctx
 def join(
     ctx: Ctx,
@@ -112,6 +114,7 @@ def join(
     max_memory: int | None,
     trust: tuple[Path, ...],
     allow_unisolated: bool,
+    web_listen: str,
     pair_code: str | None,
 ) -> None:
     """Volunteer this machine to the grid until SIGINT/SIGTERM.
@@ -174,14 +177,14 @@ def join(
     if workdir is not None:
         daemon.agent.work_dir = workdir
     try:
-        asyncio.run(_serve(daemon, port_file))
+        asyncio.run(_serve(daemon, port_file, web_listen))
     except DaemonRunning as e:
         raise Abort(str(e), EXIT_GRID_FAILED) from None
     except DiscoveryError as e:
         raise Abort(f"discovery: {e}", EXIT_GRID_FAILED) from None
 
 
-async def _serve(daemon: NodeDaemon, port_file: Path | None) -> None:
+async def _serve(daemon: NodeDaemon, port_file: Path | None, web_listen: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -192,6 +195,7 @@ async def _serve(daemon: NodeDaemon, port_file: Path | None) -> None:
         tmp.write_text(f"{daemon.port}\n")
         tmp.rename(port_file)
     try:
-        await stop.wait()
+        async with serving(daemon, web_listen):
+            await stop.wait()
     finally:
         await daemon.stop()

@@ -48,6 +48,8 @@ def local_workers(ctx: Ctx, n: int, base: Path) -> Iterator[list[tuple[str, int]
                 "1",
                 "--port-file",
                 str(port_file),
+                "--web-listen",
+                "off",
             ]
             with open(home / "join.log", "wb") as log:
                 procs.append(

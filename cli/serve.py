@@ -25,6 +25,7 @@ from bonjourgrid.discovery import DiscoveryError
 
 from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
 from .daemon_client import daemon_answers
+from .web_option import serving, web_listen_option
 
 LINGER = 600.0
 """Default seconds a background daemon stays once it coordinates nothing (a `watch` or
@@ -40,8 +41,9 @@ _START_TIMEOUT = 30.0
     show_default=True,
     help="Exit once no app has been coordinated here for this many seconds (0: never).",
 )
+@web_listen_option
 @pass_ctx
-def serve(ctx: Ctx, linger: float) -> None:
+def serve(ctx: Ctx, linger: float, web_listen: str) -> None:
     """Run this host's daemon without volunteering (coordinates only; offers no slots)."""
     setup_logging(max(ctx.verbose, 1), log_file=ctx.paths.log_dir / "daemon.log")
     key = ctx.key()
@@ -51,14 +53,14 @@ def serve(ctx: Ctx, linger: float) -> None:
         paths=paths, config=ctx.config, key=key, host=host, volunteer=False, mdns=True
     )
     try:
-        asyncio.run(_serve(daemon, linger))
+        asyncio.run(_serve(daemon, linger, web_listen))
     except DaemonRunning as e:
         raise Abort(str(e), EXIT_GRID_FAILED) from None
     except DiscoveryError as e:
         raise Abort(f"discovery: {e}", EXIT_GRID_FAILED) from None
 
 
-async def _serve(daemon: NodeDaemon, linger: float) -> None:
+async def _serve(daemon: NodeDaemon, linger: float, web_listen: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,13 +68,14 @@ async def _serve(daemon: NodeDaemon, linger: float) -> None:
     await daemon.start()
     idle_since = time.monotonic()
     try:
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-            if any(a.role.coordinating for a in daemon.apps.values()):
-                idle_since = time.monotonic()
-            elif linger and time.monotonic() - idle_since > linger:
-                break
+        async with serving(daemon, web_listen):
+            while not stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                if any(a.role.coordinating for a in daemon.apps.values()):
+                    idle_since = time.monotonic()
+                elif linger and time.monotonic() - idle_since > linger:
+                    break
     finally:
         await daemon.stop()
 

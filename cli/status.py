@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import webbrowser
 
 import click
 from rich.table import Table
 
 from bonjourgrid.daemon.local_messages import StatusReply, StatusRequest
 
-from .context import Ctx, pass_ctx, setup_logging
-from .daemon_client import daemon_session
+from .context import EXIT_GRID_FAILED, Abort, Ctx, pass_ctx, setup_logging
+from .daemon_client import daemon_answers, daemon_session
 
 
 @click.command()
@@ -24,8 +25,17 @@ from .daemon_client import daemon_session
     show_default=True,
     help="Seconds the whole command may take.",
 )
+@click.option(
+    "--web",
+    is_flag=True,
+    help="Print the URL (with its token) of the live web view this machine's daemon serves "
+    "(`bjgrid join`/`serve --web-listen`; docs/web.md) instead of the table.",
+)
+@click.option(
+    "--open", "open_browser", is_flag=True, help="With --web: also open the URL in a browser."
+)
 @pass_ctx
-def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
+def status(ctx: Ctx, as_json: bool, timeout: float, web: bool, open_browser: bool) -> None:
     """List this grid's machines: idle or worker, reachable or not, and what they run.
 
     Every listed machine is asked directly over the authenticated control channel; one that
@@ -33,6 +43,9 @@ def status(ctx: Ctx, as_json: bool, timeout: float) -> None:
     crashed machine listed for a long time).
     """
     setup_logging(ctx.verbose)
+    if web or open_browser:
+        _web(ctx, open_browser)
+        return
     rows = asyncio.run(_status(ctx, timeout))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -82,6 +95,30 @@ async def _status(ctx: Ctx, timeout: float) -> list[dict[str, object]]:
         reply = await session.call(StatusRequest(max(0.2, left - 0.1)), timeout=left + 1)
     assert isinstance(reply, StatusReply)
     return [r for r in reply.machines if isinstance(r, dict)]
+
+
+def _web(ctx: Ctx, open_browser: bool) -> None:
+    """The web view's URL (with its token) from the running daemon's state dir."""
+    from bonjourgrid.web.hook import url_file
+
+    path = url_file(ctx.paths.state_dir)
+    try:
+        url = path.read_text().strip() if daemon_answers(ctx) else ""
+    except FileNotFoundError:
+        url = ""
+    if not url.startswith("http://"):
+        from .demo_web import demo_url
+
+        url = demo_url(ctx.paths.state_dir) or ""  # a `bjgrid demo --web` running here
+    if not url.startswith("http://"):
+        raise Abort(
+            "no web view: start this machine's daemon with `bjgrid join` (or `bjgrid serve`), "
+            "without --web-listen off, or run `bjgrid demo --web`",
+            EXIT_GRID_FAILED,
+        )
+    click.echo(url)
+    if open_browser and not webbrowser.open(url):
+        click.echo("bjgrid: no browser found here; open the URL above", err=True)
 
 
 def _owner(r: dict[str, object]) -> str:

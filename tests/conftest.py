@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bonjourgrid.testbed import VirtualLan, available, destroy_namespaces, leftover_namespaces
+from bonjourgrid.testbed.browser import chromium_path
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -30,9 +31,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.vlan)
 
 
+def require_chromium() -> None:
+    """Skip (locally) or fail (in CI) when Debian's chromium is missing."""
+    if chromium_path() is None:
+        if IN_CI:
+            pytest.fail("chromium is not installed (scripts/setup --dev)", pytrace=False)
+        pytest.skip("chromium is not installed (scripts/setup --dev installs it)")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("vlan") is not None:
         require_vlan()
+    if item.get_closest_marker("chromium") is not None:
+        require_chromium()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ every command."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,57 @@ def test_help_lists_every_command_and_each_resolves() -> None:
         assert command is not None and command.name == name
         assert command.hidden or f"  {name} " in r.output
     assert cli.get_command(None, "nope") is None  # type: ignore[arg-type]
+
+
+RUN_JOIN = """
+import json, os, signal, sys, threading, time, urllib.request
+from pathlib import Path
+from bonjourgrid.cli.main import cli
+
+state = Path(os.environ["BJGRID_HOME"]) / "state"
+seen = {}
+
+def web_modules():
+    return sorted(m for m in sys.modules if m.startswith("bonjourgrid.web"))
+
+def watch():
+    deadline = time.monotonic() + 60
+    while not (state / "web.url").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen["idle"] = web_modules()
+    url = (state / "web.url").read_text().strip()
+    with urllib.request.urlopen(url, timeout=20) as r:
+        seen["page"] = [r.status, len(r.read())]
+    seen["used"] = web_modules()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=watch, daemon=True).start()
+try:
+    cli(["join", "--no-mdns", "--listen", "127.0.0.1", "--slots", "1"], standalone_mode=False)
+finally:
+    print(json.dumps(seen))
+"""
+
+
+def test_an_idle_join_loads_no_web_module_until_a_browser_connects(tmp_path: Path) -> None:
+    """The idle cost of `bjgrid join` does not grow with the web view: it binds the view's
+    port (hook.py, standard library only) and loads the server on the first request."""
+    from bonjourgrid.gridkey import GridKey, write_key
+
+    key = tmp_path / "grid.key"
+    write_key(GridKey.generate(), key)
+    env = {**os.environ, "BJGRID_HOME": str(tmp_path / "home"), "BJGRID_KEY_FILE": str(key)}
+    env.pop("BJGRID_WEB_LISTEN", None)
+    r = subprocess.run(
+        [sys.executable, "-c", RUN_JOIN], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert r.stdout.strip(), r.stderr[-3000:]
+    seen = json.loads(r.stdout.splitlines()[-1])
+    assert seen["idle"] == ["bonjourgrid.web", "bonjourgrid.web.hook"], seen
+    assert seen["page"][0] == 200 and seen["page"][1] > 1000
+    for loaded in ("server", "page", "http", "access", "source", "snapshot"):
+        assert f"bonjourgrid.web.{loaded}" in seen["used"]
+    assert not (tmp_path / "home" / "state" / "web.url").exists()  # removed at the stop
 
 
 KEY_PROBE = """
