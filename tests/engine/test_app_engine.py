@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from bonjourgrid.app.spec import AppSpec, TaskSpec
 from bonjourgrid.control.messages import (
     NO_FREE_SLOT,
+    GiveBack,
     HeartbeatAck,
     JournalAck,
     TaskResult,
@@ -28,6 +29,7 @@ from bonjourgrid.engine.app_events import (
     Prepare,
     Prepared,
     Recruit,
+    Release,
     Reserved,
     Seen,
     StageOutputs,
@@ -312,3 +314,15 @@ def test_after_a_takeover_a_rehomed_workers_unjournaled_attempt_is_adopted() -> 
     [x] = [a.entry for a in of(out, Append) if isinstance(a, Append)]
     assert isinstance(x, je.Started) and (x.task, x.attempt, x.worker) == ("t2", 1, "a")
     assert of(commit(e, "a", "t2", 10.3), Ack)
+
+
+def test_a_give_back_requeues_the_attempt_and_releases_the_worker_saying_why() -> None:
+    e = AppEngine(app=APP, spec=spec(1), me="coord", now=0.0)
+    launched = of(linked(e, {"a": 1}), Launch)
+    assert [(a.task, a.worker) for a in launched if isinstance(a, Launch)] == [("t1", "a")]
+    why = "paused by its owner for over 60 s"
+    out = e.handle(FromWorker(1.0, "a", GiveBack(APP, "t1", 1, why)))
+    released = [a for a in of(out, Release) if isinstance(a, Release)]
+    assert [(r.worker, r.reason) for r in released] == [("a", why)]  # not "its owner needs it"
+    rec = e.table.record("t1")
+    assert rec.state.value == "ready" and rec.attempts == 1  # requeued, not a failure
