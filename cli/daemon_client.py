@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bonjourgrid.control.channel import LocalChannel, open_local
+from bonjourgrid.control.local_channel import LocalChannel, open_local
 from bonjourgrid.daemon.hostinfo import detect, load_node_key
 from bonjourgrid.daemon.local_messages import LOCAL, Failure
 from bonjourgrid.daemon.lock import DaemonRunning

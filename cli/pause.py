@@ -16,7 +16,7 @@ import json
 
 import click
 
-from bonjourgrid.control.channel import open_local
+from bonjourgrid.control.local_channel import open_local
 from bonjourgrid.daemon.local_messages import LOCAL, Failure, Pause, PauseReply
 from bonjourgrid.policy import pause as pause_state
 

@@ -5,18 +5,11 @@ See docs/protocol.md for the wire format.
 
 from __future__ import annotations
 
-from bonjourgrid.control.channel import (
-    AuthError,
-    Channel,
-    ChannelClosed,
-    LocalChannel,
-    connect,
-    open_local,
-    serve,
-    serve_local,
-)
+from bonjourgrid.control.channel import AuthError, Channel, connect, serve
 from bonjourgrid.control.codec import MAX_MESSAGE, MessageError, Registry
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.framing import MAX_FRAME
+from bonjourgrid.control.local_channel import LocalChannel, open_local, serve_local
 from bonjourgrid.control.messages import (
     CONTROL,
     AppEnded,

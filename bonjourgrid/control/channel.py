@@ -1,13 +1,9 @@
-"""Channels that carry registry messages: authenticated TCP between daemons, and a plain Unix
-socket between the CLI and its local daemon.
+"""The authenticated TCP channel between daemons: ``connect`` and ``serve`` run the handshake
+(control/auth.py) over frames, then hand over a :class:`Channel` whose every frame is sealed.
 
-Contract shared by both kinds: ``send`` may be called by several tasks at once (serialised by a
-lock); ``recv`` returns the next valid message; an authentic frame whose payload does not decode
-or whose ids fail the rules (control/message_checks.py) is logged and closes the channel,
-as does, on an authenticated channel, a message naming a sender other than the node the
-handshake proved (control/sender_claims.py); and ``recv`` raises :class:`ChannelClosed` at
-end of stream or on any framing or authentication failure (the connection is then closed).
-``close`` is idempotent.
+The channel contract (send/recv/request/close) is control/frame_channel.py's; on this channel a
+message naming a sender other than the node the handshake proved also closes it
+(control/sender_claims.py).
 """
 
 from __future__ import annotations
@@ -15,13 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import socket
-import stat
-import struct
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 
 from bonjourgrid.control.admission import (
     MAX_HANDSHAKES,
@@ -33,28 +24,21 @@ from bonjourgrid.control.auth import (
     EPHEMERAL_BYTES,
     MAX_HANDSHAKE_FRAME,
     ClientHandshake,
-    FrameAuthError,
     HandshakeError,
     ServerHandshake,
     Session,
     refusal,
 )
-from bonjourgrid.control.codec import MessageError, Registry
+from bonjourgrid.control.codec import Registry
 from bonjourgrid.control.dial import PREFERENCES, listen_socket, open_connection, unmapped
-from bonjourgrid.control.framing import MAX_FRAME, FrameReader, FrameTooLarge, write_frame
+from bonjourgrid.control.frame_channel import FrameChannel
+from bonjourgrid.control.framing import FrameReader, FrameTooLarge, write_frame
 from bonjourgrid.control.messages import CONTROL
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.control.sender_claims import false_claim
 from bonjourgrid.gridkey import GridKey
 
 log = logging.getLogger("bonjourgrid.control")
-
-_CLOSE_GRACE = 1.0
-"""Seconds ``close`` waits for buffered bytes to flush before aborting the connection."""
-
-
-class ChannelClosed(Exception):
-    """The channel is closed: end of stream, a framing/authentication failure, or close()."""
 
 
 class AuthError(Exception):
@@ -66,124 +50,6 @@ class AuthError(Exception):
         self.reason = reason
 
 
-class _FrameChannel:
-    """Messages over frames; subclasses wrap payloads (MAC) or not."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: Registry
-    ) -> None:
-        self._frames = FrameReader(reader, max_size=MAX_FRAME)
-        self._writer = writer
-        self._registry = registry
-        self._send_lock = asyncio.Lock()
-        self._recv_lock = asyncio.Lock()
-        self._closed = False
-
-    def _seal(self, payload: bytes) -> bytes:
-        return payload
-
-    def _open(self, frame: bytes) -> bytes:
-        return frame
-
-    def _refuse(self, msg: object) -> str | None:
-        """Why an authentic, valid message must still end the conversation (None: it need
-        not)."""
-        return None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def send(self, msg: object) -> None:
-        """Send one message. MessageError if it cannot be encoded; ChannelClosed if closed."""
-        payload = self._registry.encode(msg)
-        async with self._send_lock:
-            if self._closed:
-                raise ChannelClosed(f"{self} is closed")
-            try:
-                write_frame(self._writer, self._seal(payload))
-                await self._writer.drain()
-            except (OSError, FrameAuthError, FrameTooLarge) as e:
-                self._abort()  # the frame may be half-written or its seq used: the stream is lost
-                raise ChannelClosed(f"{self}: send failed: {e}") from e
-
-    async def recv(self) -> object:
-        """The next message that decodes; ChannelClosed at EOF or on failure."""
-        async with self._recv_lock:
-            while True:
-                if self._closed:
-                    raise ChannelClosed(f"{self} is closed")
-                try:
-                    frame = await self._frames.read()
-                except EOFError:
-                    self._abort()
-                    raise ChannelClosed(f"{self}: closed by peer") from None
-                except (FrameTooLarge, OSError) as e:
-                    log.warning("closing %s: %s", self, e)
-                    self._abort()
-                    raise ChannelClosed(f"{self}: {e}") from e
-                try:
-                    payload = self._open(frame)
-                except FrameAuthError as e:
-                    log.warning("closing %s: frame failed authentication: %s", self, e)
-                    self._abort()
-                    raise ChannelClosed(f"{self}: {e}") from e
-                try:
-                    msg = self._registry.decode(payload)
-                except MessageError as e:
-                    # An authentic peer that sends an invalid message (a bad id, a path, an
-                    # unknown kind) is buggy or hostile: refuse it and end the conversation.
-                    log.warning("refused an invalid message from %s, closing: %s", self, e)
-                    self._abort()
-                    raise ChannelClosed(f"{self}: invalid message: {e}") from e
-                why = self._refuse(msg)
-                if why is not None:
-                    log.warning("refused a message from %s, closing: %s", self, why)
-                    self._abort()
-                    raise ChannelClosed(f"{self}: {why}")
-                return msg
-
-    async def request(self, msg: object, *, timeout: float) -> object:
-        """Send ``msg`` and return the next message. On timeout the channel is closed (a late
-        reply must not be taken for the answer to a later request) and TimeoutError raised."""
-        try:
-            return await asyncio.wait_for(self._send_recv(msg), timeout)
-        except asyncio.TimeoutError:
-            await self.close()
-            raise
-
-    async def _send_recv(self, msg: object) -> object:
-        await self.send(msg)
-        return await self.recv()
-
-    def _abort(self) -> None:
-        self._closed = True
-        self._writer.transport.abort()
-
-    async def close(self) -> None:
-        """Close the connection (flushing what was sent, for up to a second). Idempotent."""
-        self._closed = True
-        if not self._writer.is_closing():
-            self._writer.close()
-        try:
-            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_GRACE)
-        except asyncio.TimeoutError:
-            self._writer.transport.abort()
-        except Exception:  # the peer may have reset: closed is closed
-            pass
-
-    async def __aenter__(self) -> _FrameChannel:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
 def _peer_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -191,7 +57,7 @@ def _peer_address(writer: asyncio.StreamWriter) -> tuple[str, int]:
     return ("?", 0)
 
 
-class Channel(_FrameChannel):
+class Channel(FrameChannel):
     """An authenticated TCP channel to another daemon of the same grid. ``peer_node`` is
     proven (the peer showed the node key whose fingerprint it is and signed the handshake)."""
 
@@ -434,81 +300,3 @@ async def serve(
     if isinstance(host, str) and (sock := listen_socket(host, port)) is not None:
         return await asyncio.start_server(handle, sock=sock)  # "::": both families, one port
     return await asyncio.start_server(handle, "0.0.0.0" if host == "::" else host, port)
-
-
-# --- local (CLI <-> daemon) ----------------------------------------------------------------
-
-_PEERCRED = struct.Struct("3i")
-
-
-def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket; (-1, -1) if unknown."""
-    sock = writer.get_extra_info("socket")
-    opt = getattr(socket, "SO_PEERCRED", None)
-    if sock is None or opt is None:
-        return -1, -1
-    pid, uid, _gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _PEERCRED.size))
-    return pid, uid
-
-
-class LocalChannel(_FrameChannel):
-    """A plain (unauthenticated) channel over a Unix socket; the kernel names the peer."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: Registry
-    ) -> None:
-        super().__init__(reader, writer, registry)
-        self.peer_pid, self.peer_uid = _peer_credentials(writer)
-
-    def __str__(self) -> str:
-        return f"local channel with pid {self.peer_pid} (uid {self.peer_uid})"
-
-
-async def open_local(path: str, *, registry: Registry, timeout: float) -> LocalChannel:
-    """Connect to a local daemon's socket; OSError or asyncio.TimeoutError on failure."""
-    reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout)
-    return LocalChannel(reader, writer, registry)
-
-
-def _remove_stale_socket(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(f"{path} exists and is not a socket; not removing it")
-    os.unlink(path)
-
-
-async def serve_local(
-    path: str,
-    *,
-    registry: Registry,
-    on_channel: Callable[[LocalChannel], Awaitable[None]],
-) -> asyncio.AbstractServer:
-    """Listen on a Unix socket created with mode 0600 (a stale socket file is replaced; the
-    daemon's lock guarantees no live daemon owns it). The channel closes when the handler
-    returns; handler exceptions are logged."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            channel = LocalChannel(reader, writer, registry)
-        except OSError:
-            log.exception("cannot identify the local peer")
-            writer.transport.abort()
-            return
-        try:
-            await on_channel(channel)
-        except Exception:
-            log.exception("local handler for %s failed", channel)
-        finally:
-            await channel.close()
-
-    _remove_stale_socket(path)
-    old_umask = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(handle, path)
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, 0o600)
-    return server

@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from bonjourgrid.ce_backends.base import WorkerHandle
 from bonjourgrid.config import Config
-from bonjourgrid.control.channel import Channel, ChannelClosed
+from bonjourgrid.control.channel import Channel
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.messages import Heartbeat
 
 log = logging.getLogger(__name__)

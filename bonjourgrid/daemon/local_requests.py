@@ -15,7 +15,8 @@ from bonjourgrid.app.load import AppError
 from bonjourgrid.app.request_proof import ProofError, RequestProof
 from bonjourgrid.app.signing import AppSignature, SigningError
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.control.channel import ChannelClosed, LocalChannel
+from bonjourgrid.control.frame_channel import ChannelClosed
+from bonjourgrid.control.local_channel import LocalChannel
 from bonjourgrid.control.messages import AppResults, Error
 from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.matchmaking import Offer, fit_rows

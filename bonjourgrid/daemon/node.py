@@ -34,7 +34,8 @@ from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends import leftovers
 from bonjourgrid.config import Config
 from bonjourgrid.control.admission import raise_open_files_limit
-from bonjourgrid.control.channel import Channel, serve, serve_local
+from bonjourgrid.control.channel import Channel, serve
+from bonjourgrid.control.local_channel import serve_local
 from bonjourgrid.control.messages import (
     AppQuery,
     CancelApp,

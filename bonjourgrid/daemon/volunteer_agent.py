@@ -31,7 +31,8 @@ from bonjourgrid.ce_backends.embedded import bwrap
 from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
 from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
-from bonjourgrid.control.channel import Channel, ChannelClosed
+from bonjourgrid.control.channel import Channel
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.messages import (
     AppEnded,
     CancelTask,

@@ -17,8 +17,8 @@ beside IPv4 ones.
 A background task polls ``select_links``; when the bound set changes, the stacks are closed
 (goodbyes) and new ones started on the new links, re-registering the desired records and
 restarting the browsers. Records seen by the old stack that the new one does not see again
-within ``RESTART_SETTLE`` leave the view. With no usable address there is no stack: records
-wait in the desired state and the poll keeps looking.
+within ``RESTART_SETTLE`` (browse.py) leave the view. With no usable address there is no
+stack: records wait in the desired state and the poll keeps looking.
 
 A slow start is waited for, never a crash (issue 16): on a loaded machine zeroconf's engine
 may not be up within its own 9 s (``NotRunningException``, after which that instance can never
@@ -27,10 +27,8 @@ start). A new stack is watched until it runs, up to ``start_patience``, with a w
 running (or that stops under a registration) is closed and the address poll starts a new one,
 the records waiting in the desired state meanwhile.
 
-One browser covers the three types. Added/Updated starts an owned resolve task (answered from
-cache as a rule: replies carry SRV, TXT and A together); Removed drops the record. Records with
-another grid id are ignored; malformed TXT is dropped and logged once. Our own records come
-from the desired state, not from the network.
+Browsing is browse.py's ``GridBrowser``: one browser per stack covers the three types and
+feeds the view; our own records come from the desired state, not from the network.
 
 Threading: every method runs in the asyncio loop that called ``start()``; listeners are
 called in that loop.
@@ -40,48 +38,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import socket
 from collections.abc import Callable, Sequence
 
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
+from zeroconf import ServiceInfo
 
 from bonjourgrid.control.addresses import scoped
 
+from .browse import GridBrowser
 from .interfaces import DiscoveryError, Link, select_links
-from .link_stack import LinkStack, StackLost, learned_addresses
-from .names import (
-    ALL_TYPES,
-    COORD_TYPE,
-    IDLE_TYPE,
-    WORKER_TYPE,
-    instance_label,
-    instance_of,
-    server_name,
-)
-from .txt import (
-    CoordTxt,
-    NodeTxt,
-    TxtError,
-    decode_coord,
-    decode_node,
-    encode_coord,
-    encode_node,
-    with_revision,
-)
+from .link_stack import LinkStack, StackLost
+from .names import COORD_TYPE, IDLE_TYPE, WORKER_TYPE, instance_label, server_name
+from .txt import CoordTxt, NodeTxt, encode_coord, encode_node, with_revision
 from .view import CoordinatorRecord, Machine, Record, View
 
 log = logging.getLogger(__name__)
 
-RESOLVE_TIMEOUT_MS = 1000
-"""How long to wait for SRV/TXT/A not already in the cache. Announcements and answers carry all
-of them, so a resolve is normally instant; one unanswered query is retried within this time."""
-RESTART_SETTLE = 3.0
-"""After a restart on new addresses, how long records seen only by the old stack stay listed.
-A fresh browse resolves 32 services in ~0.09 s (DESIGN.md); this leaves a wide margin."""
 START_WAIT = 9.0
 """A starting mDNS stack later than this is reported (zeroconf's own start-up wait)."""
 START_PATIENCE = 60.0
@@ -90,8 +64,6 @@ START_PATIENCE = 60.0
 _REVISION_MODULUS = 10**9
 """Revisions wrap here (9 digits in the TXT record)."""
 _NO_INTERFACE = "no usable network interface for mDNS"
-_MAX_REJECTED_MEMORY = 1024
-"""Bound on remembered malformed records (logged once each), so a noisy peer cannot grow it."""
 
 
 class Discovery:
@@ -137,15 +109,13 @@ class Discovery:
         # The view.
         self._view = View()
         self._own_names: set[str] = set()
-        # (link, name) the browser of that link reported Added and not Removed
-        self._present: set[tuple[str, str]] = set()
-        self._rejected: set[tuple[str, bytes]] = set()
         self._listeners: list[Callable[[], None]] = []
+        self._browser = GridBrowser(
+            grid_id=grid_id, view=self._view, own_names=self._own_names, notify=self._notify
+        )
         # Tasks we own.
         self._lock = asyncio.Lock()
-        self._resolving: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._poll_task: asyncio.Task[None] | None = None
-        self._stale_task: asyncio.Task[None] | None = None
         self._last_poll_problem = ""
         self._closed = False
 
@@ -336,29 +306,13 @@ class Discovery:
             self._lost(stack, e)
 
     def _start_browsers(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._browse_started = loop.time()
-        if not self._browse:
-            return
-        self._view.generation += 1
-        if self._view.generation > 1:
-            self._stale_task = loop.create_task(self._drop_stale(self._view.generation))
-        for stack in self._running():
-            assert stack.aiozc is not None
-            stack.browser = AsyncServiceBrowser(
-                stack.aiozc.zeroconf,
-                list(ALL_TYPES),
-                handlers=[functools.partial(self._on_state_change, stack)],
-            )
+        self._browse_started = asyncio.get_running_loop().time()
+        if self._browse:
+            self._browser.start(self._running())
 
     async def _stop_stack(self) -> None:
         """Cancels our tasks, stops browsing, sends goodbyes for everything, closes."""
-        for task in self._resolving.values():
-            task.cancel()
-        if self._stale_task is not None:
-            self._stale_task.cancel()
-        self._resolving.clear()
-        self._present.clear()
+        self._browser.stop()
         stacks, self._stacks = list(self._stacks.values()), {}
         await asyncio.gather(*(s.close() for s in stacks))
         self._links = []
@@ -385,11 +339,6 @@ class Discovery:
                     log.info("mDNS links %s -> %s", _names(self._links), _names(links))
                 await self._stop_stack()
                 await self._start_stack(links)
-
-    async def _drop_stale(self, generation: int) -> None:
-        await asyncio.sleep(RESTART_SETTLE)
-        if self._view.drop_older_than(generation, keep=self._own_names):
-            self._notify()
 
     # --- registration helpers -----------------------------------------------------------
 
@@ -445,91 +394,7 @@ class Discovery:
         if changed:
             self._notify()
 
-    # --- browsing -----------------------------------------------------------------------
-
-    def _on_state_change(
-        self,
-        stack: LinkStack,
-        zeroconf: Zeroconf,
-        service_type: str,
-        name: str,
-        state_change: ServiceStateChange,
-    ) -> None:
-        key = name.lower()
-        if key in self._own_names:
-            return
-        link = stack.link.name
-        where = (link, key)
-        if state_change is ServiceStateChange.Updated and where not in self._present:
-            # zeroconf reports an address change to every service of that host still in its
-            # cache, including one just withdrawn (its records linger 1 s after a goodbye).
-            return
-        previous = self._resolving.pop(where, None)
-        if previous is not None:
-            previous.cancel()
-        if state_change is ServiceStateChange.Removed:
-            self._present.discard(where)
-            if self._view.drop(key, link):
-                self._notify()
-            return
-        self._present.add(where)
-        loop = asyncio.get_running_loop()
-        task = loop.create_task(self._resolve(stack, zeroconf, service_type, name))
-        self._resolving[where] = task
-        task.add_done_callback(lambda t: self._forget_resolve(where, t))
-
-    def _forget_resolve(self, where: tuple[str, str], task: asyncio.Task[None]) -> None:
-        if self._resolving.get(where) is task:
-            del self._resolving[where]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("resolving %s on %s failed", where[1], where[0], exc_info=task.exception())
-
-    async def _resolve(self, stack: LinkStack, zc: Zeroconf, type_: str, name: str) -> None:
-        info = AsyncServiceInfo(type_, name)
-        if not await info.async_request(zc, RESOLVE_TIMEOUT_MS):
-            log.debug("%s did not resolve on %s", name, stack.link.name)
-            return
-        record = self._record_of(type_, name, info, stack)
-        link = stack.link.name
-        changed = self._view.put(name, record, link) if record else self._view.drop(name, link)
-        if changed:
-            self._notify()
-
-    def _record_of(
-        self, type_: str, name: str, info: AsyncServiceInfo, stack: LinkStack
-    ) -> Record | None:
-        """The view's record for a service resolved on ``stack``'s link, or None (another
-        grid, or malformed). Its addresses are scoped to that link (module doc)."""
-        addresses = learned_addresses(
-            info.parsed_addresses(IPVersion.V4Only),
-            info.parsed_scoped_addresses(IPVersion.V6Only),
-            stack.link,
-            ipv4_scoped=stack.bound,
-        )
-        port = info.port or 0
-        try:
-            if type_ == COORD_TYPE:
-                c = decode_coord(info.properties)
-                if c.grid != self.grid_id:
-                    return None
-                return CoordinatorRecord(c.node, c.host, c.app, addresses, port, c)
-            t = decode_node(info.properties)
-        except TxtError as e:
-            self._reject(name, info.text or b"", e)
-            return None
-        if t.grid != self.grid_id:
-            return None
-        state = "idle" if type_ == IDLE_TYPE else "worker"
-        return Machine(t.node, t.host, state, addresses, port, t, instance_of(name, type_))
-
-    def _reject(self, name: str, text: bytes, error: TxtError) -> None:
-        key = (name.lower(), text)
-        if key in self._rejected:
-            return
-        if len(self._rejected) >= _MAX_REJECTED_MEMORY:
-            self._rejected.clear()
-        self._rejected.add(key)
-        log.warning("ignoring %s: malformed TXT record (%s)", name, error)
+    # --- listeners ---------------------------------------------------------------------
 
     def _notify(self) -> None:
         for cb in list(self._listeners):

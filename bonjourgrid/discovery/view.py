@@ -1,8 +1,8 @@
 """The live view of the grid as discovery sees it: volunteers and coordinator records.
 
-Pure bookkeeping, no I/O: ``service.py`` feeds it resolved records, removals and our own
-records; readers get lists. A node is listed once: when one node shows in both the idle and the
-worker list (a lost goodbye, or the instant of a swap) the record seen last wins.
+Pure bookkeeping, no I/O: ``browse.py`` feeds it resolved records and removals, ``service.py``
+our own records; readers get lists. A node is listed once: when one node shows in both the idle
+and the worker list (a lost goodbye, or the instant of a swap) the record seen last wins.
 
 A record is kept per link it was learned on (a multi-homed peer is seen on each of its links,
 each time with that link's addresses); readers get one record per name, the one seen last, with

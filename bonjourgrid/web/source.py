@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
-from bonjourgrid.control.channel import open_local
+from bonjourgrid.control.local_channel import open_local
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.ids import NAME_RE
 from bonjourgrid.web import snapshot as snap

@@ -19,7 +19,8 @@ from bonjourgrid.control.auth import (
     ServerHandshake,
     refusal,
 )
-from bonjourgrid.control.channel import AuthError, Channel, ChannelClosed, connect, serve
+from bonjourgrid.control.channel import AuthError, Channel, connect, serve
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.framing import FrameReader, write_frame
 from bonjourgrid.control.messages import Pong, Reserve, ReserveReply, VoteRequest
 from bonjourgrid.control.nodekey import NodeKey, node_fingerprint

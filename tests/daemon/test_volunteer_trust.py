@@ -15,7 +15,7 @@ from bonjourgrid.app.bundle import pack_entries, sha256_hex
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.signing import TrustList, UserKey, sign_app
 from bonjourgrid.config import Config
-from bonjourgrid.control.channel import ChannelClosed
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.messages import (
     Release,
     Reserve,

@@ -27,7 +27,8 @@ from typing import Any
 from bonjourgrid.app.bundle import pack_entries, sha256_hex
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.signing import load_user_key, sign_app
-from bonjourgrid.control.channel import Channel, ChannelClosed, connect
+from bonjourgrid.control.channel import Channel, connect
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.messages import Reserve, RunTask, StageApp, TaskResult
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.gridkey import load_key

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from bonjourgrid.app.bundle import sha256_hex
 from bonjourgrid.control import auth
-from bonjourgrid.control.channel import Channel, ChannelClosed, serve
+from bonjourgrid.control.channel import Channel, serve
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.framing import FrameReader, write_frame
 from bonjourgrid.control.messages import (
     Heartbeat,

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.control import messages
-from bonjourgrid.control.channel import ChannelClosed, connect
+from bonjourgrid.control.channel import connect
+from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.nodekey import NodeKey
 from bonjourgrid.control.sender_claims import SENDER_FIELDS
 from bonjourgrid.gridkey import load_key

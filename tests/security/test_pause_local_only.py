@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from bonjourgrid.control.channel import ChannelClosed, open_local
+from bonjourgrid.control.frame_channel import ChannelClosed
+from bonjourgrid.control.local_channel import open_local
 from bonjourgrid.control.messages import CONTROL
 from bonjourgrid.daemon.local_messages import LOCAL, Pause, PauseReply
 from bonjourgrid.policy import pause as pause_state
