@@ -55,9 +55,11 @@ class ResultStore:
         if self.durable:
             fsync_tree(tmp)
 
-    def promote(self, task: str, attempt: int) -> None:
+    def promote(self, task: str, attempt: int, *, sync: bool = True) -> None:
         """Make a staged attempt the task's committed outputs: one atomic rename, then the
-        rename itself made durable (see the module docstring)."""
+        rename itself made durable (see the module docstring). ``sync=False`` leaves the
+        rename to the caller's ``sync_promotions`` (one fsync for a group of promotions,
+        before their entries are committed)."""
         staged = self._staging(task, attempt)
         final = under(self.tasks, task)
         if not final.exists():
@@ -70,6 +72,11 @@ class ResultStore:
             final.rename(old)
             staged.rename(final)
             shutil.rmtree(old, ignore_errors=True)
+        if sync:
+            self.sync_promotions()
+
+    def sync_promotions(self) -> None:
+        """Make every rename into ``tasks/`` so far durable."""
         if self.durable:
             fsync_dir(self.tasks)
 

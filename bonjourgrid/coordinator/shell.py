@@ -25,6 +25,13 @@ One event queue per app: ``feed`` runs the engine for one event and carries out 
 in order; an event that arrives while actions are being carried out waits its turn in the
 queue. Actions never block the loop: what waits for the network, a thread or the backend
 runs as a background task and feeds its outcome back as the next event.
+
+Group commit: an ``Append`` is gathered, not written at once; ``flush`` (scheduled for the
+loop's next turn, or run first by any action that depends on the journal) makes the gathered
+promotions durable with one fsync, commits the entries in one transaction (one fsync), then
+streams them to the replicas and carries out the actions held meanwhile — ``Ack`` and
+``Launch``, so that no acknowledgement and no launch precedes the entry it follows, exactly
+as if each entry had been written alone. Results that arrive together share one commit.
 """
 
 from __future__ import annotations
@@ -67,6 +74,20 @@ _FROM_WORKERS = (TaskResult, GiveBack, HeartbeatAck, JournalAck, Fenced)
 """What a worker's link feeds the engine (anything else is a reply ``expect`` awaits)."""
 _WAKING = (ev.Append, ev.Ack, ev.Release, ev.Ended)
 """Actions after which the engine may have more to do at once (place, release, end)."""
+_HELD = (ev.Ack, ev.Launch)
+"""Actions carried out only once the entries gathered before them are committed."""
+_INDEPENDENT = (
+    ev.StageOutputs,
+    ev.Discard,
+    ev.Recruit,
+    ev.Prepare,
+    ev.Probe,
+    ev.Unfeed,
+    ev.CloseLink,
+    ev.NotCommitted,
+    ev.Note,
+)
+"""Actions that need not wait for gathered entries; any other action commits them first."""
 
 
 class CoordinatorShell:
@@ -99,6 +120,12 @@ class CoordinatorShell:
         self._backend_waits: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._rival_check: asyncio.Task[None] | None = None
         self._rivals_checked = 0.0
+        self._gathered: list[tuple[int, str]] = []
+        """Journal entries ``(seq, text)`` appended by the engine, not yet committed."""
+        self._stream: list[JournalAppend] = []
+        self._held: list[ev.Action] = []
+        self._promoted = False
+        self._flush_soon: asyncio.Handle | None = None
 
     # --- the event queue ----------------------------------------------------------------------
 
@@ -116,7 +143,7 @@ class CoordinatorShell:
             while self._queue and self.broken is None:
                 for action in self.engine.handle(self._queue.popleft()):
                     try:
-                        self._do(action)
+                        self._carry_out(action)
                     except Exception as e:
                         log.exception("app %s: cannot carry out %s", self.app.app_id, action)
                         self.broken = e
@@ -131,6 +158,49 @@ class CoordinatorShell:
 
     def wake(self) -> None:
         """Something changed outside (the mDNS view): let the engine look now."""
+        self._wake.set()
+
+    def _carry_out(self, action: ev.Action) -> None:
+        if self._gathered:
+            if isinstance(action, _HELD):
+                self._held.append(action)
+                return
+            if not isinstance(action, (ev.Append, *_INDEPENDENT)):
+                self.flush()
+        self._do(action)
+
+    def flush(self) -> None:
+        """Commit the gathered entries (see the module docstring), then carry out what was
+        held behind them. On failure nothing held is carried out and the shell is broken."""
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if not self._gathered:
+            return
+        app = self.app
+        gathered, stream, held = self._gathered, self._stream, self._held
+        self._gathered, self._stream, self._held = [], [], []
+        if self._promoted:
+            self._promoted = False
+            app.store.sync_promotions()
+        app.journal.append_many(app.app_id, gathered)
+        for msg in stream:
+            for node in sorted(self.fed):
+                if (link := self.links.get(node)) is not None:
+                    link.post(msg)
+        for action in held:
+            self._do(action)
+
+    def _flush_now(self) -> None:
+        self._flush_soon = None
+        if self.broken is not None:
+            return
+        try:
+            self.flush()
+        except Exception as e:
+            log.exception("app %s: cannot commit the journal", self.app.app_id)
+            self.broken = e
+            self._queue.clear()
         self._wake.set()
 
     async def run(self, backend: CoordinatorBackend) -> None:
@@ -165,6 +235,8 @@ class CoordinatorShell:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _wind_down(self) -> None:
+        if self.broken is None:
+            self._flush_now()
         if self._rival_check is not None:
             self._rival_check.cancel()
         for t in list(self._background):
@@ -252,17 +324,20 @@ class CoordinatorShell:
             log.log(logging.WARNING if a.warning else logging.INFO, "%s", a.text)
 
     def _append(self, a: ev.Append) -> None:
-        """Files first, then the journal, then the replicas' feeds."""
+        """Files first (renamed now, made durable at the flush), then the journal, then the
+        replicas' feeds — gathered for the next ``flush``."""
         app = self.app
         if a.promote and isinstance(a.entry, (je.Finished, je.Abandoned)):
-            app.store.promote(a.entry.task, a.entry.attempt)
+            app.store.promote(a.entry.task, a.entry.attempt, sync=False)
+            self._promoted = True
         text = je.encode(a.entry)
-        app.journal.append(app.app_id, a.seq, text)
+        self._gathered.append((a.seq, text))
+        self._stream.append(
+            JournalAppend(app.app_id, self.engine.term, a.seq, text, a.host, a.outputs)
+        )
         app.times.note(a.entry, self.engine.table, time.time())
-        msg = JournalAppend(app.app_id, self.engine.term, a.seq, text, a.host, a.outputs)
-        for node in sorted(self.fed):
-            if (link := self.links.get(node)) is not None:
-                link.post(msg)
+        if self._flush_soon is None:
+            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_now)
 
     def _members_message(self) -> Replicas:
         m = self.engine.members

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,15 @@ class Journal:
             self._db.execute(
                 "INSERT OR IGNORE INTO entries (app, seq, entry) VALUES (?, ?, ?)",
                 (app, seq, entry),
+            )
+
+    def append_many(self, app: str, entries: Sequence[tuple[int, str]]) -> None:
+        """Commit several ``(seq, entry)`` of ``app`` in one transaction (one fsync: group
+        commit); an (app, seq) already there is a no-op."""
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO entries (app, seq, entry) VALUES (?, ?, ?)",
+                [(app, seq, entry) for seq, entry in entries],
             )
 
     def entries(self, app: str) -> list[str]:

@@ -2,8 +2,9 @@
 real SQLite journal and result store and the embedded backend; only the worker's link is a
 fake (it records what the shell sends). The protocol's rules are the engine's (tests/engine);
 these check what only the shell can get wrong: no acknowledgement once the journal cannot be
-written, a replaced link's messages are not believed, a backend's result that is not
-committed is never left waiting."""
+written, group commit (results that arrive together share one commit; nothing is acknowledged
+or launched before its entries are committed), a replaced link's messages are not believed, a
+backend's result that is not committed is never left waiting."""
 
 from __future__ import annotations
 
@@ -80,8 +81,12 @@ def result(task: str = "t1", attempt: int = 1) -> TaskResult:
     return TaskResult(APP, task, attempt, 0, 0.5, "", out, hashlib.sha256(out).hexdigest())
 
 
-def app_object(tmp_path: Path, backend: str = "embedded") -> AppCoordinator:
-    spec = AppSpec("demo", (TaskSpec("t1", ("true",), outputs=("out.txt",)),), backend=backend)
+def app_object(tmp_path: Path, backend: str = "embedded", tasks: int = 1) -> AppCoordinator:
+    spec = AppSpec(
+        "demo",
+        tuple(TaskSpec(f"t{i + 1}", ("true",), outputs=("out.txt",)) for i in range(tasks)),
+        backend=backend,
+    )
     journal = Journal(tmp_path / "journal.db")
     journal.add_app(
         app=APP, spec=spec.to_json(), bundle=b"", digest="", user="me", term=1,
@@ -103,25 +108,29 @@ def app_object(tmp_path: Path, backend: str = "embedded") -> AppCoordinator:
 
 
 async def settle(shell: CoordinatorShell) -> None:
-    """Let the shell's background tasks (staging, launching, preparing) finish."""
+    """Let the shell's background tasks (staging, launching, preparing) and its group
+    commit (on the loop's next turn) finish."""
     for _ in range(200):
+        await asyncio.sleep(0)
         pending = [t for t in shell._background if not t.done()]
-        if not pending:
+        if not pending and shell._flush_soon is None:
             return
-        await asyncio.wait(pending, timeout=0.1)
+        if pending:
+            await asyncio.wait(pending, timeout=0.1)
 
 
 async def running_on_one_worker(
-    tmp_path: Path,
+    tmp_path: Path, tasks: int = 1, slots: int = 1
 ) -> tuple[AppCoordinator, CoordinatorShell, FakeLink]:
-    app = app_object(tmp_path)
+    app = app_object(tmp_path, tasks=tasks)
     shell, backend = app.coordinate()
     shell.backend = backend
     link = FakeLink("w1")
+    link.slots = slots
     shell.links["w1"] = link  # type: ignore[assignment]
-    seen = Offer("w1", link.host, ("10.0.0.1",), 1, "idle", 1, 1, 1024, "linux", "x86_64",
-                 ("embedded",))  # fmt: skip
-    shell.feed(ev.Reserved(1.0, "w1", link.host, 1, seen))
+    seen = Offer("w1", link.host, ("10.0.0.1",), 1, "idle", slots, slots, 1024, "linux",
+                 "x86_64", ("embedded",))  # fmt: skip
+    shell.feed(ev.Reserved(1.0, "w1", link.host, slots, seen))
     await settle(shell)  # the backend stages the app there: Prepared
     shell.feed(ev.Tick(1.5))  # the task is placed on it: Launch (RunTask)
     await settle(shell)
@@ -148,10 +157,10 @@ def test_no_acknowledgement_once_the_journal_cannot_be_written(tmp_path: Path) -
     async def scenario() -> None:
         app, shell, link = await running_on_one_worker(tmp_path)
 
-        def disk_full(app_id: str, seq: int, entry: str) -> None:
+        def disk_full(app_id: str, entries: object) -> None:
             raise OSError(28, "No space left on device")
 
-        app.journal.append = disk_full  # type: ignore[method-assign]
+        app.journal.append_many = disk_full  # type: ignore[method-assign]
         shell.feed(ev.FromWorker(2.0, "w1", result()))
         await settle(shell)
         assert isinstance(shell.broken, OSError)
@@ -197,5 +206,70 @@ def test_a_hostile_backend_result_for_another_app_is_dropped(tmp_path: Path) -> 
         other = TaskResult("other-app", "t1", 1, 0, 0.1, "", b"", hashlib.sha256(b"").hexdigest())
         await asyncio.wait_for(shell.on_backend_result(other, None), 5.0)
         assert app.table.record("t1").state is TaskState.RUNNING
+
+    asyncio.run(scenario())
+
+
+def test_results_that_arrive_together_share_one_commit_and_none_is_acked_before_it(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        app, shell, link = await running_on_one_worker(tmp_path, tasks=2, slots=2)
+        assert app.table.record("t2").state is TaskState.RUNNING
+        commits: list[list[int]] = []
+        append_many = app.journal.append_many
+
+        def counted(app_id: str, entries: list[tuple[int, str]]) -> None:
+            commits.append([seq for seq, _ in entries])
+            assert not [m for m in link.sent if isinstance(m, ResultAck)]  # none acked yet
+            append_many(app_id, entries)
+
+        app.journal.append_many = counted  # type: ignore[method-assign]
+
+        async def stage_only(r: TaskResult) -> None:  # staged; OutputsStaged fed below
+            app.store.stage(r.task, r.attempt, r.outputs)
+
+        shell._stage = stage_only  # type: ignore[method-assign]
+        shell.feed(ev.FromWorker(2.0, "w1", result("t1")))
+        shell.feed(ev.FromWorker(2.0, "w1", result("t2")))
+        await settle(shell)
+        # both staged: their OutputsStaged arrive in the same turn of the loop
+        shell.feed(ev.OutputsStaged(2.0, "t1", 1, ""))
+        shell.feed(ev.OutputsStaged(2.0, "t2", 1, ""))
+        assert commits == []  # gathered, not yet written
+        await settle(shell)
+        assert commits == [[3, 4]]
+        acks = [(m.task, m.attempt) for m in link.sent if isinstance(m, ResultAck)]
+        assert acks == [("t1", 1), ("t2", 1)]
+        kinds = [type(je.decode(e)).__name__ for e in app.journal.entries(APP)]
+        assert kinds == ["Started", "Started", "Finished", "Finished"]
+
+    asyncio.run(scenario())
+
+
+def test_a_task_is_launched_only_once_its_start_is_committed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        app = app_object(tmp_path)
+        shell, backend = app.coordinate()
+        shell.backend = backend
+        launched: list[tuple[str, int]] = []
+        journaled_at_launch: list[int] = []
+
+        async def launch(task: object, attempt: object, link: object, inputs: bytes) -> None:
+            launched.append((attempt.task, attempt.attempt))  # type: ignore[attr-defined]
+            journaled_at_launch.append(len(app.journal.entries(APP)))
+
+        backend.launch = launch  # type: ignore[method-assign]
+        link = FakeLink("w1")
+        shell.links["w1"] = link  # type: ignore[assignment]
+        seen = Offer("w1", link.host, ("10.0.0.1",), 1, "idle", 1, 1, 1024, "linux", "x86_64",
+                     ("embedded",))  # fmt: skip
+        shell.feed(ev.Reserved(1.0, "w1", link.host, 1, seen))
+        await settle(shell)
+        shell.feed(ev.Tick(1.5))
+        assert launched == []  # held behind its Started entry
+        await settle(shell)
+        assert launched == [("t1", 1)]
+        assert journaled_at_launch == [1]  # the Started entry was on disk first
 
     asyncio.run(scenario())
