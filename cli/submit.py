@@ -17,7 +17,8 @@ import click
 
 from bonjourgrid.app.bundle import build_bundle, sha256_hex
 from bonjourgrid.app.ce_key import CEKey
-from bonjourgrid.app.load import AppError, load_app
+from bonjourgrid.app.fields import AppError
+from bonjourgrid.app.load import load_app
 from bonjourgrid.app.signing import SigningError, load_user_key, sign_app, user_key_path
 from bonjourgrid.app.spec import BACKENDS, AppSpec
 from bonjourgrid.daemon.local_messages import Submit, Submitted

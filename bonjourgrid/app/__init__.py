@@ -14,7 +14,8 @@ from bonjourgrid.app.bundle import (
     sha256_hex,
     unpack_files,
 )
-from bonjourgrid.app.load import AppError, load_app, parse_app, schema_text
+from bonjourgrid.app.fields import AppError
+from bonjourgrid.app.load import load_app, parse_app, schema_text
 from bonjourgrid.app.spec import BACKENDS, FORMAT_VERSION, AppSpec, Requirements, TaskSpec
 
 __all__ = [

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bonjourgrid.app.ce_key import CEKey, CEKeyError
-from bonjourgrid.app.load import AppError
+from bonjourgrid.app.fields import AppError
 from bonjourgrid.app.request_proof import ProofError, RequestProof
 from bonjourgrid.app.signing import AppSignature, SigningError
 from bonjourgrid.app.spec import AppSpec

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from bonjourgrid.app import AppSpec, Requirements, TaskSpec, schema_text
-from bonjourgrid.app.load import APP_KEYS, REQUIREMENT_KEYS, SWEEP_KEYS, TASK_KEYS
+from bonjourgrid.app.fields import REQUIREMENT_KEYS
+from bonjourgrid.app.load import APP_KEYS
+from bonjourgrid.app.tasks import SWEEP_KEYS, TASK_KEYS
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -27,6 +27,10 @@ packs the declared outputs present into ``.bjg-outputs.tgz`` (the one declared
 output, nested paths keep their folders, and a failed task still comes back with its exit
 code); ``stdout``/``stderr`` come back beside it. The result tar is laid out like the
 embedded worker's (``stdout``, ``stderr``, and on exit 0 the declared outputs).
+
+This module drives the head and the jobs; the parts with no daemon in them live beside it:
+submission.py (a job's directory, wrapper and JobSpec), following.py (what the schedd's job
+states mean for an attempt) and results.py (a finished job's files as a TaskResult).
 """
 
 from __future__ import annotations
@@ -37,22 +41,21 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bonjourgrid.app.argv import task_argv
-from bonjourgrid.app.bundle import BundleError, pack_files, sha256_hex, unpack_files
 from bonjourgrid.ce_backends.base import CoordinatorBackend, WorkerHandle
 from bonjourgrid.ce_backends.condor import config, security
 from bonjourgrid.ce_backends.condor.daemons import CondorDaemons, Spawn
+from bonjourgrid.ce_backends.condor.following import Ended, Job, Step, next_step, node_of
 from bonjourgrid.ce_backends.condor.installation import Installation, require
-from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec, JobStatus
+from bonjourgrid.ce_backends.condor.jobs import CondorClient, JobInfo, JobSpec
+from bonjourgrid.ce_backends.condor.results import collect_result
+from bonjourgrid.ce_backends.condor.submission import job_spec, stage_job_dir
 from bonjourgrid.ce_backends.staging import stage_app
 from bonjourgrid.control.messages import CondorJoin, CondorJoined, TaskResult
 from bonjourgrid.safepath import under
@@ -71,30 +74,12 @@ JOIN_TIMEOUT_S = 30.0
 LISTED_POLL_S = 0.1
 """Seconds between two looks for a new member's startd in the collector (a local query)."""
 """A worker's startd is ready in ~0.05 s; a loaded machine and a chroot take longer."""
-OUTPUTS_TAR = ".bjg-outputs.tgz"
 CLIENT_CONFIG = "client.config"
-INPUT_DIR = "in"
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
-DEFAULT_MEMORY_MB = 64
-"""HTCondor's request_memory for a task that names none (the slot's memory is the cap)."""
 
 
 # --- the backend ---------------------------------------------------------------------------------
 
 ResultSink = Callable[[TaskResult], Awaitable[None]]
-
-
-@dataclass
-class _Job:
-    task: TaskSpec
-    attempt: int
-    dir: Path
-    cluster: int
-    submitted: float
-    running_since: float | None = None
-    cancelled: bool = False
-    requeuing: bool = False
-    result: TaskResult | None = None
 
 
 def ce_id_for(app_id: str) -> str:
@@ -106,19 +91,6 @@ def ce_id_for(app_id: str) -> str:
 def machine_name(address: str) -> str:
     """HTCondor's Machine name for a host at ``address`` (NO_DNS: made from the address)."""
     return f"{address.replace('.', '-')}.{config.DOMAIN}"
-
-
-def wrapper_argv(task: TaskSpec) -> tuple[str, ...]:
-    """The job's command line: the task's argv under a /bin/sh wrapper that sets HOME/TMPDIR
-    to the scratch directory (unless the task's env does) and packs the declared outputs."""
-    script = ': "${HOME:=$PWD}" "${TMPDIR:=$PWD}"; export HOME TMPDIR; "$@"; rc=$?'
-    if task.outputs:
-        names = " ".join(shlex.quote(o) for o in task.outputs)
-        script += f"; tar czf {OUTPUTS_TAR} --ignore-failed-read -- {names} 2>/dev/null"
-    else:  # still the declared output file: see JobSpec.outputs in _stage
-        script += f"; : > {OUTPUTS_TAR}"
-    script += "; exit $rc"
-    return ("/bin/sh", "-c", script, "sh", *task_argv(task))
 
 
 def _free_port(address: str) -> int:
@@ -170,7 +142,7 @@ class CondorCoordinator(CoordinatorBackend):
         self._poll_interval = poll_interval
         self._head: CondorDaemons | None = None
         self._key: Path | None = None
-        self._jobs: dict[int, _Job] = {}
+        self._jobs: dict[int, Job] = {}
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
@@ -302,44 +274,14 @@ class CondorCoordinator(CoordinatorBackend):
         job_dir = under(self.jobs_dir, f"{task.id}.{attempt.attempt}")
         spec = await asyncio.to_thread(self._stage, task, attempt.attempt, job_dir, inputs)
         cluster = await asyncio.to_thread(client.submit, spec)
-        self._jobs[cluster] = _Job(task, attempt.attempt, job_dir, cluster, time.monotonic())
+        self._jobs[cluster] = Job(task, attempt.attempt, job_dir, cluster, time.monotonic())
         log.debug("app %s: %s#%d is job %d", self.app.app_id, task.id, attempt.attempt, cluster)
 
     def _stage(self, task: TaskSpec, attempt: int, job_dir: Path, inputs: bytes) -> JobSpec:
         assert self.inst is not None
-        shutil.rmtree(job_dir, ignore_errors=True)
-        staged = job_dir / INPUT_DIR
-        staged.mkdir(parents=True)
-        if self.app.bundle:
-            unpack_files(self.app.bundle, staged)
-        if inputs:
-            unpack_files(inputs, staged)
-        owner = self.inst.user_id(config.JOB_USER)
-        if owner is not None:  # the shadow writes the job's files as the job user
-            for d, dirs, files in os.walk(job_dir):
-                for name in [d, *(os.path.join(d, n) for n in dirs + files)]:
-                    os.chown(name, *owner)
-        env = {
-            "PATH": SAFE_PATH,
-            "LANG": "C.UTF-8",
-            **task.env_dict(),
-            "BJGRID_APP": self.app.app_id,
-            "BJGRID_TASK": task.id,
-            "BJGRID_ATTEMPT": str(attempt),
-        }
-        return JobSpec(
-            name=f"{task.id}.{attempt}",
-            argv=wrapper_argv(task),
-            job_dir=job_dir,
-            # "in/" (trailing slash): HTCondor transfers the folder's contents.
-            inputs=[f"{INPUT_DIR}/"] if any(staged.iterdir()) else [],
-            # Always one declared output file: with none (even an empty list), HTCondor's
-            # starter waits ~1 s between the input transfer and the job's start (measured).
-            outputs=[OUTPUTS_TAR],
-            env=env,
-            max_retries=0,
-            cpus=task.requirements.cpus,
-            memory_mb=task.requirements.memory_mb or DEFAULT_MEMORY_MB,
+        has_inputs = stage_job_dir(job_dir, bundle=self.app.bundle, inputs=inputs, inst=self.inst)
+        return job_spec(
+            task, attempt, app_id=self.app.app_id, job_dir=job_dir, has_inputs=has_inputs
         )
 
     async def cancel(self, attempt: Attempt, worker: WorkerHandle | None) -> None:
@@ -373,7 +315,7 @@ class CondorCoordinator(CoordinatorBackend):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _requeue(self, jobs: list[_Job], node: str) -> None:
+    async def _requeue(self, jobs: list[Job], node: str) -> None:
         assert self.client is not None
         try:
             await asyncio.to_thread(
@@ -417,7 +359,7 @@ class CondorCoordinator(CoordinatorBackend):
         """(task, attempt) of every job still followed."""
         return [(j.task.id, j.attempt) for j in self._jobs.values() if not j.cancelled]
 
-    def _find(self, task: str, attempt: int) -> _Job | None:
+    def _find(self, task: str, attempt: int) -> Job | None:
         for job in self._jobs.values():
             if job.task.id == task and job.attempt == attempt:
                 return job
@@ -440,42 +382,23 @@ class CondorCoordinator(CoordinatorBackend):
                 if info is not None or job.result is not None:
                     await self._follow(job, info)
 
-    async def _follow(self, job: _Job, info: JobInfo | None) -> None:
+    async def _follow(self, job: Job, info: JobInfo | None) -> None:
         now = time.monotonic()
         key = (job.task.id, job.attempt)
         if info is not None and info.remote_host:
-            node = self._node_of(info.remote_host)
+            node = node_of(self.members, info.remote_host)
             if node is not None:
                 self.ran_on[key] = node
         if job.result is None and info is not None:
-            if job.cancelled:
-                if info.status in (JobStatus.REMOVED, JobStatus.COMPLETED, JobStatus.HELD):
-                    self._forget(job)
-                return
-            if job.requeuing:  # held for a moment on purpose (worker_lost)
-                return
-            if job.running_since is None and info.status is JobStatus.RUNNING:
-                job.running_since = now
-            elif job.running_since is not None and info.status is JobStatus.IDLE:
-                # Evicted (a volunteer's owner needed the machine: worker.give_back): back in
-                # the schedd's queue, HTCondor runs it elsewhere; its timeout starts again.
+            step = next_step(job, info, now)
+            if step is Step.FORGET:
+                self._forget(job)
+            elif step is Step.EVICTED:
                 log.info("app %s: %s#%d given back to HTCondor's queue", self.app.app_id, *key)
-                job.running_since = None
-            timeout = job.task.timeout
-            if info.status is JobStatus.COMPLETED:
-                job.result = await self._collect(job, info.exit_code, info.seconds, "")
-            elif info.status is JobStatus.HELD:
-                await self._remove(job)
-                why = f"held by HTCondor: {info.hold_reason}"
-                job.result = await self._collect(job, None, info.seconds, why)
-            elif info.status is JobStatus.REMOVED:
-                job.result = await self._collect(job, None, info.seconds, "removed from HTCondor")
-            elif job.running_since is not None and timeout and now - job.running_since > timeout:
-                await self._remove(job)
-                seconds = now - job.running_since
-                job.result = await self._collect(
-                    job, None, seconds, f"timed out after {timeout:g} s"
-                )
+            elif isinstance(step, Ended):
+                if step.remove:
+                    await self._remove(job)
+                job.result = await self._collect(job, step.exit_code, step.seconds, step.error)
         if job.result is None or self.on_result is None:
             return
         try:
@@ -485,81 +408,28 @@ class CondorCoordinator(CoordinatorBackend):
             return
         self._forget(job)
 
-    async def _remove(self, job: _Job) -> None:
+    async def _remove(self, job: Job) -> None:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.client.remove, [job.cluster])
 
-    def _forget(self, job: _Job) -> None:
+    def _forget(self, job: Job) -> None:
         self._jobs.pop(job.cluster, None)
         shutil.rmtree(job.dir, ignore_errors=True)
 
-    def _node_of(self, remote_host: str) -> str | None:
-        machine = remote_host.rsplit("@", 1)[-1]
-        for node, m in self.members.items():
-            if m == machine:
-                return node
-        return None
-
     async def _collect(
-        self, job: _Job, exit_code: int | None, seconds: float, error: str
+        self, job: Job, exit_code: int | None, seconds: float, error: str
     ) -> TaskResult:
-        return await asyncio.to_thread(self._collect_sync, job, exit_code, seconds, error)
-
-    def _collect_sync(
-        self, job: _Job, exit_code: int | None, seconds: float, error: str
-    ) -> TaskResult:
-        """The attempt's TaskResult: stdout, stderr, and on exit 0 its declared outputs."""
-        res = job.dir / ".result"
-        shutil.rmtree(res, ignore_errors=True)
-        res.mkdir()
-        present: list[str] = []
-        if exit_code == 0 and not error and job.task.outputs:
-            present, error = _unpack_outputs(job.dir / OUTPUTS_TAR, res, job.task.outputs)
-        for name in ("stdout", "stderr"):
-            src = job.dir / name
-            if src.is_file():
-                shutil.copyfile(src, res / name)
-            else:
-                (res / name).touch()
-        if error:
-            with open(res / "stderr", "a") as f:
-                f.write(f"\n[bjgrid] {error}\n")
-        blob = pack_files(res, ["stdout", "stderr", *present])
-        return TaskResult(
-            app=self.app.app_id,
-            task=job.task.id,
-            attempt=job.attempt,
+        return await asyncio.to_thread(
+            collect_result,
+            self.app.app_id,
+            job.task,
+            job.attempt,
+            job.dir,
             exit_code=exit_code,
-            seconds=float(seconds),
+            seconds=seconds,
             error=error,
-            outputs=blob,
-            outputs_sha256=sha256_hex(blob),
         )
-
-
-def _unpack_outputs(tar: Path, dest: Path, outputs: tuple[str, ...]) -> tuple[list[str], str]:
-    """Unpack the job's outputs archive into ``dest``: (outputs present, error or '')."""
-    try:
-        blob = tar.read_bytes()
-    except OSError:
-        return [], "the job's outputs did not come back"
-    try:
-        unpack_files(blob, dest / ".outputs")
-    except BundleError as e:
-        shutil.rmtree(dest / ".outputs", ignore_errors=True)
-        return [], f"output refused: {e}"
-    present, error = [], ""
-    for rel in outputs:
-        src = dest / ".outputs" / rel
-        if os.path.lexists(src):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest / rel)
-            present.append(rel)
-        else:
-            error = error or f"declared output {rel!r} was not produced"
-    shutil.rmtree(dest / ".outputs", ignore_errors=True)
-    return present, error
 
 
 __all__ = [
@@ -568,5 +438,4 @@ __all__ = [
     "CondorJoined",
     "ce_id_for",
     "machine_name",
-    "wrapper_argv",
 ]

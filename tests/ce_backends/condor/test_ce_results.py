@@ -8,27 +8,24 @@ import io
 import subprocess
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from bonjourgrid.app.bundle import sha256_hex, unpack_files
 from bonjourgrid.app.spec import TaskSpec
-from bonjourgrid.ce_backends.condor.coordinator import (
-    OUTPUTS_TAR,
-    CondorCoordinator,
-    CondorJoin,
-    _Job,
-    ce_id_for,
-    machine_name,
-    wrapper_argv,
-)
+from bonjourgrid.ce_backends.condor.coordinator import CondorJoin, ce_id_for, machine_name
+from bonjourgrid.ce_backends.condor.following import Job
+from bonjourgrid.ce_backends.condor.results import collect_result
+from bonjourgrid.ce_backends.condor.submission import OUTPUTS_TAR, wrapper_argv
 from bonjourgrid.ce_backends.condor.worker import CondorWorker
+from bonjourgrid.control.messages import TaskResult
 
 
-def _coordinator(tmp: Path) -> CondorCoordinator:
-    app = SimpleNamespace(app_id="App_1", term=1, bundle=b"")
-    return CondorCoordinator(app, address="169.254.1.1", root=tmp / "ce")
+def _collect(job: Job, exit_code: int | None, seconds: float, error: str) -> TaskResult:
+    """What the coordinator of app ``App_1`` makes of the finished ``job``'s files."""
+    return collect_result(
+        "App_1", job.task, job.attempt, job.dir, exit_code=exit_code, seconds=seconds, error=error
+    )
 
 
 def _run_wrapper(task: TaskSpec, cwd: Path) -> int:
@@ -56,14 +53,13 @@ def test_the_wrapper_sets_home_to_the_scratch_dir_unless_the_task_does(tmp_path:
 
 
 def test_a_successful_job_brings_back_logs_and_declared_outputs(tmp_path: Path) -> None:
-    ce = _coordinator(tmp_path)
     task = TaskSpec("t", "true", outputs=("d/out.txt",))
-    job = _Job(task, 2, tmp_path / "job", 7, 0.0)
+    job = Job(task, 2, tmp_path / "job", 7, 0.0)
     job.dir.mkdir()
     assert _run_wrapper(TaskSpec("t", "mkdir d; echo hi > d/out.txt", outputs=task.outputs),
                         job.dir) == 0  # fmt: skip
     (job.dir / "stdout").write_text("out\n")
-    r = ce._collect_sync(job, 0, 1.5, "")
+    r = _collect(job, 0, 1.5, "")
     assert (r.app, r.task, r.attempt, r.exit_code, r.seconds, r.error) == (
         "App_1",
         "t",
@@ -81,12 +77,11 @@ def test_a_successful_job_brings_back_logs_and_declared_outputs(tmp_path: Path) 
 
 
 def test_exit_zero_without_a_declared_output_is_an_error_like_embedded(tmp_path: Path) -> None:
-    ce = _coordinator(tmp_path)
     task = TaskSpec("t", "true", outputs=("a", "b"))
-    job = _Job(task, 1, tmp_path / "job", 7, 0.0)
+    job = Job(task, 1, tmp_path / "job", 7, 0.0)
     job.dir.mkdir()
     _run_wrapper(TaskSpec("t", "echo 1 > a", outputs=task.outputs), job.dir)
-    r = ce._collect_sync(job, 0, 0.1, "")
+    r = _collect(job, 0, 0.1, "")
     assert r.error == "declared output 'b' was not produced"
     files = _files(r.outputs, tmp_path / "x")
     assert files["a"] == "1\n" and "b" not in files
@@ -94,19 +89,17 @@ def test_exit_zero_without_a_declared_output_is_an_error_like_embedded(tmp_path:
 
 
 def test_a_failed_job_brings_back_only_its_logs(tmp_path: Path) -> None:
-    ce = _coordinator(tmp_path)
-    job = _Job(TaskSpec("t", "x", outputs=("a",)), 1, tmp_path / "job", 7, 0.0)
+    job = Job(TaskSpec("t", "x", outputs=("a",)), 1, tmp_path / "job", 7, 0.0)
     job.dir.mkdir()
     (job.dir / "stderr").write_text("bad\n")
     _run_wrapper(TaskSpec("t", "echo 1 > a; exit 2", outputs=("a",)), job.dir)
-    r = ce._collect_sync(job, 2, 0.1, "")
+    r = _collect(job, 2, 0.1, "")
     assert r.exit_code == 2 and r.error == ""
     assert _files(r.outputs, tmp_path / "x") == {"stdout": "", "stderr": "bad\n"}
 
 
 def test_an_output_that_is_a_link_is_refused(tmp_path: Path) -> None:
-    ce = _coordinator(tmp_path)
-    job = _Job(TaskSpec("t", "x", outputs=("a",)), 1, tmp_path / "job", 7, 0.0)
+    job = Job(TaskSpec("t", "x", outputs=("a",)), 1, tmp_path / "job", 7, 0.0)
     job.dir.mkdir()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -114,16 +107,15 @@ def test_an_output_that_is_a_link_is_refused(tmp_path: Path) -> None:
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
     (job.dir / OUTPUTS_TAR).write_bytes(buf.getvalue())
-    r = ce._collect_sync(job, 0, 0.1, "")
+    r = _collect(job, 0, 0.1, "")
     assert r.error.startswith("output refused:")
     assert set(_files(r.outputs, tmp_path / "x")) == {"stdout", "stderr"}
 
 
 def test_held_jobs_report_no_exit_code_and_the_reason(tmp_path: Path) -> None:
-    ce = _coordinator(tmp_path)
-    job = _Job(TaskSpec("t", "x"), 1, tmp_path / "job", 7, 0.0)
+    job = Job(TaskSpec("t", "x"), 1, tmp_path / "job", 7, 0.0)
     job.dir.mkdir()
-    r = ce._collect_sync(job, None, 0.0, "held by HTCondor: why")
+    r = _collect(job, None, 0.0, "held by HTCondor: why")
     assert r.exit_code is None and r.error == "held by HTCondor: why"
 
 
