@@ -78,7 +78,7 @@ class Commits:
             return
         c = _Commit(worker, host, r, via_backend)
         self._commits[key] = c
-        ledger.in_flight.add(key)
+        ledger.result_in(key, worker)
         code = exit_code(r)
         if hashlib.sha256(r.outputs).hexdigest() != r.outputs_sha256:
             seq = 0

@@ -15,6 +15,8 @@ times are passed in).
   not released) but no slot until confirmed.
 * **in_flight**: attempts whose result arrived and is being committed (staged, journaled,
   waiting for ``W`` durable copies): a lost link does not requeue them; the commit decides.
+  Their slot is free from the result's arrival (the worker's task has ended: it takes the
+  next task while this one commits), though the attempt stays in ``running`` until settled.
 """
 
 from __future__ import annotations
@@ -99,6 +101,17 @@ class Ledger:
         """A worker says it runs an unconfirmed attempt: it runs here now (adopted)."""
         self.unconfirmed.pop(key, None)
         self.start(key, node, cpus)
+
+    def result_in(self, key: Key, node: str) -> None:
+        """``node``'s result for ``key`` arrived: it is in flight, and the slot it held on
+        ``node`` is free now (kept in ``running`` with no CPUs until ``settle``)."""
+        self.in_flight.add(key)
+        held = self.running.get(key)
+        if held is not None and held[0] == node and held[1]:
+            self.running[key] = (node, 0)
+            w = self.workers.get(node)
+            if w is not None:
+                w.used = max(0, w.used - held[1])
 
     def settle(self, key: Key) -> None:
         """The attempt ended here (committed, given back, abandoned): free its slot."""

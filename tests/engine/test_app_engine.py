@@ -192,6 +192,21 @@ def test_a_lost_link_requeues_all_but_results_in_flight() -> None:
     assert e.table.state("t1").value == "done" and e.table.state("t2").value == "ready"
 
 
+def test_a_workers_slot_takes_the_next_task_while_its_last_result_commits() -> None:
+    e = AppEngine(app=APP, spec=spec(3), me="coord", now=0.0)
+    [first] = of(linked(e, {"a": 1}), Launch)
+    assert isinstance(first, Launch) and first.worker == "a"
+    out = e.handle(FromWorker(1.0, "a", result(first.task)))  # staged, not yet committed
+    assert of(out, StageOutputs) and not of(out, Ack)
+    out += e.handle(Tick(1.0))
+    [second] = of(out, Launch)
+    assert isinstance(second, Launch) and second.worker == "a" and second.task != first.task
+    out = e.handle(OutputsStaged(1.5, first.task, 1))
+    assert of(out, Ack) == [Ack("a", first.task, 1, 1)]
+    out += e.handle(Tick(1.5))
+    assert not of(out, Launch)  # the slot was freed once, not again at the commit
+
+
 def test_a_result_for_an_attempt_placed_elsewhere_closes_the_link() -> None:
     e = AppEngine(app=APP, spec=spec(1), me="coord", now=0.0)
     worker = next(a.worker for a in of(linked(e, {"a": 1}), Launch) if isinstance(a, Launch))
