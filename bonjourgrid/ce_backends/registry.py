@@ -73,12 +73,13 @@ class WorkerContext:
 
 
 def available_backends() -> tuple[str, ...]:
-    """The backends this machine can serve, ``embedded`` first. Cheap: checks files only."""
-    from bonjourgrid.ce_backends.boinc.client import boinc_executable
-    from bonjourgrid.ce_backends.condor.worker import usable
+    """The backends this machine can serve, ``embedded`` first. Cheap: checks files only,
+    and loads no backend (an idle daemon asks)."""
+    from bonjourgrid.ce_backends.boinc.executable import boinc_executable
+    from bonjourgrid.ce_backends.condor.installation import find
 
     found = ["embedded"]
-    if usable():
+    if find() is not None:
         found.append("condor")
     if boinc_executable() is not None:
         found.append("boinc")

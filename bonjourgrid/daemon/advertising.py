@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.fairshare import Claim
 from bonjourgrid.coordinator.matchmaking import Offer
 from bonjourgrid.coordinator.peers import Peer
@@ -16,6 +15,7 @@ from bonjourgrid.discovery import CoordTxt, NodeTxt
 from bonjourgrid.policy import PolicyState
 
 if TYPE_CHECKING:
+    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.daemon.node import NodeDaemon
 
 _NOT_OFFERED = (PolicyState.BUSY.value, PolicyState.PAUSED.value)

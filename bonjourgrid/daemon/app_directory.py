@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bonjourgrid.control.messages import AppResults, AppState, CancelApp, Error, FetchApp
-from bonjourgrid.coordinator import manifest
 from bonjourgrid.coordinator.peers import Identity, Peer, ask, query_app
 
 if TYPE_CHECKING:
@@ -74,6 +73,8 @@ async def fetch(
 
 
 def answer_problems(app: str, reply: AppResults) -> list[str]:
+    from bonjourgrid.coordinator import manifest  # loaded when results are first fetched
+
     """What does not add up in a holder's answer (empty: it is consistent). Reads the tar."""
     try:
         files = manifest.digests(reply.outputs)
@@ -112,6 +113,8 @@ async def collect(
     consistent one (else the consistent one with most tasks done). With ``ce_public`` (the
     app's CE key, when the asker knows the app's signature) an answer counts only if that
     key signed its manifest."""
+    from bonjourgrid.coordinator import manifest
+
     out = Collected()
     for peer, _state in found:
         reply = await fetch(peer, app, me, timeout, proof)

@@ -34,10 +34,9 @@ from bonjourgrid.control.messages import (
     Error,
     FetchApp,
 )
-from bonjourgrid.coordinator import manifest
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 
 if TYPE_CHECKING:
+    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.daemon.node import NodeDaemon
 
 log = logging.getLogger(__name__)
@@ -110,6 +109,8 @@ class AppRequests:
 
     async def app_results(self, app_id: str) -> AppResults | Error:
         """This daemon's copy of ``app_id``'s results, with its manifest."""
+        from bonjourgrid.coordinator import manifest  # loaded when results are first asked for
+
         app = self.node.apps.get(app_id)
         if app is None:
             return Error(f"no app {app_id} here")

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.signing import signature_problem
 from bonjourgrid.app.spec import AppSpec
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.faulttolerance.journal import AppRow
 from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import COORDINATING_ROLES, CoordinatorRole, Role
 
 if TYPE_CHECKING:
+    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.daemon.node import NodeDaemon
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.control.frame_channel import ChannelClosed
 from bonjourgrid.control.local_channel import LocalChannel
 from bonjourgrid.control.messages import AppResults, Error
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.matchmaking import Offer, fit_rows
 from bonjourgrid.daemon import app_directory
 from bonjourgrid.daemon import local_messages as lm
@@ -26,6 +25,7 @@ from bonjourgrid.daemon.status import machine_rows
 from bonjourgrid.policy import PolicyDriver, pause
 
 if TYPE_CHECKING:
+    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
     from bonjourgrid.daemon.node import NodeDaemon
 
 log = logging.getLogger(__name__)

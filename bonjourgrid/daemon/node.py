@@ -28,6 +28,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from bonjourgrid.app.ce_key import CEKey
 from bonjourgrid.app.spec import AppSpec
@@ -47,7 +48,6 @@ from bonjourgrid.control.messages import (
     VoteRequest,
 )
 from bonjourgrid.control.nodekey import NodeKey
-from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 from bonjourgrid.coordinator.peers import Identity
 from bonjourgrid.daemon import local_messages as lm
 from bonjourgrid.daemon.advertising import Advertising
@@ -68,6 +68,9 @@ from bonjourgrid.policy import Action, PolicyDriver, PolicyState, pause
 from bonjourgrid.policy.volunteer import VolunteerSettings
 from bonjourgrid.safepath import under
 from bonjourgrid.states.coordinator import CoordinatorRole, Role
+
+if TYPE_CHECKING:
+    from bonjourgrid.coordinator.app_coordinator import AppCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +413,9 @@ class NodeDaemon:
         signer: str = "",
         ce_key: CEKey | None = None,
     ) -> AppCoordinator:
+        # Loaded with the first app: an idle volunteer never needs the coordinator's code.
+        from bonjourgrid.coordinator.app_coordinator import AppCoordinator
+
         assert self.journal is not None
         return AppCoordinator(
             app_id=app_id,

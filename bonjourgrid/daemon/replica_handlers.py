@@ -13,7 +13,6 @@ import shutil
 import time
 from typing import TYPE_CHECKING
 
-from bonjourgrid.app.bundle import unpack_files
 from bonjourgrid.app.ce_key import CEKey, CEKeyError
 from bonjourgrid.app.signing import AppSignature, signature_problem
 from bonjourgrid.app.spec import AppSpec
@@ -113,6 +112,8 @@ class ReplicaHandlers:
         store = under(self.node.paths.apps_dir, msg.app)
         await asyncio.to_thread(shutil.rmtree, store, True)
         if msg.outputs:
+            from bonjourgrid.app.bundle import unpack_files  # loaded with the first replica
+
             (store / "tasks").mkdir(parents=True, exist_ok=True)
             await asyncio.to_thread(unpack_files, msg.outputs, store / "tasks")
         app = self.node.app_object(

@@ -28,7 +28,7 @@ from bonjourgrid.app.signing import TrustList
 from bonjourgrid.app.spec import AppSpec
 from bonjourgrid.ce_backends.base import WorkerBackend
 from bonjourgrid.ce_backends.embedded import bwrap
-from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
+from bonjourgrid.ce_backends.embedded.sandbox_config import DEFAULT_SANDBOX, SandboxConfig
 from bonjourgrid.ce_backends.registry import WorkerContext, make_worker
 from bonjourgrid.config import Config
 from bonjourgrid.control.channel import Channel

@@ -28,7 +28,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,8 @@ def shares(claims: Sequence[Claim], machines: int) -> dict[str, int]:
     wants)``; and no claim that wants more has a share below another's by more than one
     machine's worth of weight (``s_i / w_i <= (s_j + 1) / w_j`` whenever ``s_j < wants_j``).
     """
+    from fractions import Fraction  # here: an idle volunteer never splits, nor loads it
+
     given = {c.app: 0 for c in claims}
     left = max(0, machines)
     heap = [(Fraction(1, max(1, c.weight)), -c.held, c.app, c) for c in claims if c.wants > 0]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bonjourgrid.app.signing import SigningError, TrustList
-from bonjourgrid.ce_backends.embedded.sandbox import DEFAULT_SANDBOX, SandboxConfig
+from bonjourgrid.ce_backends.embedded.sandbox_config import DEFAULT_SANDBOX, SandboxConfig
 from bonjourgrid.config import VolunteerFile, VolunteerFileError
 from bonjourgrid.policy.activity import ActivitySource, FileActivitySource, PsutilActivitySource
 from bonjourgrid.policy.config import PolicyConfig, PolicyConfigError

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from bonjourgrid.ce_backends.boinc.executable import boinc_executable
 from bonjourgrid.ce_backends.boinc.guirpc import DEFAULT_PORT, GuiRpcClient, GuiRpcError
 
 START_TIMEOUT = 30.0
@@ -63,11 +63,6 @@ _PREFS = """<global_preferences>
   <disk_min_free_gb>0.1</disk_min_free_gb>
 </global_preferences>
 """
-
-
-def boinc_executable() -> str | None:
-    """Path of the ``boinc`` client program, or None when boinc-client is not installed."""
-    return shutil.which("boinc") or ("/usr/bin/boinc" if Path("/usr/bin/boinc").exists() else None)
 
 
 def prepare_data_dir(

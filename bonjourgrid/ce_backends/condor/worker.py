@@ -63,11 +63,6 @@ def task_of(job_ad: str) -> str | None:
     return f"{m.group(1)}#{int(m.group(2))}" if m else None
 
 
-def usable(configured: str | Path | None = None) -> bool:
-    """Whether HTCondor daemons can run here (advertise ``condor`` only then). Cheap."""
-    return find(configured) is not None
-
-
 class CondorWorker(WorkerBackend):
     """One app's execute node on this volunteer.
 
@@ -246,4 +241,4 @@ class CondorWorker(WorkerBackend):
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
-__all__ = ["CondorWorker", "usable"]
+__all__ = ["CondorWorker"]
