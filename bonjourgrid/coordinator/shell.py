@@ -26,12 +26,9 @@ in order; an event that arrives while actions are being carried out waits its tu
 queue. Actions never block the loop: what waits for the network, a thread or the backend
 runs as a background task and feeds its outcome back as the next event.
 
-Group commit: an ``Append`` is gathered, not written at once; ``flush`` (scheduled for the
-loop's next turn, or run first by any action that depends on the journal) makes the gathered
-promotions durable with one fsync, commits the entries in one transaction (one fsync), then
-streams them to the replicas and carries out the actions held meanwhile — ``Ack`` and
-``Launch``, so that no acknowledgement and no launch precedes the entry it follows, exactly
-as if each entry had been written alone. Results that arrive together share one commit.
+Group commit (coordinator/group_commit.py): entries appended within one turn of the loop
+are committed together; ``Ack`` and ``Launch`` wait behind them, and any other action that
+depends on the journal commits them first.
 """
 
 from __future__ import annotations
@@ -56,6 +53,7 @@ from bonjourgrid.control.messages import (
     ResultAck,
     TaskResult,
 )
+from bonjourgrid.coordinator.group_commit import GroupCommit
 from bonjourgrid.coordinator.peers import Peer, query_app
 from bonjourgrid.coordinator.reserve import Asker, Refused, reserve
 from bonjourgrid.coordinator.worker_link import WorkerLink
@@ -120,12 +118,14 @@ class CoordinatorShell:
         self._backend_waits: dict[tuple[str, int], asyncio.Future[None]] = {}
         self._rival_check: asyncio.Task[None] | None = None
         self._rivals_checked = 0.0
-        self._gathered: list[tuple[int, str]] = []
-        """Journal entries ``(seq, text)`` appended by the engine, not yet committed."""
-        self._stream: list[JournalAppend] = []
-        self._held: list[ev.Action] = []
-        self._promoted = False
-        self._flush_soon: asyncio.Handle | None = None
+        self.commit = GroupCommit(
+            app.app_id,
+            app.store,
+            app.journal,
+            stream=self._stream,
+            carry_out=self._do,
+            on_failure=self._commit_failed,
+        )
 
     # --- the event queue ----------------------------------------------------------------------
 
@@ -154,6 +154,7 @@ class CoordinatorShell:
         finally:
             if self.broken is not None:
                 self._queue.clear()
+                self.commit.stop()  # nothing gathered is committed after a failed action
             self._feeding = False
 
     def wake(self) -> None:
@@ -161,46 +162,18 @@ class CoordinatorShell:
         self._wake.set()
 
     def _carry_out(self, action: ev.Action) -> None:
-        if self._gathered:
+        if self.commit.pending:
             if isinstance(action, _HELD):
-                self._held.append(action)
+                self.commit.hold(action)
                 return
             if not isinstance(action, (ev.Append, *_INDEPENDENT)):
-                self.flush()
+                self.commit.flush()
         self._do(action)
 
-    def flush(self) -> None:
-        """Commit the gathered entries (see the module docstring), then carry out what was
-        held behind them. On failure nothing held is carried out and the shell is broken."""
-        if self._flush_soon is not None:
-            self._flush_soon.cancel()
-            self._flush_soon = None
-        if not self._gathered:
-            return
-        app = self.app
-        gathered, stream, held = self._gathered, self._stream, self._held
-        self._gathered, self._stream, self._held = [], [], []
-        if self._promoted:
-            self._promoted = False
-            app.store.sync_promotions()
-        app.journal.append_many(app.app_id, gathered)
-        for msg in stream:
-            for node in sorted(self.fed):
-                if (link := self.links.get(node)) is not None:
-                    link.post(msg)
-        for action in held:
-            self._do(action)
-
-    def _flush_now(self) -> None:
-        self._flush_soon = None
-        if self.broken is not None:
-            return
-        try:
-            self.flush()
-        except Exception as e:
-            log.exception("app %s: cannot commit the journal", self.app.app_id)
-            self.broken = e
-            self._queue.clear()
+    def _commit_failed(self, e: Exception) -> None:
+        log.error("app %s: cannot commit the journal: %r", self.app.app_id, e, exc_info=e)
+        self.broken = e
+        self._queue.clear()
         self._wake.set()
 
     async def run(self, backend: CoordinatorBackend) -> None:
@@ -236,7 +209,11 @@ class CoordinatorShell:
 
     async def _wind_down(self) -> None:
         if self.broken is None:
-            self._flush_now()
+            try:
+                self.commit.flush()
+            except Exception as e:
+                self.commit.stop()
+                self._commit_failed(e)
         if self._rival_check is not None:
             self._rival_check.cancel()
         for t in list(self._background):
@@ -327,17 +304,19 @@ class CoordinatorShell:
         """Files first (renamed now, made durable at the flush), then the journal, then the
         replicas' feeds — gathered for the next ``flush``."""
         app = self.app
+        promoted = False
         if a.promote and isinstance(a.entry, (je.Finished, je.Abandoned)):
             app.store.promote(a.entry.task, a.entry.attempt, sync=False)
-            self._promoted = True
+            promoted = True
         text = je.encode(a.entry)
-        self._gathered.append((a.seq, text))
-        self._stream.append(
-            JournalAppend(app.app_id, self.engine.term, a.seq, text, a.host, a.outputs)
-        )
+        msg = JournalAppend(app.app_id, self.engine.term, a.seq, text, a.host, a.outputs)
+        self.commit.add(msg, promoted=promoted)
         app.times.note(a.entry, self.engine.table, time.time())
-        if self._flush_soon is None:
-            self._flush_soon = asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _stream(self, msg: JournalAppend) -> None:
+        for node in sorted(self.fed):
+            if (link := self.links.get(node)) is not None:
+                link.post(msg)
 
     def _members_message(self) -> Replicas:
         m = self.engine.members

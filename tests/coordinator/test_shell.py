@@ -113,7 +113,7 @@ async def settle(shell: CoordinatorShell) -> None:
     for _ in range(200):
         await asyncio.sleep(0)
         pending = [t for t in shell._background if not t.done()]
-        if not pending and shell._flush_soon is None:
+        if not pending and not shell.commit.scheduled:
             return
         if pending:
             await asyncio.wait(pending, timeout=0.1)
