@@ -70,8 +70,10 @@ log = logging.getLogger(__name__)
 
 _FROM_WORKERS = (TaskResult, GiveBack, HeartbeatAck, JournalAck, Fenced)
 """What a worker's link feeds the engine (anything else is a reply ``expect`` awaits)."""
-_WAKING = (ev.Append, ev.Ack, ev.Release, ev.Ended)
-"""Actions after which the engine may have more to do at once (place, release, end)."""
+_WAKING = (ev.StageOutputs, ev.Append, ev.Ack, ev.Release, ev.Ended)
+"""Actions after which the engine may have more to do at once (place, release, end): a
+result being staged has freed its slot (engine/ledger.py), so the next task is placed while
+it commits."""
 _HELD = (ev.Ack, ev.Launch)
 """Actions carried out only once the entries gathered before them are committed."""
 _INDEPENDENT = (
