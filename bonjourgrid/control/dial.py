@@ -88,7 +88,10 @@ async def open_connection(
     interface = interface or scope
     assert interface is not None
     family, addr = sockaddr(f"{host}%{interface}", port)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # ``proto`` says TCP; with 0 every small frame after another waited for the peer's
+    # delayed ACK (40 ms per message on Linux).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET:
@@ -113,7 +116,8 @@ def listen_socket(host: str, port: int) -> socket.socket | None:
         log.debug("Python without IPv6; listening on IPv4 only")
         return None
     try:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        # IPPROTO_TCP: accepted sockets inherit it, so asyncio sets TCP_NODELAY on them
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except OSError as e:
         log.debug("no IPv6 in this kernel (%s); listening on IPv4 only", e)
         return None

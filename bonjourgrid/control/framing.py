@@ -37,8 +37,8 @@ class FrameReader:
 
 
 def write_frame(writer: asyncio.StreamWriter, data: bytes) -> None:
-    """Queue one frame (the caller drains)."""
+    """Queue one frame (the caller drains): its length and body in one write, so a frame
+    leaves in one segment where it fits."""
     if len(data) > MAX_FRAME:
         raise FrameTooLarge(f"frame of {len(data)} bytes (limit {MAX_FRAME})")
-    writer.write(_LENGTH.pack(len(data)))
-    writer.write(data)
+    writer.writelines((_LENGTH.pack(len(data)), data))
