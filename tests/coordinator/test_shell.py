@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import io
 import tarfile
+from collections.abc import Coroutine
 from pathlib import Path
 
 import pytest
@@ -252,14 +253,15 @@ def test_a_task_is_launched_only_once_its_start_is_committed(tmp_path: Path) -> 
         app = app_object(tmp_path)
         shell, backend = app.coordinate()
         shell.backend = backend
-        launched: list[tuple[str, int]] = []
-        journaled_at_launch: list[int] = []
+        journaled_at_launch: list[tuple[str, int]] = []
+        launch = shell._launch
 
-        async def launch(task: object, attempt: object, link: object, inputs: bytes) -> None:
-            launched.append((attempt.task, attempt.attempt))  # type: ignore[attr-defined]
-            journaled_at_launch.append(len(app.journal.entries(APP)))
+        def carried_out(a: ev.Launch) -> Coroutine[object, object, None]:
+            # the moment the shell carries out the Launch action, not when its task runs
+            journaled_at_launch.append((a.task, len(app.journal.entries(APP))))
+            return launch(a)
 
-        backend.launch = launch  # type: ignore[method-assign]
+        shell._launch = carried_out  # type: ignore[method-assign]
         link = FakeLink("w1")
         shell.links["w1"] = link  # type: ignore[assignment]
         seen = Offer("w1", link.host, ("10.0.0.1",), 1, "idle", 1, 1, 1024, "linux", "x86_64",
@@ -267,9 +269,9 @@ def test_a_task_is_launched_only_once_its_start_is_committed(tmp_path: Path) -> 
         shell.feed(ev.Reserved(1.0, "w1", link.host, 1, seen))
         await settle(shell)
         shell.feed(ev.Tick(1.5))
-        assert launched == []  # held behind its Started entry
+        assert journaled_at_launch == []  # held behind its Started entry
         await settle(shell)
-        assert launched == [("t1", 1)]
-        assert journaled_at_launch == [1]  # the Started entry was on disk first
+        assert journaled_at_launch == [("t1", 1)]  # carried out once Started was on disk
+        assert [m for m in link.sent if type(m).__name__ == "RunTask"]
 
     asyncio.run(scenario())
